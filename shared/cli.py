@@ -1,0 +1,149 @@
+"""The `distill` command line (names and behaviour: cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from itertools import islice
+from pathlib import Path
+
+from shared.identity import file_digest, job_id
+from shared.manifest import Manifest, ManifestError, TeacherKind, load_manifest
+from shared.prompts import PROMPT_VERSION, teacher_conversations
+from shared.tasks import Task
+from shared.validation import FileLimits, FileReport, read_rows, validate_file
+
+LOCAL_TEACHER_URL = "http://127.0.0.1:8000/v1"
+
+
+def shown(path: Path) -> str:
+    """A path as the user would write it: relative to the current folder when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def data_files(manifest: Manifest) -> list[Path]:
+    return [p for p in (manifest.training_file, manifest.validation_file) if p is not None]
+
+
+def print_reports(reports: Sequence[FileReport]) -> int:
+    """Print every problem and a summary; the exit code is 1 when any file has an error."""
+    for report in reports:
+        for problem in report.problems:
+            print(problem)
+        if report.problems_dropped:
+            print(f"{report.file}:0: more-problems: {report.problems_dropped} more problems not shown")
+    for report in reports:
+        print(f"{report.file}: {report.rows} rows, {report.references} with reference answers, "
+              f"{report.errors} errors, {report.warnings} warnings")
+    errors = sum(r.errors for r in reports)
+    warnings = sum(r.warnings for r in reports)
+    verdict = "FAILED" if errors else "OK"
+    print(f"{verdict}: {len(reports)} files, {sum(r.rows for r in reports)} rows, {errors} errors, {warnings} warnings")
+    return 1 if errors else 0
+
+
+def load_or_report(path: Path) -> Manifest | None:
+    try:
+        return load_manifest(path)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"FAILED: {shown(path)} is not a valid manifest ({len(exc.problems)} problems)")
+        return None
+    except OSError as exc:
+        print(f"{shown(path)}:0: manifest: cannot read it ({exc.strerror})")
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.task:
+        task = Task.parse(args.task)
+        return print_reports([validate_file(p, task, name=shown(p)) for p in args.files])
+    if len(args.files) != 1:
+        print("distill validate: give one manifest, or --task T and data files", file=sys.stderr)
+        return 2
+    manifest = load_or_report(args.files[0])
+    if manifest is None:
+        return 1
+    limits = FileLimits(max_rows=manifest.limits.max_rows)
+    return print_reports([validate_file(p, manifest.task, min_rows=manifest.effective_min_rows, limits=limits,
+                                        name=shown(p)) for p in data_files(manifest)])
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from shared.teacher.client import TeacherClient  # pulls in openai: only when needed
+
+    manifest = load_or_report(args.manifest)
+    if manifest is None:
+        return 1
+    teacher = manifest.teacher
+    base_url = LOCAL_TEACHER_URL if teacher.kind is TeacherKind.LOCAL else None
+    client = TeacherClient(teacher, manifest.inference, base_url=base_url)
+    identity = job_id(manifest, [file_digest(p) for p in data_files(manifest)])
+    print(f"# job {identity}, prompts {PROMPT_VERSION}, teacher {teacher.kind.value} {teacher.model}")
+    if teacher.kind is TeacherKind.LOCAL:
+        print(f"# the local teacher is started by `distill run`; {LOCAL_TEACHER_URL} stands for its address")
+    report = FileReport.empty(shown(manifest.training_file), manifest.task)
+    for row in islice(read_rows(manifest.training_file, manifest.task, report, name=report.file), args.rows):
+        for messages in teacher_conversations(manifest.task, row, manifest.prompt):
+            print(f"\n# {row.source}:{row.line} (row {row.id[:12]}…)")
+            print(f"POST {client.endpoint}")
+            if client.auth_header:
+                print(client.auth_header)
+            print(json.dumps(client.request_body(messages), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from shared.samples import write_nli_sample
+
+    write_nli_sample(args.out, rows=args.rows, validation_rows=args.validation_rows, seed=args.seed)
+    print(f"wrote {args.rows} training and {args.validation_rows} validation rows with {shown(args.out)}/manifest.yaml")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distill", description="Distill a teacher LLM into a small student model.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check a manifest and its data files, or data files for a task")
+    v.add_argument("files", nargs="+", type=Path, metavar="MANIFEST | FILE")
+    v.add_argument("--task", help="validate plain data files for this task (nli, nlu_qa, math, conversation, "
+                   "summarization)")
+    v.set_defaults(func=cmd_validate)
+
+    pv = sub.add_parser("preview", help="print the exact teacher requests for the first rows")
+    pv.add_argument("manifest", type=Path)
+    pv.add_argument("--rows", type=int, default=3)
+    pv.set_defaults(func=cmd_preview)
+
+    s = sub.add_parser("sample", help="write the project's generated NLI sample data and a manifest")
+    s.add_argument("--task", choices=["nli"], default="nli")
+    s.add_argument("--rows", type=int, default=120)
+    s.add_argument("--validation-rows", type=int, default=80)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, default=Path(".distill/sample"))
+    s.set_defaults(func=cmd_sample)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:  # bad option values (unknown task...) read as one clear line
+        print(f"distill {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

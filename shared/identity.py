@@ -1,0 +1,43 @@
+"""Job identity: a job's id follows from what determines its results (cli.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from shared.manifest import Manifest
+from shared.prompts import PROMPT_VERSION
+
+_CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(manifest: Manifest, data_digests: list[str]) -> dict[str, object]:
+    """Everything a job's results depend on; budget, rate limits and output options are left out on purpose."""
+    return {
+        "task": manifest.task.value,
+        "data": data_digests,
+        "validation_fraction": None if manifest.validation_file else manifest.validation_fraction,
+        "teacher": {"kind": manifest.teacher.kind.value, "url": manifest.teacher.url, "model": manifest.teacher.model},
+        "inference": manifest.inference.model_dump(mode="json"),
+        "prompt_version": PROMPT_VERSION,
+        "prompt": manifest.prompt.model_dump(mode="json"),
+        "student": manifest.student.model_dump(mode="json"),
+    }
+
+
+def job_id(manifest: Manifest, data_digests: list[str]) -> str:
+    """`manifest.name` when set, else `<task>-<12 hex digits of the fingerprint>`."""
+    if manifest.name:
+        return manifest.name
+    blob = json.dumps(fingerprint(manifest, data_digests), sort_keys=True, separators=(",", ":"))
+    return f"{manifest.task.value.lower().replace('_', '-')}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

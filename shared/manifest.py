@@ -1,0 +1,497 @@
+"""The job manifest: one typed, validated description of a distillation job.
+
+Every field has a documented default; `docs/manifest.md` lists them. Secrets never live here: a teacher key is
+named by `teacher.key_setting` (an environment variable or app setting), never written.
+
+`load_manifest` reads a native manifest (YAML or JSON) or an AzureML `type: distillation` job YAML. Every
+problem is reported as `<file>: <field.path>: <what is wrong>` and never repeats the value that was written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Callable, Hashable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.tasks import DEFAULT_MAX_LEN_SUMMARY, Task
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class TeacherKind(StrEnum):
+    AZURE_OPENAI = "azure_openai"  # an Azure OpenAI resource; `model` is the deployment name
+    # an Azure AI serverless (*.models.ai.azure.com) or online (*.inference.ml.azure.com) endpoint
+    AZURE_AI = "azure_ai"
+    OPENAI_COMPATIBLE = "openai_compatible"  # any base URL speaking /chat/completions (OpenAI, vLLM, ...)
+    LOCAL = "local"  # the teacher server `distill teacher serve` starts on this machine
+
+
+class TeacherAuth(StrEnum):
+    ENTRA = "entra"  # managed identity / Entra ID through DefaultAzureCredential
+    KEY = "key"  # a key read at call time from the setting named by `key_setting`
+    NONE = "none"  # no credentials (local and test teachers)
+
+
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TeacherSettings(_Strict):
+    kind: TeacherKind = TeacherKind.OPENAI_COMPATIBLE
+    url: str | None = Field(None, description="endpoint or base URL; not needed for the local teacher")
+    model: str = Field("teacher", min_length=1, description="model name, or the deployment for Azure OpenAI")
+    api_version: str = Field("2024-10-21", description="Azure OpenAI API version")
+    auth: TeacherAuth | None = Field(None, description="default: key when key_setting is set, else entra for "
+                                     "Azure kinds, else none")
+    key_setting: str | None = Field(None, description="NAME of the environment variable / app setting "
+                                    "holding the key")
+    timeout_seconds: float = Field(180.0, gt=0, le=3600)
+    max_retries: int = Field(4, ge=0, le=20)
+
+    @field_validator("key_setting")
+    @classmethod
+    def _check_key_setting(cls, value: str | None) -> str | None:
+        if value is not None and not _SETTING_NAME.match(value):
+            raise ValueError("must be the NAME of an environment variable or app setting (letters, digits "
+                             "and _, not starting with a digit), never the key itself")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> TeacherSettings:
+        if self.kind is not TeacherKind.LOCAL and not self.url:
+            raise ValueError("url: required for every teacher kind but local")
+        if self.url and not self.url.lower().startswith(("https://", "http://")):
+            raise ValueError("url: must be an http:// or https:// URL")
+        if self.auth is TeacherAuth.KEY and not self.key_setting:
+            raise ValueError("key_setting: required when auth is 'key'; name the setting that holds the key")
+        return self
+
+    @property
+    def effective_auth(self) -> TeacherAuth:
+        if self.auth is not None:
+            return self.auth
+        if self.key_setting:
+            return TeacherAuth.KEY
+        if self.kind in (TeacherKind.AZURE_OPENAI, TeacherKind.AZURE_AI):
+            return TeacherAuth.ENTRA
+        return TeacherAuth.NONE
+
+
+class InferenceParameters(_Strict):
+    temperature: float = Field(0.0, ge=0, le=1)
+    top_p: float = Field(1.0, ge=0, le=1)
+    max_tokens: int = Field(1024, ge=1, le=32768)
+    stop: list[str] | None = Field(None, max_length=4)
+    seed: int | None = None
+    frequency_penalty: float = Field(0.0, ge=0, le=2)
+    presence_penalty: float = Field(0.0, ge=0, le=2)
+
+
+class PromptSettings(_Strict):
+    chain_of_thought: bool = False
+    chain_of_density: bool = False
+    max_len_summary: int = Field(DEFAULT_MAX_LEN_SUMMARY, ge=5, le=2000)
+    keep_reasoning: bool = Field(False, description="train the student on the teacher's reasoning + answer "
+                                 "(distilling step by step); needs chain_of_thought")
+
+
+class FineTuneMethod(StrEnum):
+    FULL = "full"
+    LORA = "lora"
+
+
+class StudentSettings(_Strict):
+    model: str = Field("SmolLM2-135M-Instruct", min_length=1,
+                       description="a local model (name or folder) or an AzureML registry id (azureml://...)")
+    method: FineTuneMethod = FineTuneMethod.FULL
+    hyperparameters: dict[str, str | int | float] = Field(default_factory=dict)
+    instance_type: str | None = Field(None, min_length=1, description="AzureML `resources.instance_type`: "
+                                      "fine-tune on this managed compute instead of serverless; ignored by a "
+                                      "local student")
+
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _check_hyperparameters(cls, value: Any) -> Any:
+        if isinstance(value, dict) and any(isinstance(v, bool) or not isinstance(v, str | int | float)
+                                           for v in value.values()):
+            raise ValueError("every value must be a string or a number (a yes/no is written \"true\")")
+        return value
+
+    @property
+    def backend(self) -> Literal["azureml", "local"]:
+        return "azureml" if self.model.startswith("azureml://") else "local"
+
+    @property
+    def takes_system_prompt(self) -> bool:
+        """Phi-3-medium models take no system prompt: its text is folded into the user turn."""
+        return "phi-3-medium" not in self.model.lower()
+
+
+class Limits(_Strict):
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    concurrency: int = Field(10, gt=0, le=100, description="teacher requests in flight per worker "
+                             "(the managed service's request_batch_size)")
+    budget_tokens: int | None = Field(None, gt=0, description="stop teacher calls once this many tokens are "
+                                      "used")
+    max_rows: int = Field(1_000_000, gt=0, description="rows per file above which a file is refused")
+
+
+class Manifest(_Strict):
+    task: Task
+    training_file: Path
+    validation_file: Path | None = None
+    validation_fraction: float = Field(0.1, gt=0, lt=1, description="share of training rows held out "
+                                       "(by row id, deterministically) when no validation file is given")
+    teacher: TeacherSettings = Field(default_factory=lambda: TeacherSettings(kind=TeacherKind.LOCAL))
+    inference: InferenceParameters = Field(default_factory=InferenceParameters)
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
+    student: StudentSettings = Field(default_factory=StudentSettings)
+    min_success_ratio: float = Field(0.7, ge=0, le=1)
+    min_rows: int | None = Field(None, ge=1, description="default: 65, or 40 for MATH")
+    limits: Limits = Field(default_factory=Limits)
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] | None = None
+    experiment_name: str = Field("distill", min_length=1, max_length=255)
+    display_name: str | None = Field(None, min_length=1, description="AzureML job display name")
+    description: str | None = Field(None, description="free text, kept with the job")
+    tags: dict[str, str] = Field(default_factory=dict, description="AzureML job tags")
+    output_model_name: str | None = None
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _parse_task(cls, value: Any) -> Any:
+        """Any casing and `-` for `_`, as AzureML accepts ("nlu-qa", "Math")."""
+        if not isinstance(value, str) or isinstance(value, Task):
+            return value
+        try:
+            return Task.parse(value)
+        except ValueError:
+            known = ", ".join(t.value for t in Task)
+            raise ValueError(f"not a known task (expected one of {known})") from None
+
+    @model_validator(mode="after")
+    def _check(self) -> Manifest:
+        p, task = self.prompt, self.task.value
+        if p.chain_of_thought and not self.task.allows_chain_of_thought:
+            allowed = ", ".join(t.value for t in Task if t.allows_chain_of_thought)
+            raise ValueError(f"prompt.chain_of_thought: not available for {task} (only for {allowed})")
+        if p.chain_of_density and not self.task.allows_chain_of_density:
+            raise ValueError(f"prompt.chain_of_density: only for SUMMARIZATION, not {task}")
+        if p.max_len_summary != DEFAULT_MAX_LEN_SUMMARY and self.task is not Task.SUMMARIZATION:
+            raise ValueError(f"prompt.max_len_summary: only for SUMMARIZATION, not {task}")
+        if p.keep_reasoning and not p.chain_of_thought:
+            raise ValueError("prompt.keep_reasoning: needs prompt.chain_of_thought")
+        return self
+
+    @property
+    def effective_min_rows(self) -> int:
+        return self.min_rows if self.min_rows is not None else self.task.default_min_rows
+
+    def with_overrides(self, **changes: Any) -> Manifest:
+        """A copy with fields replaced, validated again (for command-line flags); raises ManifestError."""
+        return validate_manifest({**self.model_dump(), **changes}, source="overrides")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Errors
+
+
+class ManifestError(ValueError):
+    """Everything wrong with a manifest, one `<file>: <field.path>: <problem>` line each; never a value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+Loc = tuple[str | int, ...]
+Rename = Callable[[str], str]
+
+
+def _dotted(loc: Loc) -> str:
+    """("inference", "stop", 0) -> "inference.stop[0]"."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def _located(source: str | None, path: str, message: str) -> str:
+    return ": ".join(part for part in (source, path, message) if part)
+
+
+def _same(path: str) -> str:
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Secrets: refused before any validation, by field name and by URLs that carry credentials
+
+SECRET_FIELDS = frozenset({
+    "api_key", "key", "apikey", "secret", "password", "token", "connection_string",
+    "access_token", "client_secret", "account_key", "sas_token", "subscription_key", "authorization",
+})
+_SECRET_QUERY = SECRET_FIELDS | {"code", "sig"}
+_SETTING_FIELDS = frozenset({"key_setting", "api_key_setting"})
+NATIVE_KEY_ADVICE = ("a key must never be written in a manifest; store it in an environment variable or app "
+                     "setting and name that setting in teacher.key_setting (for example "
+                     "`key_setting: TEACHER_API_KEY`)")
+
+
+def find_secrets(doc: Any, advice: str) -> list[str]:
+    """One problem per secret written in `doc`: a filled secret-named field, a setting name that is really a
+    key, or a URL carrying a password or key. Each names the field and gives `advice`, never the value."""
+    problems = []
+    for loc, value in _entries(doc, ()):
+        name = _normal(loc[-1]) if isinstance(loc[-1], str) else ""
+        if isinstance(loc[-1], str) and _looks_like_key(loc[-1]):
+            where = _dotted(loc[:-1]) or "top level"
+            problems.append(f"{where}: a field name here looks like a key; {advice}")
+        elif name in SECRET_FIELDS and _filled(value):
+            problems.append(f"{_dotted(loc)}: {advice}")
+        elif name in _SETTING_FIELDS and isinstance(value, str) and _looks_like_key(value):
+            problems.append(f"{_dotted(loc)}: this looks like a key, not the NAME of a setting; {advice}")
+        elif isinstance(value, str) and (carried := _url_credential(value)):
+            problems.append(f"{_dotted(loc)}: this URL carries {carried}; remove it from the URL; {advice}")
+    return problems
+
+
+def _entries(node: Any, loc: Loc) -> Iterator[tuple[Loc, Any]]:
+    """Every (location, value) below a mapping or list, depth first."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        child = (*loc, key if isinstance(node, list) else str(key))
+        yield child, value
+        yield from _entries(value, child)
+
+
+def _normal(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def _filled(value: Any) -> bool:
+    return bool(value.strip()) if isinstance(value, str) else value not in (None, {}, [])
+
+
+def _looks_like_key(name: str) -> bool:
+    """Setting names are words joined by `_`; a long run of letters and digits is a key pasted by mistake."""
+    mixed = any(c.isdigit() for c in name) and any(c.isalpha() for c in name)
+    return len(name) >= 24 and "_" not in name and mixed
+
+
+def _url_credential(text: str) -> str | None:
+    """What credential a URL carries (a password, or a key-like query parameter), or None."""
+    if "://" not in text:
+        return None
+    try:
+        parts = urlsplit(text.strip())
+    except ValueError:
+        return None
+    if parts.password:
+        return "a password"
+    names = [name for name, _ in parse_qsl(parts.query) if _normal(name) in _SECRET_QUERY]
+    return f"a key (query parameter `{names[0]}`)" if names else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read a manifest file (YAML or JSON, UTF-8): native, or an AzureML `type: distillation` job YAML.
+
+    Relative data paths are resolved against the manifest's folder. Raises ManifestError.
+    """
+    path = Path(path)
+    doc = _read_document(path)
+    return manifest_from_dict(doc, path.resolve().parent, source=str(path))
+
+
+def manifest_from_dict(doc: Any, base: Path, source: str = "manifest") -> Manifest:
+    """Validate a manifest already parsed into a dict; relative data paths are resolved against `base`."""
+    from shared import azureml_yaml
+
+    if not isinstance(doc, dict):
+        raise ManifestError([_located(source, "", "must be a mapping of fields")])
+    rename: Rename = _same
+    if azureml_yaml.is_azureml(doc):
+        doc, rename = azureml_yaml.from_azureml(doc, source=source), azureml_yaml.azure_path
+    elif secrets := find_secrets(doc, NATIVE_KEY_ADVICE):
+        raise ManifestError([_located(source, "", p) for p in secrets])
+    doc, path_problems = _resolve_data_paths(doc, Path(base))
+    manifest, problems = _validated(doc, rename)
+    problems = [(rename(_dotted(loc)), msg) for loc, msg in path_problems] + problems
+    if problems or manifest is None:
+        raise ManifestError([_located(source, path, msg) for path, msg in problems])
+    return manifest
+
+
+def is_data_asset(path: Path | str | None) -> bool:
+    """An AzureML data asset reference (`azureml:<name>:<version>`): remote, never resolved or read here."""
+    return path is not None and str(path).startswith("azureml:")
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _resolve_data_paths(doc: dict, base: Path) -> tuple[dict, list[tuple[Loc, str]]]:
+    """A copy of `doc` whose relative data paths are absolute under `base`, and the problems found."""
+    doc, problems = dict(doc), []
+    for field in ("training_file", "validation_file"):
+        value = doc.get(field)
+        if not isinstance(value, str | os.PathLike):
+            continue
+        text = os.fspath(value)
+        if not text.strip():
+            problems.append(((field,), "must not be empty"))
+        elif _URL.match(text):
+            problems.append(((field,), "a URL is not read; give a local file, or an AzureML data asset as "
+                                       "`azureml:<name>:<version>`"))
+        elif not is_data_asset(text):
+            local = Path(text).expanduser()
+            doc[field] = local if local.is_absolute() else (base / local).resolve()
+    return doc, problems
+
+
+def _read_document(path: Path) -> Any:
+    """The parsed content of a YAML or JSON file; JSON when it is named .json or starts with `{`."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        problem = f"cannot read the file ({exc.strerror or type(exc).__name__})"
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.start})"
+    else:
+        if not text.strip():
+            raise ManifestError([_located(str(path), "", "the file is empty")])
+        is_json = path.suffix.lower() == ".json" or text.lstrip().startswith("{")
+        return _parse_json(text, str(path)) if is_json else _parse_yaml(text, str(path))
+    raise ManifestError([_located(str(path), "", problem)])
+
+
+def _parse_json(text: str, source: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except json.JSONDecodeError as exc:
+        problem = f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
+    except _DuplicateField as exc:
+        problem = f"{source}: invalid JSON: duplicate field `{exc.name}`"
+    raise ManifestError([problem])
+
+
+class _DuplicateField(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateField(key)
+        result[key] = value
+    return result
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = f"{where}: invalid YAML: {exc.problem or 'cannot be parsed'}"
+    except yaml.YAMLError:
+        problem = f"{source}: invalid YAML: unreadable characters"
+    raise ManifestError([problem])
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a field written twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader itself reports an unhashable key
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate field `{key}`",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validation with readable, value-free messages
+
+
+def validate_manifest(doc: dict, source: str = "manifest", rename: Rename = _same) -> Manifest:
+    """Manifest.model_validate, raising ManifestError instead of pydantic's ValidationError."""
+    manifest, problems = _validated(doc, rename)
+    if manifest is None:
+        raise ManifestError([_located(source, path, msg) for path, msg in problems])
+    return manifest
+
+
+def _validated(doc: dict, rename: Rename) -> tuple[Manifest | None, list[tuple[str, str]]]:
+    """The manifest, or None and its (field path, problem) pairs: pydantic's errors rewritten from `loc` and
+    `msg` alone (its own text repeats the input), each path renamed by `rename` to the path the user wrote."""
+    try:
+        return Manifest.model_validate(doc), []
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    return None, [_describe(e["loc"], e["msg"], e["type"], rename) for e in errors]
+
+
+_PLAIN = {"missing": "required", "path_type": "must be a file path"}
+
+
+def _describe(loc: Loc, msg: str, kind: str, rename: Rename) -> tuple[str, str]:
+    """(field path, problem) for one pydantic error."""
+    if kind == "extra_forbidden":
+        return rename(_dotted(loc)), _unknown_field(str(loc[-1]), _fields_at(Manifest, loc[:-1]))
+    if kind in ("value_error", "assertion_error"):
+        loc, msg = _split_path(loc, re.sub(r"^(Value error|Assertion failed), ", "", msg))
+    return rename(_dotted(loc)), _PLAIN.get(kind) or re.sub(r"^\w+ should ", "must ", msg)
+
+
+def _split_path(loc: Loc, msg: str) -> tuple[Loc, str]:
+    """A validator's message may start with the field it is about ("url: required ..."): move that to loc."""
+    match = re.match(r"([A-Za-z_][\w.]*): (.+)", msg, re.DOTALL)
+    if not match or match[1].split(".")[0] not in _fields_at(Manifest, loc):
+        return loc, msg
+    return (*loc, *match[1].split(".")), match[2]
+
+
+def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
+    """The field names of the model found at `loc` below `model` ([] when `loc` is not a model)."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _unknown_field(name: str, known: list[str]) -> str:
+    match = difflib.get_close_matches(name, known, n=1)
+    if match:
+        return f"unknown field; did you mean `{match[0]}`?"
+    return f"unknown field (expected one of: {', '.join(known)})" if known else "unknown field"

@@ -1,0 +1,33 @@
+"""Suite-wide rules.
+
+Under CI=true a skipped test fails, so a missing service or missing `../shared` data can never pass unnoticed.
+Only tests marked `live` (they need real cloud credentials, which CI does not have) may skip there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and item.get_closest_marker("live") is None and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped under CI=true, which is a failure here: {reason}"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only datasets beside the checkout (`../shared/data`)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is missing")
+    return SHARED_DATA
