@@ -1,26 +1,26 @@
 """Answer parsing: a teacher reply becomes the student's answer, or a stable reason why it cannot.
 
-Tolerant where the managed service is brittle. For NLI, NLU_QA and MATH the first of these places that holds an
-answer decides; a wrong answer found there is rejected, never second-guessed:
+Tolerant where the managed service is brittle. For NLI, NLU_QA and MATH the first of these places that holds
+an answer decides; a wrong answer found there is rejected, never second-guessed:
 
-1. a JSON object with an "answer" key (any casing; also "answer_choice", "final_answer", "choice", "label") anywhere
-   in the reply: bare, fenced, amid prose, single-quoted, with trailing commas, Python literals or bare words;
-   failing that, a quoted "answer": value read straight from broken JSON (unescaped quotes in the reasoning);
+1. a JSON object with an "answer" key (any casing; also "answer_choice", "final_answer", "choice", "label")
+   anywhere in the reply: bare, fenced, amid prose, single-quoted, with trailing commas, Python literals or
+   bare words; failing that, a quoted "answer": value read from JSON too broken to parse;
 2. the last \\boxed{...};
 3. the last "Answer: X", "The answer is X" or "Final answer: X".
 
-Otherwise guesses are tried, and kept only when they give a valid answer: a short first line ("B) bank",
-"**Neutral**", "7 apples"), then the task's own scan (MATH: the last number; NLI: a leading label or the only label
-mentioned; NLU_QA: the only "(C)", "option C" or lone-letter line). A short one-line reply that still fails is
-rejected for the task's reason (INVALID_LABEL, INVALID_CHOICE, NOT_A_NUMBER); any other has no answer: INVALID_JSON
-when JSON was asked for (chain of thought), NO_ANSWER when not.
+Otherwise guesses are tried and kept only when they give a valid answer: a short first line ("B) bank",
+"**Neutral**", "7 apples"), then the task's own scan (MATH: the last number; NLI: a leading label or the only
+label named; NLU_QA: the only "(C)", "option C" or lone-letter line). A one-line reply that still fails is
+rejected for the task's reason (INVALID_LABEL, INVALID_CHOICE, NOT_A_NUMBER); any other has no answer:
+INVALID_JSON when JSON was asked for (chain of thought), NO_ANSWER when not.
 
 Choices made here:
-- MATH fractions ("3/4", "\\frac{3}{4}") are evaluated exactly: one with a terminating decimal becomes that decimal
-  ("3/4" -> "0.75", "6/3" -> "2"); any other ("1/3") is NOT_A_NUMBER, as is scientific notation ("1e3").
-- Code blocks with a language tag (```python ...) are ignored when reading answers from text: code is not executed.
+- MATH fractions ("3/4", "\\frac{3}{4}") are evaluated exactly: one with a terminating decimal becomes that
+  decimal ("3/4" -> "0.75", "6/3" -> "2"); any other ("1/3") is NOT_A_NUMBER, as is "1e3".
+- Code blocks with a language tag (```python) are skipped when reading answers from text: code is not run.
 - <think>...</think> blocks of reasoning models are dropped before parsing and never kept as reasoning.
-- An NLU_QA question with no option lines accepts any single letter: there is nothing to check it against.
+- An NLU_QA question without option lines accepts any letter: there is nothing to check it against.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from fractions import Fraction
 from shared.manifest import PromptSettings
 from shared.prompts import PromptStyle, style_for
 from shared.reasons import Reason
-from shared.tasks import NLI_LABELS, Task, choice_letters
+from shared.tasks import NLI_LABELS, Task, choice_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,29 +72,37 @@ class _Found:
     reasoning: str | None = None
 
 
-_SHORT_WORDS = 5  # a line this short can be a bare answer ("B) populated areas", "7 apples")
+_SHORT_WORDS = 5  # a line this short may be the answer itself ("B) populated areas", "7 apples")
 _WRAPPERS = " \t\r\n*_`\"'“”‘’$"  # markdown, quotes and $ around an answer
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
-_CODE_BLOCK = re.compile(r"```[ \t]*(?!(?:json|text|txt|plaintext|output|markdown|md)\b)[\w+#-]+[^\n]*\n.*?(?:```|$)",
-                         re.IGNORECASE | re.DOTALL)
+_CODE_BLOCK = re.compile(
+    r"```[ \t]*(?!(?:json|text|txt|plaintext|output|markdown|md)\b)[\w+#-]+[^\n]*\n.*?(?:```|$)",
+    re.IGNORECASE | re.DOTALL)
+_WANTED = {Task.NLI: "entailment, contradiction or neutral label", Task.NLU_QA: "option letter",
+           Task.MATH: "number"}
 
 # JSON and its near misses
-_ANSWER_KEYS = ("finalanswer", "answer", "answerchoice", "choice", "label")
+_ANSWER_KEYS = ("finalanswer", "answer", "answerchoice", "choice", "label")  # keys without case, " ", _ or -
 _REASONING_KEYS = ("reasoning", "reason", "rationale", "explanation")
 _SUMMARY_KEYS = ("densersummary", "summary")
 _KEY_NOISE = re.compile(r"[\s_-]")
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-_LATEX_IN_JSON = re.compile(  # \frac, \boxed, \text... that JSON would read as \f, \b, \t escapes
+_MAX_JSON_ATTEMPTS = 50  # spans parsed per reply at most, so a degenerate reply still parses quickly
+_MAX_JSON_CHARS = 50_000
+_LATEX_IN_JSON = re.compile(  # \frac, \boxed, \text... that JSON would read as the escapes \f, \b, \t...
     r"(?<!\\)\\(?=(?:boxed|binom|beta|frac|tfrac|times|text[a-z]*|theta|neq|right[a-z]*)(?![a-zA-Z]))")
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _PYTHON_ESCAPES = frozenset("\\'\"abfnrtvxNuU01234567\n")
 _JSON_WORDS = {"true": True, "false": False, "null": None}
+_NULLS = ("null", "None")
+_BARE_QUOTE = re.compile(r'(?<!\\)"')
 
 
 def _quoted_field(names: str) -> re.Pattern[str]:
-    """`"name": value` as broken JSON still shows it; a quoted value ends where the next key or the object does."""
+    """`"name": value` as broken JSON still shows it; a quoted value ends where a next key or the object does,
+    so quotes inside it need no escaping."""
     return re.compile(
-        rf"""["'](?:{names})["']\s*:\s*(?:(?P<quote>["'])(?P<quoted>.*?)(?P=quote)(?=\s*(?:[}}\]]|,\s*["'{{\[]|$))"""
+        rf"""["'](?:{names})["']\s*:\s*"""
+        rf"""(?:(?P<quote>["'])(?P<quoted>.*?)(?P=quote)(?=\s*(?:[}}\]]|$|,\s*(?:["'{{\[}}\]]|$)))"""
         rf"""|(?P<bare>[^\s"',}}\]][^,}}\]\n]*))""",
         re.IGNORECASE | re.DOTALL)
 
@@ -102,7 +110,6 @@ def _quoted_field(names: str) -> re.Pattern[str]:
 _ANSWER_FIELD = _quoted_field(r"final[ _]?answer|answer[ _]?choice|answer|choice|label")
 _REASONING_FIELD = _quoted_field(r"reasoning|reason|rationale|explanation")
 _SUMMARY_FIELD = _quoted_field(r"denser[ _]?summary")
-_BARE_QUOTE = re.compile(r'(?<!\\)"')
 
 # answers stated in text
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -110,7 +117,7 @@ _ANSWER_LINE = re.compile(
     r"\b(?:the\s+)?(?:(?:final|correct|right)\s+)?(?:answer|label)\b[*_ \t]*"
     r"(?:is\b|would\s+be\b|should\s+be\b|will\s+be\b|:)[*_\s:]*(?P<value>[^\n]+)",
     re.IGNORECASE)
-_LINE_LEAD = " \t*_#>-"
+_LINE_LEAD = " \t*_#>-"  # markdown that may open the line of an "Answer:"
 _LATEX_WRAPPER = re.compile(r"\\(?:boxed|fbox|text|textbf|textit|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 _LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _LATEX_NOISE = re.compile(r"\\[,;:! ]|\\(?:left|right)\b|\\[()\[\]]|\$\$")
@@ -118,25 +125,25 @@ _LATEX_NOISE = re.compile(r"\\[,;:! ]|\\(?:left|right)\b|\\[()\[\]]|\$\$")
 # NLI
 _LABELS = "|".join(NLI_LABELS)
 _LEADING_LABEL = re.compile(rf"^[\W_]*({_LABELS})\b", re.IGNORECASE)
-_LABEL_WORD = re.compile(rf"\b({_LABELS})\b", re.IGNORECASE)
-_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor)\b|n't\b", re.IGNORECASE)
+_LABEL_WORD = re.compile(  # a label, with the negation right before it if any ("isn't a contradiction")
+    rf"(?P<negation>(?:\b(?:not|no|never)|n't)\s+(?:(?:a|an|the)\s+)?)?\b(?P<label>{_LABELS})\b",
+    re.IGNORECASE)
 
 # NLU_QA
-_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[).:]\s+(.+?)\s*$", re.MULTILINE)
-_LETTER = re.compile(r"^(?:(?i:option|choice|letter|answer)\s*:?\s*)?[(\[]?([A-Z](?![\w'’])|[a-z](?=$|[).:\]]))")
+_LETTER = re.compile(  # "B", "b", "(B)", "[B]", "B) bank", "B. bank", "B because", "Option B"; not "I think"
+    r"^(?:(?i:option|choice|letter|answer)\s*:?\s*)?[(\[]?"
+    r"(?:([A-HJ-Z])(?![\w'’])|([A-Za-z])(?=$|[).:,\]]))")
 _PAREN_LETTER = re.compile(r"\(([A-Z])\)")
 _OPTION_WORD = re.compile(r"\b(?i:option|choice)\s+\(?([A-Z])\b")
+_CAPITAL_WORD = re.compile(r"(?<![\w'’])([A-HJ-Z])(?![\w'’])")
 _LONE_LETTER_LINE = re.compile(r"^[ \t*_>#-]*\(?([A-Z])\)?[.)]?[ \t*_]*$", re.MULTILINE)
 
 # MATH
-_NUMBER_TOKEN = r"([-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)(?![\w/]|[.,-]\d)"
-_NUMBER = re.compile(r"(?<![\w./-])" + _NUMBER_TOKEN)
+_NUMBER_TOKEN = r"([-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)(?![\w/]|[.,:-]\d)"  # not "1e3", "1,5", "7:30"
+_NUMBER = re.compile(r"(?<![\w./-])(?<!\d[,:])" + _NUMBER_TOKEN)
 _LEADING_NUMBER = re.compile(r"\s*" + _NUMBER_TOKEN)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _CURRENCY = re.compile(r"[$€£]")
-
-_WANTED = {Task.NLI: "entailment, contradiction or neutral label", Task.NLU_QA: "option letter",
-           Task.MATH: "number"}
 
 
 def excerpt(text: str | None, limit: int = 200) -> str:
@@ -151,14 +158,15 @@ def parse_reply(task: Task, content: str | None, finish_reason: str | None, *, q
                 prompt: PromptSettings) -> Accepted | Rejected:
     """Check and normalise one teacher reply to a row of `task`.
 
-    `question` is the row's last user message (NLU_QA reads its options there); `prompt` tells which reply format
-    the teacher was asked for.
+    `question` is the row's last user message (NLU_QA reads its options there); `prompt` tells which reply
+    format the teacher was asked for.
     """
     if finish_reason not in (None, "stop"):
-        return Rejected(Reason.TRUNCATED, f"the reply was cut off (finish_reason {finish_reason!r})", excerpt(content))
+        detail = f"the reply was cut off (finish_reason {finish_reason!r})"
+        return Rejected(Reason.TRUNCATED, detail, excerpt(content))
     text = _THINK_BLOCK.sub("", content or "").strip()
     if not text:
-        detail = "the reply holds nothing but a <think> block" if (content or "").strip() else "the reply is empty"
+        detail = "the reply holds only a <think> block" if (content or "").strip() else "the reply is empty"
         return Rejected(Reason.EMPTY, detail, excerpt(content))
     outcome = _parse(task, text, question, prompt)
     if isinstance(outcome, _Problem):
@@ -176,7 +184,7 @@ def _parse(task: Task, text: str, question: str, prompt: PromptSettings) -> Acce
     return _single_answer(task, text, _options(question) if task is Task.NLU_QA else {}, style)
 
 
-# --- NLI, NLU_QA, MATH ------------------------------------------------------------------------------------
+# --- NLI, NLU_QA, MATH -------------------------------------------------------------------------------------
 def _single_answer(task: Task, text: str, options: dict[str, str], style: PromptStyle) -> Accepted | _Problem:
     """The answer of a one-answer task: stated outright, else guessed, else the reason there is none."""
     prose = _CODE_BLOCK.sub("\n", text).strip()
@@ -187,12 +195,17 @@ def _single_answer(task: Task, text: str, options: dict[str, str], style: Prompt
         checked = _normalise(task, guess, options)
         if isinstance(checked, str):
             return Accepted(checked, None)
-    if prose and "\n" not in prose and len(prose.split()) <= _SHORT_WORDS:
+    if _is_bare(prose):
         return _accept(_normalise(task, prose, options), None)
     if style is PromptStyle.CHAIN_OF_THOUGHT:
         return _Problem(Reason.INVALID_JSON,
                         f"no JSON answer could be parsed and no {_WANTED[task]} recovered from the text")
     return _Problem(Reason.NO_ANSWER, f"no {_WANTED[task]} found in the reply")
+
+
+def _is_bare(prose: str) -> bool:
+    """One short line that is not JSON: the answer itself, however wrong ("maybe", "seven")."""
+    return bool(prose) and "\n" not in prose and len(prose.split()) <= _SHORT_WORDS and prose[0] not in "{["
 
 
 def _accept(checked: str | _Problem, reasoning: str | None) -> Accepted | _Problem:
@@ -214,7 +227,7 @@ def _guesses(task: Task, prose: str) -> Iterator[str]:
     line = prose.split("\n", 1)[0].strip(_WRAPPERS)
     if not line.endswith(":") and len(line.split()) <= _SHORT_WORDS and (
             task is not Task.MATH or _LEADING_NUMBER.match(_THOUSANDS.sub("", _clean(line)))):
-        yield line
+        yield line  # "Step 1" is no answer to a MATH question, "7 apples" is
     if task is Task.NLI:
         yield from _label_mentions(prose)
     elif task is Task.NLU_QA:
@@ -224,16 +237,16 @@ def _guesses(task: Task, prose: str) -> Iterator[str]:
 
 
 def _label_mentions(prose: str) -> Iterator[str]:
-    """A label the reply opens with, then the only label it mentions."""
+    """A label the reply opens with, then the only label it names without negating it."""
     if match := _LEADING_LABEL.match(prose):
         yield match.group(1)
-    labels = {label.lower() for label in _LABEL_WORD.findall(prose)}
+    labels = _affirmed_labels(prose)
     if len(labels) == 1:
         yield labels.pop()
 
 
 def _letter_mentions(prose: str) -> Iterator[str]:
-    """The only option letter the reply mentions as "(C)", "option C" or a line of its own."""
+    """The only option letter the reply names as "(C)", "option C" or a line of its own."""
     letters = {match.group(1) for pattern in (_PAREN_LETTER, _OPTION_WORD, _LONE_LETTER_LINE)
                for match in pattern.finditer(prose)}
     if len(letters) == 1:
@@ -241,42 +254,49 @@ def _letter_mentions(prose: str) -> Iterator[str]:
 
 
 def _label(value: str) -> str | _Problem:
-    """An NLI label: the one the answer opens with, or the only one it names without a negation."""
+    """An NLI label: the one the answer opens with, else the only one it names and does not negate."""
     if match := _LEADING_LABEL.match(value):
         return match.group(1).lower()
-    labels = {label.lower() for label in _LABEL_WORD.findall(value)}
-    if len(labels) == 1 and not _NEGATION.search(value):
+    labels = _affirmed_labels(value)
+    if len(labels) == 1:
         return labels.pop()
     return _Problem(Reason.INVALID_LABEL, f"label '{_shown(value)}' is not one of {', '.join(NLI_LABELS)}")
 
 
+def _affirmed_labels(text: str) -> set[str]:
+    """The labels the text names, leaving out negated ones ("not entailment")."""
+    return {match["label"].lower() for match in _LABEL_WORD.finditer(text) if not match["negation"]}
+
+
 def _options(question: str) -> dict[str, str]:
-    """The question's options, letter -> cleaned lower-case text, in the order choice_letters finds them."""
-    texts: dict[str, str] = {}
-    for match in _OPTION_LINE.finditer(question):
-        texts.setdefault(match.group(1), _clean(match.group(2)).casefold())
-    return {letter: texts.get(letter, "") for letter in choice_letters(question)}
+    """The question's options, letter -> cleaned lower-case text, as shared.tasks reads them."""
+    return {letter: _clean(text).casefold() for letter, text in choice_options(question).items()}
 
 
 def _choice(value: str, options: dict[str, str]) -> str | _Problem:
-    """An option letter ("b", "(B)", "B) bank", "Option B", or an option's exact text) the question offers."""
-    match = _LETTER.match(value)
-    if match:
-        letter = match.group(1).upper()
-    else:
-        hits = [letter for letter, text in options.items() if text and text == value.casefold()]
-        if len(hits) != 1:
-            return _Problem(Reason.INVALID_CHOICE,
-                            f"answer '{_shown(value)}' is neither an option letter nor the text of one option")
-        letter = hits[0]
+    """An option letter the question offers, upper case."""
+    letter = _letter_of(value, options)
+    if letter is None:
+        return _Problem(Reason.INVALID_CHOICE, f"answer '{_shown(value)}' does not name one option letter")
     if options and letter not in options:
         return _Problem(Reason.INVALID_CHOICE,
                         f"choice '{letter}' is not one of the question's options {', '.join(options)}")
     return letter
 
 
+def _letter_of(value: str, options: dict[str, str]) -> str | None:
+    """The letter an answer opens with ("b", "(B)", "B) bank", "Option B"), else the option whose exact text
+    it is, else the only letter it names ("I'd pick B")."""
+    if match := _LETTER.match(value):
+        return (match.group(1) or match.group(2)).upper()
+    by_text = {letter for letter, text in options.items() if text and text == value.casefold()}
+    named = {match.group(1) for pattern in (_PAREN_LETTER, _OPTION_WORD, _CAPITAL_WORD)
+             for match in pattern.finditer(value)}
+    return next((letters.pop() for letters in (by_text, named) if len(letters) == 1), None)
+
+
 def _number(value: str) -> str | _Problem:
-    """A plain decimal: "1,000" -> "1000", "$7.50" -> "7.5", "x = 7" -> "7", "3 apples" -> "3", "3/4" -> "0.75"."""
+    """A plain decimal: "1,000" -> "1000", "$7.50" -> "7.5", "x = 7" -> "7", "3 apples" -> "3"."""
     text = _CURRENCY.sub("", _THOUSANDS.sub("", value)).rsplit("=", 1)[-1]
     leading = _LEADING_NUMBER.match(text)
     tokens = [leading.group(1)] if leading else _NUMBER.findall(text)
@@ -289,12 +309,12 @@ def _number(value: str) -> str | _Problem:
 
 
 def _exact_decimal(token: str) -> str | None:
-    """A number or fraction token as a decimal ("+7.50" -> "7.5", "6/3" -> "2"), None when it has none ("1/3")."""
+    """A number or fraction as a decimal ("+7.50" -> "7.5", "3/4" -> "0.75"), None if it has none ("1/3")."""
     numerator, _, denominator = token.replace(" ", "").partition("/")
     try:
         value = Fraction(numerator) / Fraction(denominator or 1)
         places, rest = 0, value.denominator
-        for prime in (2, 5):
+        for prime in (2, 5):  # a fraction ends as a decimal when its denominator has no other factor
             count = 0
             while rest % prime == 0:
                 rest, count = rest // prime, count + 1
@@ -302,15 +322,15 @@ def _exact_decimal(token: str) -> str | None:
         if rest != 1:
             return None
         digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
-    except (ValueError, ZeroDivisionError):  # ValueError: a number too long to convert
+    except (ValueError, ZeroDivisionError):  # ValueError: more digits than Python converts
         return None
     whole, fraction = digits[: len(digits) - places], digits[len(digits) - places:]
     return ("-" if value < 0 else "") + whole + (f".{fraction}" if fraction else "")
 
 
-# --- answers stated outright ------------------------------------------------------------------------------
+# --- answers stated outright -------------------------------------------------------------------------------
 def _json_answer(text: str) -> _Found | None:
-    """The answer (and reasoning) of the last JSON object in the reply that has an answer key."""
+    """The answer (and reasoning) of the last JSON object in the reply that has an answer."""
     for value in reversed(_json_values(text)):
         for obj in _objects(value):
             answer = _text_of(_field(obj, _ANSWER_KEYS))
@@ -320,7 +340,7 @@ def _json_answer(text: str) -> _Found | None:
 
 
 def _salvaged_answer(text: str) -> _Found | None:
-    """The last "answer": value of JSON too broken to parse, with its "reasoning" when that can be read too."""
+    """The last "answer": value of JSON too broken to parse, with the last "reasoning" if one can be read."""
     answers = [answer for answer in _field_values(_ANSWER_FIELD, text) if answer]
     if not answers:
         return None
@@ -329,20 +349,29 @@ def _salvaged_answer(text: str) -> _Found | None:
 
 
 def _boxed_answer(prose: str) -> _Found | None:
-    """The content of the last \\boxed{...}, nested braces allowed."""
+    """The content of the last \\boxed{...} that closes, nested braces allowed."""
+    closing = _closing_braces(prose)
     for match in reversed(list(_BOXED.finditer(prose))):
-        depth = 1
-        for index in range(match.end(), len(prose)):
-            depth += {"{": 1, "}": -1}.get(prose[index], 0)
-            if depth == 0:
-                if prose[match.end():index].strip():
-                    return _Found(prose[match.end():index])
-                break
+        end = closing.get(match.end() - 1)
+        if end is not None and prose[match.end():end].strip():
+            return _Found(prose[match.end():end])
     return None
 
 
+def _closing_braces(text: str) -> dict[int, int]:
+    """Where each "{" of the text closes, found in one pass."""
+    closing: dict[int, int] = {}
+    opened: list[int] = []
+    for index, char in enumerate(text):
+        if char == "{":
+            opened.append(index)
+        elif char == "}" and opened:
+            closing[opened.pop()] = index
+    return closing
+
+
 def _answer_line(prose: str) -> _Found | None:
-    """The last "Answer: X" / "the answer is X"; the text before it is reasoning when it opens its own line."""
+    """The last "Answer: X" / "the answer is X"; the text before it is reasoning when it opens its line."""
     matches = list(_ANSWER_LINE.finditer(prose))
     if not matches:
         return None
@@ -353,14 +382,15 @@ def _answer_line(prose: str) -> _Found | None:
 
 
 # --- summaries ---------------------------------------------------------------------------------------------
-_SUMMARY_INTRO = re.compile(
-    r"^[*#_\s]*(?:here(?:'s|’s|\s+is)\b[^\n:]*\bsummary\b[^\n:]*|(?:the\s+)?summary\b[^\n:]{0,40}?)[*_]*:[*_]*\s*",
+_SUMMARY_INTRO = re.compile(  # "Summary:", "**Summary:**", "Here is a concise summary of the article:"
+    r"^[*#_\s]*(?:here(?:'s|’s|\s+is)\b[^\n:]*\bsummary\b[^\n:]*|(?:the\s+)?summary\b[^\n:]{0,40}?)"
+    r"[*_]*:[*_]*\s*",
     re.IGNORECASE)
 _CLOSING_QUOTE = {'"': '"', "“": "”", "'": "'", "‘": "’"}
 
 
 def _plain_summary(text: str) -> str:
-    """The reply without a "Summary:" / "Here is a summary:" lead-in or quotes around it all."""
+    """The reply without a "Summary:" lead-in or quotes around all of it."""
     summary = _SUMMARY_INTRO.sub("", text, count=1).strip()
     if (len(summary) > 1 and _CLOSING_QUOTE.get(summary[0]) == summary[-1]
             and summary[0] not in summary[1:-1] and summary[-1] not in summary[1:-1]):
@@ -393,21 +423,26 @@ def _checked_summary(summary: str | _Problem, max_words: int) -> Accepted | _Pro
 
 # --- JSON, leniently ---------------------------------------------------------------------------------------
 def _json_values(text: str) -> list[object]:
-    """Every outermost {...} or [...] of the text that parses, in order of appearance."""
+    """Every outermost {...} or [...] of the text that parses and holds a key, in order of appearance."""
     values: list[object] = []
-    covered = -1
+    covered, attempts = -1, 0
     for start, end in _bracket_spans(text):
-        if start >= covered and (value := _load_lenient(text[start:end])) is not None:
+        if start < covered or end - start > _MAX_JSON_CHARS or text.find(":", start, end) < 0:
+            continue  # inside a value already read, too long for a reply's JSON, or without any key
+        attempts += 1
+        if attempts > _MAX_JSON_ATTEMPTS:
+            break
+        if (value := _load_lenient(text[start:end])) is not None:
             values.append(value)
             covered = end
     return values
 
 
 def _bracket_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every balanced {...} and [...], outer before inner; brackets in double-quoted strings
-    inside them do not count. One pass, so a stray bracket in prose cannot hide the JSON after it."""
+    """(start, end) of every balanced {...} and [...], outer before inner, in one pass (so a stray bracket in
+    prose cannot hide the JSON after it); brackets in double-quoted strings inside them do not count."""
     spans: list[tuple[int, int]] = []
-    stack: list[tuple[str, int]] = []
+    opened: list[tuple[str, int]] = []  # (the closing bracket awaited, where it opened)
     in_string = escaped = False
     for index, char in enumerate(text):
         if in_string:
@@ -417,24 +452,23 @@ def _bracket_spans(text: str) -> list[tuple[int, int]]:
                 escaped = True
             elif char == '"':
                 in_string = False
-        elif char == '"' and stack:
+        elif char == '"' and opened:
             in_string = True
         elif char in "{[":
-            stack.append(("}" if char == "{" else "]", index))
-        elif stack and char == stack[-1][0]:
-            spans.append((stack.pop()[1], index + 1))
+            opened.append(("}" if char == "{" else "]", index))
+        elif opened and char == opened[-1][0]:
+            spans.append((opened.pop()[1], index + 1))
     return sorted(spans, key=lambda span: (span[0], -span[1]))
 
 
 def _load_lenient(snippet: str) -> object | None:
-    """JSON, or the near-JSON small models write: single quotes, trailing commas, Python literals, bare words."""
+    """JSON, or the near-JSON small models write: single quotes, trailing commas, Python literals, bare
+    words; None when it is neither."""
     snippet = _LATEX_IN_JSON.sub(r"\\\\", snippet)
-    for attempt in (snippet, _TRAILING_COMMA.sub(r"\1", snippet)):
-        try:
-            return json.loads(attempt, strict=False)
-        except (ValueError, RecursionError):
-            continue
-    return _python_literal(snippet)
+    try:
+        return json.loads(snippet, strict=False)  # strict=False: raw newlines inside strings
+    except (ValueError, RecursionError):
+        return _python_literal(snippet)  # trailing commas too
 
 
 class _BareWords(ast.NodeTransformer):
@@ -445,8 +479,8 @@ class _BareWords(ast.NodeTransformer):
 
 
 def _python_literal(snippet: str) -> object | None:
-    """The snippet read as a Python literal, or None."""
-    escaped = _ESCAPE.sub(lambda m: m.group(0) if m.group(1) in _PYTHON_ESCAPES else "\\" + m.group(0), snippet)
+    """The snippet read as a Python literal, or None. Stray backslashes (LaTeX) are kept as written."""
+    escaped = _ESCAPE.sub(lambda m: m[0] if m[1] in _PYTHON_ESCAPES else "\\" + m[0], snippet)
     try:
         return ast.literal_eval(_BareWords().visit(ast.parse(escaped, mode="eval")))
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
@@ -466,7 +500,7 @@ def _objects(value: object) -> Iterator[dict[object, object]]:
 
 
 def _field(obj: dict[object, object], names: tuple[str, ...]) -> object:
-    """The value of the first of `names` the object has, keys compared without case, spaces, "_" or "-"."""
+    """The value of the first of `names` the object has; keys compare without case, spaces, "_" or "-"."""
     keyed = {_KEY_NOISE.sub("", str(key).lower()): value for key, value in obj.items()}
     return next((keyed[name] for name in names if name in keyed), None)
 
@@ -485,25 +519,27 @@ def _text_of(value: object) -> str:
 
 
 def _field_values(pattern: re.Pattern[str], text: str) -> list[str]:
-    """The values of every `"key": value` the pattern finds, JSON escapes resolved where they can be."""
+    """The value of every `"key": value` the pattern finds, JSON escapes resolved where possible."""
     values = []
     for match in pattern.finditer(text):
-        quoted = match.group("quoted")
-        values.append((_unescape(quoted) if quoted is not None else match.group("bare")).strip())
+        quoted = match["quoted"]
+        value = (_unescape(quoted) if quoted is not None else match["bare"]).strip()
+        values.append("" if value in _NULLS else value)
     return values
 
 
 def _unescape(body: str) -> str:
-    """A JSON string body with its escapes resolved (and unescaped quotes kept), or as it is."""
+    """A JSON string body with its escapes resolved and its unescaped quotes kept, or as it is."""
+    escaped = _BARE_QUOTE.sub(r'\\"', _LATEX_IN_JSON.sub(r"\\\\", body))
     try:
-        return json.loads('"' + _BARE_QUOTE.sub(r'\\"', _LATEX_IN_JSON.sub(r"\\\\", body)) + '"', strict=False)
+        return json.loads(f'"{escaped}"', strict=False)
     except ValueError:
         return body
 
 
 # --- text clean-up -----------------------------------------------------------------------------------------
 def _plain(text: str) -> str:
-    """Text without the LaTeX answers come wrapped in (\\boxed{\\text{B}} -> B, \\frac{3}{4} -> 3/4), − as -."""
+    """Text without the LaTeX answers come in (\\boxed{\\text{B}} -> B, \\frac{3}{4} -> 3/4), and − as -."""
     previous = None
     while text != previous:
         previous = text
@@ -522,4 +558,5 @@ def _clean(value: str) -> str:
 
 
 def _shown(value: str) -> str:
+    """An answer as quoted in a rejection's detail."""
     return excerpt(value, 60)

@@ -36,13 +36,19 @@ _ANSWER_SPEC = {
     Task.MATH: "a plain number with no units, words or symbols, for example 42 or -3.5",
 }
 
+_PROBLEMS = {
+    Task.NLI: "natural language inference problems (how a hypothesis relates to a premise)",
+    Task.NLU_QA: "multiple-choice questions",
+    Task.MATH: "math word problems",
+}
+
 COT_MARKER = "Think it through in a few short steps"
 COD_MARKER = "increasingly entity-dense summaries"
 
 
 def chain_of_thought_system(task: Task) -> str:
     return (
-        f"You solve {task.value.replace('_', ' ').lower()} problems carefully. {COT_MARKER} "
+        f"You solve {_PROBLEMS[task]} carefully. {COT_MARKER} "
         "(80 words at most), then give your final answer. "
         "Reply with one JSON object and nothing else, in this form:\n"
         '{"reasoning": "<your short reasoning>", "answer": <final answer>}\n'

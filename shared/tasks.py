@@ -45,14 +45,20 @@ class Task(StrEnum):
 NLI_LABELS = ("entailment", "contradiction", "neutral")
 DEFAULT_MAX_LEN_SUMMARY = 80
 
-_CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])[).:]\s+\S", re.MULTILINE)
+_CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])[).:]\s+(.+?)\s*$", re.MULTILINE)
+
+
+def choice_options(question: str) -> dict[str, str]:
+    """The options of a multiple-choice question, letter -> text, from lines such as "(A) bank" or "B. library".
+
+    The first line for a letter wins; the order is the question's.
+    """
+    options: dict[str, str] = {}
+    for match in _CHOICE_LINE.finditer(question):
+        options.setdefault(match.group(1), match.group(2))
+    return options
 
 
 def choice_letters(question: str) -> list[str]:
-    """The option letters of a multiple-choice question: lines such as "(A) bank" or "B. library"."""
-    seen: list[str] = []
-    for match in _CHOICE_LINE.finditer(question):
-        letter = match.group(1)
-        if letter not in seen:
-            seen.append(letter)
-    return seen
+    """The option letters of a multiple-choice question, in order."""
+    return list(choice_options(question))

@@ -184,10 +184,7 @@ class TeacherClient:
     def _status_failure(self, err: openai.APIStatusError) -> _Failure:
         status = err.status_code
         retryable = self._retry.retryable(status)
-        if status == 429:
-            reason = Reason.RATE_LIMITED
-        else:
-            reason = Reason.TEACHER_ERROR if retryable else Reason.REFUSED
+        reason = Reason.RATE_LIMITED if status == 429 else Reason.TEACHER_ERROR if retryable else Reason.REFUSED
         message = str(err.message).removeprefix(f"Error code: {status}").removeprefix(" - ")
         detail = f"HTTP {status}: {self._scrub(message)[:DETAIL_CHARS]}" if message else f"HTTP {status}"
         return _Failure(reason, detail, status, retryable, err.response.headers)
