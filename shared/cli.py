@@ -107,6 +107,52 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from shared.local.run import run
+
+    if bool(args.manifest) == bool(args.task and args.train):
+        print("distill run: give a MANIFEST, or --task T --train FILE", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except ManifestError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shared.local.run import status
+
+    return status(args.job)
+
+
+def add_run_options(r: argparse.ArgumentParser) -> None:
+    r.add_argument("manifest", nargs="?", type=Path)
+    r.add_argument("--task")
+    r.add_argument("--train", type=Path)
+    r.add_argument("--validation", type=Path)
+    r.add_argument("--teacher", help="`test`: the project's test teacher, answering from reference answers")
+    r.add_argument("--teacher-url")
+    r.add_argument("--teacher-model")
+    r.add_argument("--teacher-key-env", metavar="NAME", help="environment variable holding the teacher's key")
+    r.add_argument("--student")
+    r.add_argument("--chain-of-thought", action="store_true")
+    r.add_argument("--chain-of-density", action="store_true")
+    r.add_argument("--max-len-summary", type=int)
+    r.add_argument("--rpm", type=int)
+    r.add_argument("--tpm", type=int)
+    r.add_argument("--budget-tokens", type=int)
+    r.add_argument("--min-rows", type=int)
+    r.add_argument("--limit", type=int, help="first N rows of each file")
+    r.add_argument("--validation-fraction", type=float)
+    r.add_argument("--no-finetune", action="store_true", help="stop when the dataset is assembled")
+    r.add_argument("--no-cache", action="store_true")
+    r.add_argument("--job", help="the job's id (default: derived from what determines its results)")
+    r.add_argument("--restart", action="store_true", help="discard the job's earlier progress first")
+    r.add_argument("--out", type=Path, help="copy the final files here")
+    r.add_argument("--workers", type=int, default=4, help="shards labelled at once")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distill", description="Distill a teacher LLM into a small student model.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -122,6 +168,14 @@ def parser() -> argparse.ArgumentParser:
     pv.add_argument("--rows", type=int, default=3)
     pv.set_defaults(func=cmd_preview)
 
+    r = sub.add_parser("run", help="run a job end to end on this machine")
+    add_run_options(r)
+    r.set_defaults(func=cmd_run)
+
+    st = sub.add_parser("status", help="local job states")
+    st.add_argument("job", nargs="?")
+    st.set_defaults(func=cmd_status)
+
     s = sub.add_parser("sample", help="write the project's generated NLI sample data and a manifest")
     s.add_argument("--task", choices=["nli"], default="nli")
     s.add_argument("--rows", type=int, default=120)
@@ -136,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:  # bad option values (unknown task...) read as one clear line
+    except (ValueError, RuntimeError) as exc:  # bad option values, a job already running: one clear line
         print(f"distill {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

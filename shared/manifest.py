@@ -157,6 +157,8 @@ class Manifest(_Strict):
     inference: InferenceParameters = Field(default_factory=InferenceParameters)
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     student: StudentSettings = Field(default_factory=StudentSettings)
+    finetune: bool = Field(True, description="false stops the job when the dataset is assembled "
+                           "(state `dataset ready`), as `distill run --no-finetune` does")
     min_success_ratio: float = Field(0.7, ge=0, le=1)
     min_rows: int | None = Field(None, ge=1, description="default: 65, or 40 for MATH")
     limits: Limits = Field(default_factory=Limits)
@@ -316,8 +318,24 @@ def load_manifest(path: Path) -> Manifest:
     Relative data paths are resolved against the manifest's folder. Raises ManifestError.
     """
     path = Path(path)
-    doc = _read_document(path)
-    return manifest_from_dict(doc, path.resolve().parent, source=str(path))
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        problem = f"cannot read the file ({exc.strerror or type(exc).__name__})"
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.start})"
+    else:
+        return manifest_from_text(text, path.resolve().parent, str(path), is_json=path.suffix.lower() == ".json")
+    raise ManifestError([_located(str(path), "", problem)])
+
+
+def manifest_from_text(text: str, base: Path, source: str, *, is_json: bool = False) -> Manifest:
+    """A manifest from its YAML or JSON text (JSON when `is_json` or it starts with `{`). Raises ManifestError."""
+    if not text.strip():
+        raise ManifestError([_located(source, "", "the file is empty")])
+    is_json = is_json or text.lstrip().startswith("{")
+    doc = _parse_json(text, source) if is_json else _parse_yaml(text, source)
+    return manifest_from_dict(doc, base, source=source)
 
 
 def manifest_from_dict(doc: Any, base: Path, source: str = "manifest") -> Manifest:
@@ -364,22 +382,6 @@ def _resolve_data_paths(doc: dict, base: Path) -> tuple[dict, list[tuple[Loc, st
             local = Path(text).expanduser()
             doc[field] = local if local.is_absolute() else (base / local).resolve()
     return doc, problems
-
-
-def _read_document(path: Path) -> Any:
-    """The parsed content of a YAML or JSON file; JSON when it is named .json or starts with `{`."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        problem = f"cannot read the file ({exc.strerror or type(exc).__name__})"
-    except UnicodeDecodeError as exc:
-        problem = f"not UTF-8 text (byte {exc.start})"
-    else:
-        if not text.strip():
-            raise ManifestError([_located(str(path), "", "the file is empty")])
-        is_json = path.suffix.lower() == ".json" or text.lstrip().startswith("{")
-        return _parse_json(text, str(path)) if is_json else _parse_yaml(text, str(path))
-    raise ManifestError([_located(str(path), "", problem)])
 
 
 def _parse_json(text: str, source: str) -> Any:

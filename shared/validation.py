@@ -381,11 +381,16 @@ def validate_file(path: Path, task: Task, *, min_rows: int | None = None, limits
     report = FileReport.empty(name or str(path), task)
     for _ in read_rows(path, task, report, limits=limits, name=name):
         pass
+    return finish_report(report, min_rows)
+
+
+def finish_report(report: FileReport, min_rows: int | None = None) -> FileReport:
+    """The file-level rules, once every row of the file has been read: empty-file and too-few-rows."""
     if report.stopped_by is not None:
         return report
-    needed = task.default_min_rows if min_rows is None else min_rows
+    needed = report.task.default_min_rows if min_rows is None else min_rows
     if report.rows == 0 and report.errors == 0:
         report.add(0, "empty-file", "the file has no rows")
     elif report.rows < needed:
-        report.add(0, "too-few-rows", f"{report.rows} valid rows; {task.value} needs at least {needed}")
+        report.add(0, "too-few-rows", f"{report.rows} valid rows; {report.task.value} needs at least {needed}")
     return report

@@ -1,0 +1,19 @@
+"""Event Grid trigger for AzureML run events, and a timer that polls unfinished fine-tunes as a fallback."""
+
+import azure.functions as func
+
+from shared import services
+from shared.pipeline.finish import on_run_event, poll_unfinished
+from shared.run_events import from_functions_event
+
+bp = func.Blueprint()
+
+
+@bp.event_grid_trigger(arg_name="event")
+def job_events(event: func.EventGridEvent) -> None:
+    on_run_event(services.current(), from_functions_event(event))
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 */5 * * * *")
+def poll_finetunes(timer: func.TimerRequest) -> None:
+    poll_unfinished(services.current())

@@ -1,0 +1,134 @@
+"""AzureMLFineTuner: fine-tunes the student as an AzureML fine-tuning job (azure-ai-ml).
+
+`azure.ai.ml` (about 1 s and 100 MB to import) and `azure.identity` are imported inside the functions that need
+them, never when this module is imported, so `import function_app` stays light.
+
+Nothing secret reaches the job: its tags are Distill ids (`distill_job` plus the request's tags) and it has no
+properties. (The SDK's own distillation job writes the teacher key into its properties; that is never done here.)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shared.ports import TERMINAL_STATUSES, BlobStore, FineTuneRequest, RunState
+from shared.run_events import JOB_TAG, normalise_status
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import Job
+    from azure.core.credentials import TokenCredential
+
+DATA_VERSION = "1"  # a run name is deterministic per job, so its data assets never change
+OUTPUT = "registered_model"  # the fine-tuning job's output naming the registered model
+
+
+class AzureMLFineTuner:
+    """A FineTuner backed by AzureML serverless (or managed-compute) fine-tuning."""
+
+    def __init__(self, ml_client: MLClient, store: BlobStore) -> None:
+        self.ml_client = ml_client  # public for callers that need more of the workspace
+        self._store = store
+
+    @classmethod
+    def from_settings(cls, subscription_id: str, resource_group: str, workspace: str, *, store: BlobStore,
+                      credential: TokenCredential | None = None) -> AzureMLFineTuner:
+        """A fine-tuner for one workspace; `credential` defaults to DefaultAzureCredential (no network call yet)."""
+        from azure.ai.ml import MLClient
+
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        client = MLClient(credential=credential, subscription_id=subscription_id,
+                          resource_group_name=resource_group, workspace_name=workspace)
+        return cls(client, store)
+
+    def start(self, request: FineTuneRequest) -> str:
+        """Submit the job once per run name: when a job of that name exists, return it untouched.
+
+        Registers the train/validation blobs as data assets `<name>-train` / `<name>-validation` (version 1)
+        first. Raises FileNotFoundError when a blob is missing.
+        """
+        if self._find(request.name) is not None:
+            return request.name
+        train_id, validation_id = self._register_data(request)
+        created = self.ml_client.jobs.create_or_update(self.build_job(request, train_id, validation_id))
+        return created.name or request.name
+
+    def state(self, name: str) -> RunState:
+        """The job's status, its registered model once Completed; raises LookupError for an unknown name."""
+        job = self._find(name)
+        if job is None:
+            raise LookupError(f"no AzureML job named {name}")
+        status = normalise_status(getattr(job.status, "value", job.status)) or "Unknown"  # the SDK gives an enum
+        return RunState(
+            name=name,
+            status=status,
+            output_model=_output_model(job) if status == "Completed" else None,
+            error=_error(status),
+        )
+
+    def build_job(self, request: FineTuneRequest, train_asset_id: str, validation_asset_id: str) -> Job:
+        """The SDK's fine-tuning job entity for `request` (chat completion); validation data is always given,
+        as azure-ai-ml 1.35.2 raises UnboundLocalError without it."""
+        from azure.ai.ml.finetuning import FineTuningTaskType, create_finetuning_job
+
+        return create_finetuning_job(
+            model=request.student_model,
+            task=FineTuningTaskType.CHAT_COMPLETION,
+            training_data=train_asset_id,
+            validation_data=validation_asset_id,
+            hyperparameters={key: str(value) for key, value in request.hyperparameters.items()},
+            output_model_name_prefix=request.output_model_name or request.name,
+            name=request.name,
+            experiment_name=request.experiment_name,
+            tags=job_tags(request),
+        )
+
+    def _find(self, name: str) -> Job | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self.ml_client.jobs.get(name)
+        except ResourceNotFoundError:
+            return None
+
+    def _register_data(self, request: FineTuneRequest) -> tuple[str, str]:
+        """Download both blobs and register them as uri_file data assets; their asset ids.
+
+        Fixed local file names keep the upload path (content hash + file name) the same when a start is retried,
+        so registering the same version again is accepted.
+        """
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Data
+
+        ids = []
+        with tempfile.TemporaryDirectory(prefix="distill-finetune-") as tmp:
+            for role, blob in (("train", request.train_path), ("validation", request.validation_path)):
+                local = Path(tmp) / f"{role}.jsonl"
+                if not self._store.download_to(blob, local):
+                    raise FileNotFoundError(f"missing blob: {blob}")
+                data = Data(type=AssetTypes.URI_FILE, path=str(local), name=f"{request.name}-{role}",
+                            version=DATA_VERSION, description=f"Distill {role} data")
+                ids.append(self.ml_client.data.create_or_update(data).id)
+        return ids[0], ids[1]
+
+
+def job_tags(request: FineTuneRequest) -> dict[str, str]:
+    """The job's tags: the request's, plus `distill_job`, which run events are matched by."""
+    return {**request.tags, JOB_TAG: request.job_id}
+
+
+def _output_model(job: Any) -> str | None:
+    """The registered model's name: `job.outputs["registered_model"].name`."""
+    return getattr((job.outputs or {}).get(OUTPUT), "name", None) or None
+
+
+def _error(status: str) -> str | None:
+    """A short reason for a run that ended without success (AzureML keeps the details in its logs)."""
+    if status == "Completed" or status not in TERMINAL_STATUSES:
+        return None
+    return f"the AzureML job ended {status}; its logs are in AzureML studio"

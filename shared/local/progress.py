@@ -1,0 +1,58 @@
+"""The live progress line of `distill run`: rows done and rejected, tokens, rate, ETA."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TextIO
+
+
+class ProgressBar:
+    """Thread-safe counters drawn on one line (a terminal) or printed every few seconds (a log)."""
+
+    def __init__(self, total: int, *, done: int = 0, rejected: int = 0, tokens: int = 0,
+                 stream: TextIO | None = None, width: int = 24) -> None:
+        self.total, self.done, self.rejected, self.tokens = total, done, rejected, tokens
+        self.stream, self.width = stream or sys.stderr, width
+        self._start_done = done
+        self._started = time.monotonic()
+        self._drawn = 0.0
+        self._lock = threading.Lock()
+        self._tty = self.stream.isatty()
+
+    def add(self, job: str, accepted: int, rejected: int, tokens: int) -> None:
+        """The `shared.services.Progress` callback: one row finished."""
+        with self._lock:
+            self.done += accepted + rejected
+            self.rejected += rejected
+            self.tokens += tokens
+            now = time.monotonic()
+            if now - self._drawn >= (0.1 if self._tty else 5.0) or self.done >= self.total:
+                self._drawn = now
+                self._draw()
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        rate = (self.done - self._start_done) / elapsed
+        left = self.total - self.done
+        eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else "-"
+        filled = int(self.width * self.done / self.total) if self.total else self.width
+        bar = "#" * filled + "." * (self.width - filled)
+        return (f"[{bar}] {self.done}/{self.total} rows, {self.rejected} rejected, {self.tokens:,} tokens, "
+                f"{rate * 60:.0f} rows/min, ETA {eta}")
+
+    def _draw(self) -> None:
+        if self._tty:
+            self.stream.write("\r" + self.line() + "\x1b[K")
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        with self._lock:
+            if self.done < self.total:  # a full bar was drawn by the last row already
+                self._draw()
+            if self._tty:
+                self.stream.write("\n")
+            self.stream.flush()

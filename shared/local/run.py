@@ -1,0 +1,231 @@
+"""`distill run`: one job end to end on this machine, through the same functions Azure runs.
+
+The job's data and manifest are uploaded to the local storage folder (data first, manifest last), the BlobCreated
+event is delivered to the ingest function, and the runtime drives the queues until the job reaches its goal.
+Running the same command again continues the job; `--restart` discards it first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from shared.identity import file_digest, job_id
+from shared.jobs import JobPaths, JobState, dumps, read_json
+from shared.manifest import Manifest, TeacherKind, load_manifest, manifest_from_dict
+from shared.pipeline.label import LOCAL_TEACHER_URL
+from shared.storage.local import LocalBlobStore
+
+TEST_TEACHER = "distill-test-teacher"
+OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "status.json")
+
+
+def home() -> Path:
+    return Path(os.environ.get("DISTILL_HOME", ".distill"))
+
+
+def build_manifest(args: argparse.Namespace) -> Manifest:
+    """The manifest file, or one made from --task/--train, with every command-line flag applied."""
+    if args.manifest:
+        doc = load_manifest(args.manifest).model_dump(mode="json")
+    else:
+        doc = {"task": args.task, "training_file": str(args.train)}
+        if args.validation:
+            doc["validation_file"] = str(args.validation)
+    apply_flags(doc, args)
+    return manifest_from_dict(doc, Path.cwd(), source=str(args.manifest or "command line"))
+
+
+def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
+    """Flags win over the manifest (cli.md)."""
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None and value is not False:
+            doc.setdefault(section, {})[key] = value
+
+    if args.teacher == "test":
+        doc["teacher"] = {"kind": TeacherKind.LOCAL.value, "model": TEST_TEACHER}
+    elif args.teacher:
+        raise ValueError(f"--teacher {args.teacher}: only `test` (the project's test teacher) is available yet; "
+                         "give an OpenAI-compatible server with --teacher-url and --teacher-model")
+    if args.teacher_url:
+        doc["teacher"] = {"kind": TeacherKind.OPENAI_COMPATIBLE.value, "url": args.teacher_url,
+                          "model": args.teacher_model or doc.get("teacher", {}).get("model", "teacher")}
+    put("teacher", "key_setting", args.teacher_key_env)
+    put("student", "model", args.student)
+    put("prompt", "chain_of_thought", args.chain_of_thought)
+    put("prompt", "chain_of_density", args.chain_of_density)
+    put("prompt", "max_len_summary", args.max_len_summary)
+    put("limits", "requests_per_minute", args.rpm)
+    put("limits", "tokens_per_minute", args.tpm)
+    put("limits", "budget_tokens", args.budget_tokens)
+    if args.min_rows is not None:
+        doc["min_rows"] = args.min_rows
+    if args.validation_fraction is not None:
+        doc["validation_fraction"] = args.validation_fraction
+    if args.no_finetune:
+        doc["finetune"] = False
+
+
+def data_files(manifest: Manifest) -> dict[str, Path]:
+    files = {"train.jsonl": Path(manifest.training_file)}
+    if manifest.validation_file is not None:
+        files["validation.jsonl"] = Path(manifest.validation_file)
+    return files
+
+
+def first_rows(src: Path, dest: Path, limit: int) -> Path:
+    """The first `limit` non-blank lines of a file (for --limit)."""
+    with src.open("rb") as f, dest.open("wb") as out:
+        kept = 0
+        for line in f:
+            if kept == limit:
+                break
+            if line.strip():
+                out.write(line if line.endswith(b"\n") else line + b"\n")
+                kept += 1
+    return dest
+
+
+@contextlib.contextmanager
+def job_lock(path: Path) -> Iterator[None]:
+    """One `distill run` per job at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"job {path.stem} is already running in another process") from None
+        yield
+
+
+def upload_job(store: LocalBlobStore, job: str, manifest: Manifest, files: dict[str, Path]) -> str:
+    """Data first, manifest last (its arrival starts the job); returns the manifest's blob path."""
+    for name, path in files.items():
+        store.upload_from(f"input/{job}/{name}", path)
+    doc = manifest.model_dump(mode="json")
+    doc["training_file"] = "train.jsonl"
+    doc["validation_file"] = "validation.jsonl" if "validation.jsonl" in files else None
+    store.write(f"input/{job}/manifest.json", dumps(doc))
+    return f"input/{job}/manifest.json"
+
+
+def discard(root: Path, job: str) -> None:
+    """--restart: forget everything of the job."""
+    for path in (root / "storage" / "input" / job, root / "storage" / "jobs" / job):
+        shutil.rmtree(path, ignore_errors=True)
+    for suffix in ("", "-wal", "-shm"):
+        (root / "queues" / f"{job}.db{suffix}").unlink(missing_ok=True)
+
+
+def summary(record: dict[str, Any], folder: Path) -> str:
+    lines = [f"job {record['job']}: {record['state']}"]
+    if "accepted" in record:
+        accepted = record["accepted"]
+        lines.append(f"  rows: {accepted['train']} train + {accepted['validation']} validation accepted, "
+                     f"{record['rejected']} rejected (success ratio {record['success_ratio']:.1%})")
+        if record.get("rejected_by_reason"):
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(record["rejected_by_reason"].items()))
+            lines.append(f"  rejected by reason: {reasons}")
+        lines.append(f"  tokens: {record['tokens']['prompt']:,} prompt + {record['tokens']['completion']:,} completion")
+    if record.get("finetune"):
+        ft = record["finetune"]
+        lines.append(f"  fine-tune {ft['name']}: {ft.get('status') or 'not finished'}")
+    for error in record.get("errors", []):
+        lines.append(f"  error: {error}")
+    lines.append(f"  files: {folder}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared.local.progress import ProgressBar
+    from shared.local.runtime import LocalRuntime
+
+    manifest = build_manifest(args)
+    root = home()
+    scratch = root / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    files = data_files(manifest)
+    if args.limit:
+        files = {name: first_rows(path, scratch / f"{os.getpid()}-{name}", args.limit) for name, path in files.items()}
+    job = args.job or job_id(manifest, [file_digest(p) for p in files.values()])
+    environ = dict(os.environ)
+    with job_lock(root / "locks" / f"{job}.lock"), contextlib.ExitStack() as stack:
+        if args.restart:
+            discard(root, job)
+        if manifest.teacher.kind is TeacherKind.LOCAL:
+            environ[LOCAL_TEACHER_URL] = stack.enter_context(start_test_teacher(manifest, files))
+        store = LocalBlobStore(root / "storage")
+        paths = JobPaths("jobs", job)
+        record = read_json(store, paths.status)
+        if record is None or record["state"] in (JobState.INGESTING, JobState.LABELING):
+            manifest_path = upload_job(store, job, manifest, files)
+        bar = ProgressBar(0)
+        runtime = LocalRuntime(store, root / "queues" / f"{job}.db", environ=environ, progress=bar.add,
+                               workers=args.workers)
+        stack.callback(runtime.close)
+        print(f"job {job}: {len(files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
+        if record is None or record["state"] in (JobState.INGESTING, JobState.LABELING):
+            runtime.blob_created(manifest_path)
+        record = read_json(store, paths.status)
+        if record.get("rows"):
+            bar.total = record["rows"]["total"]
+        runtime.drain(lambda: JobState(read_json(store, paths.status)["state"]).final)
+        if bar.done:
+            bar.finish()
+        record = read_json(store, paths.status)
+        folder = root / "storage" / "jobs" / job
+        print(summary(record, folder))
+        if args.out:
+            copy_outputs(folder, args.out)
+    goal = JobState.DATASET_READY if not manifest.finetune else JobState.SUCCEEDED
+    return 0 if record["state"] == goal else 1
+
+
+def describe_teacher(manifest: Manifest) -> str:
+    if manifest.teacher.kind is TeacherKind.LOCAL:
+        return "the project's test teacher (it answers from the data's reference answers; it is not a model)"
+    return f"{manifest.teacher.model} at {manifest.teacher.url}"
+
+
+@contextlib.contextmanager
+def start_test_teacher(manifest: Manifest, files: dict[str, Path]) -> Iterator[str]:
+    from shared.teacher.fake_teacher import FakeTeacher, answers_from_jsonl
+
+    if manifest.teacher.model != TEST_TEACHER:
+        raise ValueError(f"the local teacher {manifest.teacher.model!r} cannot be started yet; "
+                         f"use --teacher test, or --teacher-url with any OpenAI-compatible server")
+    answers: dict[str, str] = {}
+    for path in files.values():
+        answers.update(answers_from_jsonl(path))
+    with FakeTeacher(answers, task=manifest.task) as teacher:
+        yield teacher.base_url
+
+
+def copy_outputs(folder: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:
+        if (folder / name).exists():
+            shutil.copyfile(folder / name, out / name)
+    for report in folder.glob("report.*"):
+        shutil.copyfile(report, out / report.name)
+
+
+def status(job: str | None) -> int:
+    """`distill status [JOB]`: local job states."""
+    jobs = home() / "storage" / "jobs"
+    paths = [jobs / job / "status.json"] if job else sorted(jobs.glob("*/status.json"))
+    if job and not paths[0].exists():
+        print(f"no local job {job} under {jobs}", file=sys.stderr)
+        return 1
+    for path in paths:
+        record = json.loads(path.read_text())
+        print(summary(record, path.parent) if job else f"{record['job']}\t{record['state']}")
+    return 0

@@ -1,0 +1,152 @@
+"""The embedded local runtime: the functions registered in `function_app.py`, driven on this machine.
+
+A folder stands in for blob storage, an SQLite queue with Service Bus semantics for Service Bus, and a local
+queue of Event Grid-shaped events for Event Grid. Each trigger gets the Azure Functions SDK's own input type.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+from azure.functions.blob import InputStream
+
+from shared.finetune.export_only import ExportOnlyFineTuner
+from shared.ports import BlobStore, OutgoingMessage
+from shared.queueing.local import LocalQueue, LockLost, ReceivedMessage
+from shared import services
+from shared.services import Progress, Services
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_QUEUE = "events"  # local stand-in for the Event Grid subscription to the workspace's run events
+LOCAL_WORKSPACE = ("/subscriptions/local/resourceGroups/local/providers/"
+                   "Microsoft.MachineLearningServices/workspaces/distill-local")
+_TRIGGER_KEYS = {"blobTrigger": "blob", "eventGridTrigger": "eventgrid"}
+
+
+@functools.cache
+def registered_functions() -> dict[str, tuple[Callable[..., Any], str]]:
+    """Trigger key ("blob", "eventgrid", "queue:<name>") → (the registered Python function, its argument name).
+
+    Read once per process: the SDK refuses a second `get_functions()` call.
+    """
+    import function_app
+
+    found: dict[str, tuple[Callable[..., Any], str]] = {}
+    for function in function_app.app.get_functions():
+        trigger = function.get_trigger().get_dict_repr()
+        kind = trigger["type"]
+        key = f"queue:{trigger['queueName']}" if kind == "serviceBusTrigger" else _TRIGGER_KEYS.get(kind)
+        if key:
+            found[key] = (function.get_user_function(), trigger["name"])
+    return found
+
+
+class LocalRuntime:
+    """Runs one job's messages through the registered functions until the job is done or nothing is left."""
+
+    def __init__(self, store: BlobStore, queue_db: Path, *, environ: Mapping[str, str],
+                 progress: Progress | None = None, workers: int = 4, lock_seconds: float = 30.0) -> None:
+        self.queue = LocalQueue(queue_db, lock_seconds=lock_seconds, max_delivery_count=5)
+        self.workers = workers
+        self.lock_seconds = lock_seconds
+        settings = Settings(workspace_topic=LOCAL_WORKSPACE, finetune_claim_seconds=0)
+        finetuner = ExportOnlyFineTuner(store, self.publish_event, LOCAL_WORKSPACE)
+        self.services = Services(store=store, queue=self.queue, finetuner=finetuner, settings=settings,
+                                 environ=environ, progress=progress)
+        self.queues = [settings.shard_queue, settings.completion_queue, EVENTS_QUEUE]
+        services.install(self.services)  # the functions ask shared.services for their adapters
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        """Local Event Grid: events wait in a durable queue until the runtime delivers them."""
+        self.queue.send(EVENTS_QUEUE, [OutgoingMessage(event, message_id=str(event["id"]))])
+
+    def blob_created(self, path: str) -> None:
+        """Deliver a BlobCreated event to the blob trigger, as the Event Grid blob trigger would."""
+        blob = self.services.store.read(path)
+        if blob is None:
+            raise FileNotFoundError(path)
+        function, arg = registered_functions()["blob"]
+        function(**{arg: InputStream(data=blob.data, name=path, length=len(blob.data), uri=f"local:///{path}")})
+
+    def deliver(self, message: ReceivedMessage) -> None:
+        """Call the function bound to the message's queue with the SDK's trigger type."""
+        if message.queue == EVENTS_QUEUE:
+            function, arg = registered_functions()["eventgrid"]
+            function(**{arg: event_grid_event(message.body)})
+            return
+        function, arg = registered_functions()[f"queue:{message.queue}"]
+        function(**{arg: func.ServiceBusMessage(body=json.dumps(message.body).encode("utf-8"),
+                                                content_type="application/json")})
+
+    def drain(self, finished: Callable[[], bool], idle_wait: float = 0.05) -> None:
+        """Deliver messages (shards in parallel, the rest one at a time) until `finished()` or the queues are empty."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="distill-worker") as pool:
+            running: dict[Future[None], ReceivedMessage] = {}
+            renewed = time.monotonic()
+            while not finished():
+                self._fill(pool, running)
+                if not running:
+                    if self.queue.idle(self.queues):
+                        return
+                    time.sleep(idle_wait)
+                    continue
+                done, _ = wait(running, timeout=min(1.0, self.lock_seconds / 3), return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._settle(running.pop(future), future)
+                if time.monotonic() - renewed > self.lock_seconds / 3:
+                    self._renew(running)
+                    renewed = time.monotonic()
+
+    def _fill(self, pool: ThreadPoolExecutor, running: dict[Future[None], ReceivedMessage]) -> None:
+        for queue in self.queues:
+            shard_queue = queue == self.services.settings.shard_queue
+            busy = sum(m.queue == queue for m in running.values())
+            room = (self.workers if shard_queue else 1) - busy
+            if room > 0:
+                for message in self.queue.receive(queue, room):
+                    running[pool.submit(self.deliver, message)] = message
+
+    def _settle(self, message: ReceivedMessage, future: Future[None]) -> None:
+        error = future.exception()
+        try:
+            if error is None:
+                self.queue.complete(message)
+            else:
+                log.warning("%s message %s failed (delivery %d): %s: %s", message.queue, message.message_id,
+                            message.delivery_count, type(error).__name__, error)
+                self.queue.abandon(message)
+        except LockLost:
+            log.warning("%s message %s: lock lost before it was settled", message.queue, message.message_id)
+
+    def _renew(self, running: dict[Future[None], ReceivedMessage]) -> None:
+        for future, message in list(running.items()):
+            try:
+                running[future] = self.queue.renew_lock(message)
+            except LockLost:
+                log.warning("%s message %s: lock lost while it ran", message.queue, message.message_id)
+
+    def close(self) -> None:
+        services.install(None)
+        self.queue.close()
+
+
+def event_grid_event(event: Mapping[str, Any]) -> func.EventGridEvent:
+    """An Event Grid event dict (as AzureML sends it) as the Functions SDK hands it to a trigger."""
+    when = event.get("eventTime")
+    return func.EventGridEvent(
+        id=str(event["id"]), data=dict(event.get("data") or {}), topic=str(event.get("topic", "")),
+        subject=str(event.get("subject", "")), event_type=str(event.get("eventType", "")),
+        event_time=datetime.fromisoformat(when) if when else datetime.now(UTC),
+        data_version=str(event.get("dataVersion", "")),
+    )

@@ -1,0 +1,165 @@
+"""Ingest: a manifest landed in the input container; validate the job and fan its rows out as shards.
+
+A job starts when `input/<job>/manifest.(json|yaml|yml)` lands (data first, manifest last); `<job>` is its id.
+Every step is safe to repeat: a repeated BlobCreated event finds the job record past `ingesting` and does
+nothing, and an ingest cut short is redone from the start (same shards, same message ids, which the queue's
+duplicate detection drops).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
+
+from shared.assembly import held_out
+from shared.jobs import JobPaths, JobState, create_record, dumps, fail, now, read_json, update_record
+from shared.manifest import Manifest, ManifestError, is_data_asset, manifest_from_text
+from shared.ports import OutgoingMessage
+from shared.rows import Row
+from shared.services import Services
+from shared.validation import FileLimits, FileReport, finish_report, read_rows
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAMES = ("manifest.json", "manifest.yaml", "manifest.yml")
+SPLITS = ("train", "validation")
+
+
+def job_of(blob_path: str, input_container: str) -> str | None:
+    """The job id of a manifest blob `input/<job>/manifest.*`; None for any other blob."""
+    parts = blob_path.strip("/").split("/")
+    if len(parts) == 3 and parts[0] == input_container and parts[2] in MANIFEST_NAMES and parts[1]:
+        return parts[1]
+    return None
+
+
+def ingest(services: Services, blob_path: str) -> str | None:
+    """Handle one BlobCreated event; returns the job id when the blob is a manifest."""
+    settings, store = services.settings, services.store
+    job = job_of(blob_path, settings.input_container)
+    if job is None:
+        return None
+    paths = JobPaths(settings.jobs_container, job)
+    record = read_json(store, paths.status)
+    if record is not None and record["state"] == JobState.LABELING:  # cut short after the plan: send again
+        send_shards(services, job, read_json(store, paths.plan)["shards"])
+        return job
+    if record is not None and record["state"] != JobState.INGESTING:
+        log.info("job %s: manifest event repeated; the job is already %s", job, record["state"])
+        return job
+    if record is None:
+        create_record(store, paths, {"job": job, "state": JobState.INGESTING, "created": now(),
+                                     "timings": {"ingest_started": now()}, "errors": []})
+    manifest_blob = store.read(blob_path)
+    if manifest_blob is None:
+        raise FileNotFoundError(f"{blob_path} vanished before it could be read")
+    try:
+        manifest = load_job_manifest(manifest_blob.data, blob_path)
+    except ManifestError as exc:
+        problems = exc.problems
+        store.write(paths.file("validation-report.json"), dumps({"manifest": problems}))
+        update_record(store, paths, lambda r: fail(r, f"invalid manifest: {problems[0]}"))
+        return job
+    store.write(paths.manifest, dumps(manifest.model_dump(mode="json")))
+    with tempfile.TemporaryDirectory(prefix="distill-ingest-") as tmp:
+        plan, reports = write_shards(services, paths, manifest, Path(tmp))
+    store.write(paths.file("validation-report.json"), dumps({"files": [report_json(r) for r in reports]}))
+    errors = sum(r.errors for r in reports)
+    if errors:
+        first = next(str(p) for r in reports for p in r.problems if p.severity == "error")
+        update_record(store, paths, lambda r: fail(r, f"validation found {errors} errors, first: {first}"))
+        return job
+    store.write(paths.plan, dumps(plan))
+    update_record(store, paths, lambda r: labeling(r, plan))
+    send_shards(services, job, plan["shards"])
+    return job
+
+
+def send_shards(services: Services, job: str, shards: int) -> None:
+    """One message per shard; ids derive from job and shard, so the queue drops repeats."""
+    messages = [OutgoingMessage({"job": job, "shard": i}, message_id=f"{job}/shard/{i}") for i in range(shards)]
+    services.queue.send(services.settings.shard_queue, messages)
+
+
+def labeling(record: dict, plan: dict) -> dict | None:
+    if record["state"] != JobState.INGESTING:
+        return None
+    record.update(state=JobState.LABELING, task=plan["task"], shards=plan["shards"], rows=plan["rows"],
+                  shards_done=record.get("shards_done", []))
+    record["timings"]["labeling_started"] = now()
+    return record
+
+
+def load_job_manifest(data: bytes, blob_path: str) -> Manifest:
+    """The manifest of a job, its data paths turned into blob paths inside the job's input folder."""
+    folder = PurePosixPath("/", blob_path).parent
+    text = data.decode("utf-8-sig", errors="replace")
+    manifest = manifest_from_text(text, Path(folder), blob_path, is_json=blob_path.endswith(".json"))
+    changes = {}
+    for field in ("training_file", "validation_file"):
+        value = getattr(manifest, field)
+        if value is None:
+            continue
+        if is_data_asset(value):
+            raise ManifestError([f"{blob_path}: {field}: AzureML data assets are not read by Distill; upload the "
+                                 "file beside the manifest"])
+        path = PurePosixPath(value)
+        if path.parent != folder:
+            raise ManifestError([f"{blob_path}: {field}: must name a file in the job's own folder {folder.name}/"])
+        changes[field] = str(path).lstrip("/")
+    return manifest.model_copy(update=changes)
+
+
+def write_shards(services: Services, paths: JobPaths, manifest: Manifest, tmp: Path
+                 ) -> tuple[dict, list[FileReport]]:
+    """Stream every data file into shard blobs of `shard_rows` rows; returns the plan and the file reports."""
+    store, size = services.store, services.settings.shard_rows
+    reports: list[FileReport] = []
+    counts = dict.fromkeys(SPLITS, 0)
+    shards, batch = 0, []
+    for split, row in split_rows(store, manifest, tmp, reports):
+        counts[split] += 1
+        batch.append(json.dumps({"split": split, **asdict(row)}, ensure_ascii=False))
+        if len(batch) == size:
+            store.write(paths.shard(shards), ("\n".join(batch) + "\n").encode("utf-8"))
+            shards, batch = shards + 1, []
+    if batch:
+        store.write(paths.shard(shards), ("\n".join(batch) + "\n").encode("utf-8"))
+        shards += 1
+    plan = {"task": manifest.task.value, "shards": shards, "shard_rows": size,
+            "rows": {"total": sum(counts.values()), **counts}}
+    return plan, reports
+
+
+def split_rows(store, manifest: Manifest, tmp: Path, reports: list[FileReport]) -> Iterator[tuple[str, Row]]:
+    """(split, row) for every valid row, in input order: the training file, then the validation file.
+
+    Without a validation file, rows are held out by their id (shared.assembly.held_out).
+    """
+    limits = FileLimits(max_rows=manifest.limits.max_rows)
+    files = [("train", manifest.training_file), ("validation", manifest.validation_file)]
+    for split, blob_path in files:
+        if blob_path is None:
+            continue
+        local = tmp / f"{split}.jsonl"
+        report = FileReport.empty(PurePosixPath(str(blob_path)).name, manifest.task)
+        reports.append(report)
+        if not store.download_to(str(blob_path), local):
+            report.add(0, "missing-file", f"{blob_path} does not exist; upload the data before the manifest")
+            continue
+        for row in read_rows(local, manifest.task, report, limits=limits, name=report.file):
+            if manifest.validation_file is None and held_out(row.id, manifest.validation_fraction):
+                yield "validation", row
+            else:
+                yield split, row
+        finish_report(report, manifest.effective_min_rows)
+
+
+def report_json(report: FileReport) -> dict:
+    return {"file": report.file, "rows": report.rows, "references": report.references, "errors": report.errors,
+            "warnings": report.warnings, "duplicates": report.duplicates,
+            "problems": [str(p) for p in report.problems], "problems_dropped": report.problems_dropped}

@@ -1,0 +1,134 @@
+"""Teacher worker: label every row of one shard, write the shard's result as one blob, report completion.
+
+A redelivered shard whose result already exists is completed without calling the teacher again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from shared.jobs import JobPaths, JobState, read_json
+from shared.manifest import Manifest, TeacherKind
+from shared.parsing import Accepted, Rejected, parse_reply
+from shared.ports import Conflict, OutgoingMessage
+from shared.prompts import teacher_conversations
+from shared.rows import Row
+from shared.services import Services
+from shared.teacher.client import TeacherCallFailed, TeacherClient, Usage
+
+log = logging.getLogger(__name__)
+
+LOCAL_TEACHER_URL = "DISTILL_LOCAL_TEACHER_URL"  # set by the local runtime to the teacher it started
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """One row's outcome: every answer accepted, or the first rejection."""
+
+    row: Row
+    split: str
+    answers: list[Accepted] | None
+    rejection: Rejected | None
+    usage: Usage
+
+
+def completion_message(job: str, shard: int) -> OutgoingMessage:
+    return OutgoingMessage({"job": job, "shard": shard}, message_id=f"{job}/done/{shard}")
+
+
+def label_shard(services: Services, body: dict[str, Any]) -> None:
+    """Handle one shard message `{"job": ..., "shard": n}`."""
+    job, shard = str(body["job"]), int(body["shard"])
+    store, settings = services.store, services.settings
+    paths = JobPaths(settings.jobs_container, job)
+    if store.read(paths.result(shard)) is None:
+        record = read_json(store, paths.status)
+        if record is None or JobState(record["state"]).final:
+            log.info("job %s shard %d: the job is %s; not labelling", job, shard,
+                     record["state"] if record else "unknown")
+            return
+        manifest = Manifest.model_validate(read_json(store, paths.manifest))
+        rows = read_shard(store.read(paths.shard(shard)).data)
+        results = asyncio.run(label_rows(services, job, manifest, rows))
+        try:
+            store.write(paths.result(shard), encode_result(shard, results), if_absent=True)
+        except Conflict:
+            log.info("job %s shard %d: another delivery wrote the result first", job, shard)
+    services.queue.send(settings.completion_queue, [completion_message(job, shard)])
+
+
+def read_shard(data: bytes) -> list[tuple[str, Row]]:
+    rows = []
+    for line in data.decode("utf-8").splitlines():
+        item = json.loads(line)
+        split = item.pop("split")
+        item["messages"] = tuple(item["messages"])
+        rows.append((split, Row(**item)))
+    return rows
+
+
+async def label_rows(services: Services, job: str, manifest: Manifest, rows: list[tuple[str, Row]]
+                     ) -> list[Labelled]:
+    """Label rows with at most `limits.concurrency` teacher calls in flight; results in input order."""
+    gate = asyncio.Semaphore(manifest.limits.concurrency)
+    local_url = services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
+    async with TeacherClient(manifest.teacher, manifest.inference, environ=services.environ,
+                             base_url=local_url) as client:
+
+        async def one(split: str, row: Row) -> Labelled:
+            labelled = await label_row(client, gate, manifest, split, row)
+            if services.progress is not None:
+                services.progress(job, int(labelled.answers is not None), int(labelled.rejection is not None),
+                                  labelled.usage.total)
+            return labelled
+
+        return list(await asyncio.gather(*(one(split, row) for split, row in rows)))
+
+
+async def label_row(client: TeacherClient, gate: asyncio.Semaphore, manifest: Manifest, split: str, row: Row
+                    ) -> Labelled:
+    """Ask the teacher every question the row needs (one, or one per conversation turn) and judge the replies."""
+    answers: list[Accepted] = []
+    prompt_tokens = completion_tokens = 0
+    for messages in teacher_conversations(manifest.task, row, manifest.prompt):
+        try:
+            async with gate:
+                reply = await client.complete(messages)
+        except TeacherCallFailed as exc:
+            rejection = Rejected(exc.reason, exc.detail, "")
+            return Labelled(row, split, None, rejection, Usage(prompt_tokens, completion_tokens))
+        prompt_tokens += reply.usage.prompt_tokens
+        completion_tokens += reply.usage.completion_tokens
+        verdict = parse_reply(manifest.task, reply.content, reply.finish_reason, question=messages[-1]["content"],
+                              prompt=manifest.prompt)
+        if isinstance(verdict, Rejected):
+            return Labelled(row, split, None, verdict, Usage(prompt_tokens, completion_tokens))
+        answers.append(verdict)
+    return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens))
+
+
+def encode_result(shard: int, results: list[Labelled]) -> bytes:
+    """A header line (counts, tokens), then one line per row in shard order."""
+    header = {
+        "shard": shard,
+        "accepted": sum(r.answers is not None for r in results),
+        "rejected": sum(r.rejection is not None for r in results),
+        "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
+        "completion_tokens": sum(r.usage.completion_tokens for r in results),
+    }
+    lines = [json.dumps(header)]
+    for r in results:
+        item: dict[str, Any] = {"id": r.row.id, "split": r.split, "source": r.row.source, "line": r.row.line,
+                                "tokens": r.usage.total}
+        if r.answers is not None:
+            item["answers"] = [{"answer": a.answer, "reasoning": a.reasoning} for a in r.answers]
+        else:
+            assert r.rejection is not None
+            item.update(reason=r.rejection.reason.value, detail=r.rejection.detail, excerpt=r.rejection.excerpt)
+        lines.append(json.dumps(item, ensure_ascii=False))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+

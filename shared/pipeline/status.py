@@ -1,0 +1,21 @@
+"""A job's record for the status endpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from shared.jobs import JobPaths
+from shared.services import Services
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def job_status(services: Services, job: str) -> tuple[int, str]:
+    """(HTTP status, JSON body) for a job id."""
+    if not JOB_ID.fullmatch(job) or ".." in job:
+        return 400, json.dumps({"error": "not a job id"})
+    blob = services.store.read(JobPaths(services.settings.jobs_container, job).status)
+    if blob is None:
+        return 404, json.dumps({"error": f"no job {job}"})
+    return 200, blob.data.decode("utf-8")

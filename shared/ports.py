@@ -1,0 +1,99 @@
+"""The narrow surfaces through which the pipeline reaches the outside world.
+
+Each has an Azure implementation and a local one, so the local mode runs the very functions that Azure runs:
+blob storage (`shared.storage`), the message queue (`shared.queueing`) and the fine-tuner (`shared.finetune`).
+Blob paths are `<container>/<name>`, for example `jobs/nli-1a2b3c4d5e6f/status.json`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Conflict(Exception):
+    """A conditional write lost: the ETag no longer matches, or the blob already exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    data: bytes
+    etag: str
+
+
+class BlobStore(Protocol):
+    def read(self, path: str) -> Blob | None:
+        """The blob and its ETag, or None when there is no such blob."""
+
+    def write(self, path: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
+        """Write a whole blob and return its new ETag.
+
+        `if_match`: only if the blob's ETag is still this one; `if_absent`: only if no blob exists yet.
+        Raises Conflict when the condition fails. Writes are atomic: a reader sees the old or the new blob.
+        """
+
+    def download_to(self, path: str, dest: Path) -> bool:
+        """Stream a blob into a local file, never holding it whole in memory; False when there is no such blob."""
+
+    def upload_from(self, path: str, src: Path) -> str:
+        """Stream a local file into a blob (overwriting it) and return its ETag."""
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """The paths of the blobs whose path starts with `prefix`, in lexical order."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A queue message: a JSON body, an id for duplicate detection, and an optional delivery time."""
+
+    body: Mapping[str, Any]
+    message_id: str
+    scheduled_at: datetime | None = None  # timezone-aware UTC
+
+
+class QueueSender(Protocol):
+    def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
+        """Send messages to a queue (in batches where the service has a size limit).
+
+        A message whose id was already sent within the duplicate-detection window is dropped by the queue.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class FineTuneRequest:
+    """Everything a fine-tuner needs; `name` is deterministic per job, so starting twice starts one run."""
+
+    name: str
+    job_id: str
+    student_model: str
+    train_path: str  # blob path of train.jsonl
+    validation_path: str  # blob path of validation.jsonl
+    experiment_name: str
+    hyperparameters: Mapping[str, str | int | float] = field(default_factory=dict)
+    method: str = "full"
+    output_model_name: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A fine-tune run's status as its service reports it (AzureML casing: Completed, Failed, Running...)."""
+
+    name: str
+    status: str
+    output_model: str | None = None
+    error: str | None = None
+
+
+class FineTuner(Protocol):
+    def start(self, request: FineTuneRequest) -> str:
+        """Start the run (or find the one already started under `request.name`) and return its name."""
+
+    def state(self, name: str) -> RunState:
+        """The run's current status, for the fallback poller."""
+
+
+TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})

@@ -1,0 +1,74 @@
+"""The adapters a function works with, chosen once per process from the app settings.
+
+In Azure: Blob Storage, Service Bus and AzureML, from their connection settings. In the local mode, `distill run`
+installs local ones (a folder, the embedded queue, the local fine-tuner) before it drives the same functions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from shared.ports import BlobStore, FineTuner, QueueSender
+from shared.settings import Settings
+
+Progress = Callable[[str, int, int, int], None]  # (job, rows accepted, rows rejected, tokens) as each row finishes
+
+
+@dataclass
+class Services:
+    store: BlobStore
+    queue: QueueSender
+    finetuner: FineTuner
+    settings: Settings = field(default_factory=Settings)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    progress: Progress | None = None
+
+
+_current: Services | None = None
+
+
+def install(services: Services | None) -> None:
+    """Use these services in this process (the local runtime and tests); None goes back to the app settings."""
+    global _current
+    _current = services
+
+
+def current() -> Services:
+    """The process's services, built from the app settings on first use."""
+    global _current
+    if _current is None:
+        _current = from_app_settings(os.environ)
+    return _current
+
+
+def from_app_settings(environ: Mapping[str, str]) -> Services:
+    """Azure adapters from the Functions app settings (connection strings, or identity-based `__` settings)."""
+    from shared.finetune.azureml import AzureMLFineTuner
+    from shared.queueing.servicebus import ServiceBusQueueSender
+    from shared.storage.azure_blob import AzureBlobStore
+
+    if conn := environ.get("DistillStorage"):
+        store = AzureBlobStore.from_connection_string(conn)
+    else:
+        store = AzureBlobStore.from_account_url(required(environ, "DistillStorage__serviceUri"))
+    if conn := environ.get("DistillServiceBus"):
+        queue = ServiceBusQueueSender.from_connection_string(conn)
+    else:
+        queue = ServiceBusQueueSender.from_namespace(required(environ, "DistillServiceBus__fullyQualifiedNamespace"))
+    finetuner = AzureMLFineTuner.from_settings(
+        required(environ, "AZUREML_SUBSCRIPTION_ID"),
+        required(environ, "AZUREML_RESOURCE_GROUP"),
+        required(environ, "AZUREML_WORKSPACE"),
+        store=store,
+    )
+    return Services(store=store, queue=queue, finetuner=finetuner, settings=Settings.from_env(environ),
+                    environ=environ)
+
+
+def required(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name)
+    if not value:
+        raise RuntimeError(f"app setting {name} is not set")
+    return value

@@ -1,0 +1,28 @@
+"""App settings the pipeline reads (environment variables, which is how Azure Functions passes app settings)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Container and queue names match the bindings in `functions/`; the rest comes from app settings."""
+
+    input_container: str = "input"
+    jobs_container: str = "jobs"
+    shard_queue: str = "shards"
+    completion_queue: str = "completions"
+    shard_rows: int = 50  # rows per shard: at 10 calls in flight and ~10 s a call, ~50 s of work per message
+    workspace_topic: str | None = None  # the AzureML workspace resource id whose run events we accept
+    finetune_claim_seconds: float = 600.0  # a fine-tune start claimed this long ago and not done is taken over
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        return cls(
+            shard_rows=int(environ.get("DISTILL_SHARD_ROWS", cls.shard_rows)),
+            workspace_topic=environ.get("DISTILL_WORKSPACE_TOPIC") or None,
+            finetune_claim_seconds=float(environ.get("DISTILL_FINETUNE_CLAIM_SECONDS", cls.finetune_claim_seconds)),
+        )

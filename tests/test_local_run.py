@@ -1,0 +1,83 @@
+"""`distill run` end to end on the seed data, against the project's test teacher (cli.md, issue acceptance)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.cli import main
+
+SEED_RUNS = {
+    "nli": ["--chain-of-thought"],
+    "nlu_qa": ["--chain-of-thought"],
+    "math": ["--chain-of-thought"],
+    "conversation": [],
+    "summarization": ["--chain-of-density"],
+}
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def job_folder(home: Path) -> Path:
+    [folder] = [p.parent for p in (home / "storage" / "jobs").glob("*/status.json")]
+    return folder
+
+
+@pytest.mark.parametrize("task", list(SEED_RUNS))
+def test_every_seed_task_runs_and_every_row_lands_once(task: str, shared_data: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    seed = shared_data / "seed" / task
+    files = ["--train", str(seed / "train.jsonl")] if (seed / "train.jsonl").exists() else []
+    if (seed / "validation.jsonl").exists():
+        files += ["--validation", str(seed / "validation.jsonl")] if files else ["--train", str(seed / "validation.jsonl")]
+    code = main(["run", "--task", task, *files, "--teacher", "test", *SEED_RUNS[task], "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    inputs = sum(len(lines(Path(f))) for f in files[1::2])
+    folder = job_folder(tmp_path / "home")
+    train, validation, rejected = (lines(folder / name) for name in ("train.jsonl", "validation.jsonl",
+                                                                      "rejected.jsonl"))
+    assert len(train) + len(validation) + len(rejected) == inputs
+    assert len({json.loads(r)["id"] for r in rejected}) == len(rejected)
+    status = json.loads((folder / "status.json").read_text())
+    assert status["state"] == "succeeded"
+    assert status["accepted"] == {"train": len(train), "validation": len(validation)}
+    assert (tmp_path / "out" / "train.jsonl").read_text() == (folder / "train.jsonl").read_text()
+    record = json.loads(train[0])["messages"]
+    assert record[0]["role"] == "system" and record[-1]["role"] == "assistant"
+
+
+def test_no_finetune_stops_at_dataset_ready_and_a_rerun_calls_no_teacher(
+        shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path))
+    gold = shared_data / "gold" / "math"
+    argv = ["run", "--task", "math", "--train", str(gold / "train.jsonl"), "--validation",
+            str(gold / "validation.jsonl"), "--teacher", "test", "--chain-of-thought", "--no-finetune"]
+    assert main(argv) == 0
+    status = json.loads((job_folder(tmp_path) / "status.json").read_text())
+    assert status["state"] == "dataset ready" and "finetune" not in status
+    assert status["accepted"] == {"train": 378, "validation": 42}
+    before = (job_folder(tmp_path) / "train.jsonl").read_bytes()
+    assert main(argv) == 0
+    assert (job_folder(tmp_path) / "train.jsonl").read_bytes() == before
+    assert "dataset ready" in capsys.readouterr().out
+
+
+def test_too_few_labelled_rows_fail_the_job_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    from shared.samples import write_nli_sample
+
+    write_nli_sample(tmp_path / "data", rows=30, validation_rows=10)
+    code = main(["run", "--task", "nli", "--train", str(tmp_path / "data" / "train.jsonl"), "--teacher", "test",
+                 "--min-rows", "10", "--validation-fraction", "0.2", "--job", "small"])
+    assert code == 0
+    code = main(["run", "--task", "nli", "--train", str(tmp_path / "data" / "train.jsonl"), "--teacher", "test",
+                 "--min-rows", "100", "--job", "too-small"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "too-few-rows" in out or "needs at least 100" in out
