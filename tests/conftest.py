@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from azurite import azurite_connection_string  # noqa: F401  (a session fixture: Azurite, started on first use)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

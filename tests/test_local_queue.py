@@ -327,3 +327,13 @@ def test_concurrent_receivers_each_get_every_message_exactly_once(tmp_path: Path
     assert sorted(all_ids) == [f"m{i:03}" for i in range(200)]
     assert main.idle(["work"])
     main.close()
+
+
+def test_release_locks_frees_the_messages_of_a_killed_run(queue: LocalQueue):
+    queue.send("work", [msg("a"), msg("later", at(T0 + 100))])
+    stale = queue.receive("work")[0]
+    assert queue.release_locks() == 1  # the scheduled message is not locked, so it stays scheduled
+    assert queue.counts("work") == {"active": 1, "scheduled": 1, "locked": 0, "dead_lettered": 0}
+    assert [(m.message_id, m.delivery_count) for m in queue.receive("work")] == [("a", 2)]
+    with pytest.raises(LockLost):
+        queue.complete(stale)

@@ -33,7 +33,8 @@ def test_every_seed_task_runs_and_every_row_lands_once(task: str, shared_data: P
     seed = shared_data / "seed" / task
     files = ["--train", str(seed / "train.jsonl")] if (seed / "train.jsonl").exists() else []
     if (seed / "validation.jsonl").exists():
-        files += ["--validation", str(seed / "validation.jsonl")] if files else ["--train", str(seed / "validation.jsonl")]
+        flag = "--validation" if files else "--train"
+        files += [flag, str(seed / "validation.jsonl")]
     code = main(["run", "--task", task, *files, "--teacher", "test", *SEED_RUNS[task], "--out", str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert code == 0, captured.out + captured.err
@@ -81,3 +82,19 @@ def test_too_few_labelled_rows_fail_the_job_with_a_reason(tmp_path: Path, monkey
     out = capsys.readouterr().out
     assert code == 1
     assert "too-few-rows" in out or "needs at least 100" in out
+
+
+def test_a_run_with_azurite_as_storage(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       azurite_connection_string: str) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DISTILL_STORAGE_CONNECTION_STRING", azurite_connection_string)
+    gold = shared_data / "gold" / "nli"
+    code = main(["run", "--task", "nli", "--train", str(gold / "train.jsonl"), "--validation",
+                 str(gold / "validation.jsonl"), "--teacher", "test", "--limit", "100", "--job", "on-azurite",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert not (tmp_path / "home" / "storage").exists()
+    status = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert status["state"] == "succeeded"
+    assert status["accepted"] == {"train": 100, "validation": 100}
+    assert len(lines(tmp_path / "out" / "train.jsonl")) == 100

@@ -22,9 +22,11 @@ from shared.identity import file_digest, job_id
 from shared.jobs import JobPaths, JobState, dumps, read_json
 from shared.manifest import Manifest, TeacherKind, load_manifest, manifest_from_dict
 from shared.pipeline.label import LOCAL_TEACHER_URL
+from shared.ports import BlobStore
 from shared.storage.local import LocalBlobStore
 
 TEST_TEACHER = "distill-test-teacher"
+STORAGE_CONNECTION = "DISTILL_STORAGE_CONNECTION_STRING"
 OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "status.json")
 
 
@@ -106,7 +108,16 @@ def job_lock(path: Path) -> Iterator[None]:
         yield
 
 
-def upload_job(store: LocalBlobStore, job: str, manifest: Manifest, files: dict[str, Path]) -> str:
+def open_store(root: Path) -> BlobStore:
+    """The local storage folder, or the storage account (Azurite, say) named by DISTILL_STORAGE_CONNECTION_STRING."""
+    if conn := os.environ.get(STORAGE_CONNECTION):
+        from shared.storage.azure_blob import AzureBlobStore
+
+        return AzureBlobStore.from_connection_string(conn)
+    return LocalBlobStore(root / "storage")
+
+
+def upload_job(store: BlobStore, job: str, manifest: Manifest, files: dict[str, Path]) -> str:
     """Data first, manifest last (its arrival starts the job); returns the manifest's blob path."""
     for name, path in files.items():
         store.upload_from(f"input/{job}/{name}", path)
@@ -125,7 +136,7 @@ def discard(root: Path, job: str) -> None:
         (root / "queues" / f"{job}.db{suffix}").unlink(missing_ok=True)
 
 
-def summary(record: dict[str, Any], folder: Path) -> str:
+def summary(record: dict[str, Any], folder: Path | str) -> str:
     lines = [f"job {record['job']}: {record['state']}"]
     if "accepted" in record:
         accepted = record["accepted"]
@@ -162,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             discard(root, job)
         if manifest.teacher.kind is TeacherKind.LOCAL:
             environ[LOCAL_TEACHER_URL] = stack.enter_context(start_test_teacher(manifest, files))
-        store = LocalBlobStore(root / "storage")
+        store = open_store(root)
         paths = JobPaths("jobs", job)
         record = read_json(store, paths.status)
         if record is None or record["state"] in (JobState.INGESTING, JobState.LABELING):
@@ -181,10 +192,9 @@ def run(args: argparse.Namespace) -> int:
         if bar.done:
             bar.finish()
         record = read_json(store, paths.status)
-        folder = root / "storage" / "jobs" / job
-        print(summary(record, folder))
+        print(summary(record, paths.root if os.environ.get(STORAGE_CONNECTION) else root / "storage" / paths.root))
         if args.out:
-            copy_outputs(folder, args.out)
+            copy_outputs(store, paths, args.out)
     goal = JobState.DATASET_READY if not manifest.finetune else JobState.SUCCEEDED
     return 0 if record["state"] == goal else 1
 
@@ -209,13 +219,12 @@ def start_test_teacher(manifest: Manifest, files: dict[str, Path]) -> Iterator[s
         yield teacher.base_url
 
 
-def copy_outputs(folder: Path, out: Path) -> None:
+def copy_outputs(store: BlobStore, paths: JobPaths, out: Path) -> None:
+    """--out: the final files (and the report, once there is one) copied out of storage."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUT_FILES:
-        if (folder / name).exists():
-            shutil.copyfile(folder / name, out / name)
-    for report in folder.glob("report.*"):
-        shutil.copyfile(report, out / report.name)
+    reports = [p.rsplit("/", 1)[1] for p in store.list(paths.file("report."))]
+    for name in (*OUTPUT_FILES, *reports):
+        store.download_to(paths.file(name), out / name)
 
 
 def status(job: str | None) -> int:

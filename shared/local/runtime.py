@@ -19,10 +19,10 @@ from typing import Any
 import azure.functions as func
 from azure.functions.blob import InputStream
 
+from shared import services
 from shared.finetune.export_only import ExportOnlyFineTuner
 from shared.ports import BlobStore, OutgoingMessage
 from shared.queueing.local import LocalQueue, LockLost, ReceivedMessage
-from shared import services
 from shared.services import Progress, Services
 from shared.settings import Settings
 
@@ -58,6 +58,7 @@ class LocalRuntime:
     def __init__(self, store: BlobStore, queue_db: Path, *, environ: Mapping[str, str],
                  progress: Progress | None = None, workers: int = 4, lock_seconds: float = 30.0) -> None:
         self.queue = LocalQueue(queue_db, lock_seconds=lock_seconds, max_delivery_count=5)
+        self.queue.release_locks()  # one run per job holds its lock file: any lock left is a killed run's
         self.workers = workers
         self.lock_seconds = lock_seconds
         settings = Settings(workspace_topic=LOCAL_WORKSPACE, finetune_claim_seconds=0)

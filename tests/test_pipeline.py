@@ -1,0 +1,161 @@
+"""The pipeline's handlers under repeats and races: one job, one dataset, one fine-tune."""
+
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shared.jobs import JobPaths, dumps, read_json
+from shared.pipeline.aggregate import on_completion
+from shared.pipeline.finish import on_run_event
+from shared.pipeline.ingest import ingest
+from shared.pipeline.label import LOCAL_TEACHER_URL, label_shard
+from shared.ports import FineTuneRequest, RunState
+from shared.queueing.local import LocalQueue
+from shared.samples import write_nli_sample
+from shared.services import Services
+from shared.settings import Settings
+from shared.storage.local import LocalBlobStore
+from shared.teacher.fake_teacher import FakeTeacher, answers_from_jsonl
+
+WORKSPACE = "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"
+
+
+class RecordingFineTuner:
+    def __init__(self) -> None:
+        self.starts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def start(self, request: FineTuneRequest) -> str:
+        with self.lock:
+            self.starts[request.name] += 1
+        return request.name
+
+    def state(self, name: str) -> RunState:
+        return RunState(name, "Completed", output_model=f"{name}-model")
+
+
+@pytest.fixture()
+def pipeline(tmp_path: Path):
+    data = tmp_path / "data"
+    write_nli_sample(data, rows=90, validation_rows=70)
+    store = LocalBlobStore(tmp_path / "storage")
+    for name in ("train.jsonl", "validation.jsonl"):
+        store.upload_from(f"input/job1/{name}", data / name)
+    manifest = {"task": "nli", "training_file": "train.jsonl", "validation_file": "validation.jsonl",
+                "teacher": {"kind": "local", "model": "distill-test-teacher"}, "prompt": {"chain_of_thought": True}}
+    store.write("input/job1/manifest.json", dumps(manifest))
+    answers = answers_from_jsonl(data / "train.jsonl") | answers_from_jsonl(data / "validation.jsonl")
+    with FakeTeacher(answers) as teacher, LocalQueue(tmp_path / "queue.db") as queue:
+        services = Services(store=store, queue=queue, finetuner=RecordingFineTuner(),
+                            settings=Settings(shard_rows=20, workspace_topic=WORKSPACE),
+                            environ={LOCAL_TEACHER_URL: teacher.base_url})
+        yield services, queue, teacher
+
+
+def drain(queue: LocalQueue, name: str) -> list[dict]:
+    bodies = []
+    while batch := queue.receive(name, 50):
+        for message in batch:
+            bodies.append(message.body)
+            queue.complete(message)
+    return bodies
+
+
+def test_duplicate_blob_events_start_one_job(pipeline) -> None:
+    services, queue, _ = pipeline
+    for _ in range(3):
+        assert ingest(services, "input/job1/manifest.json") == "job1"
+    assert ingest(services, "input/job1/train.jsonl") is None
+    shards = drain(queue, "shards")
+    assert sorted(b["shard"] for b in shards) == list(range(8))  # 160 rows, 20 a shard, each sent once
+    record = read_json(services.store, JobPaths("jobs", "job1").status)
+    assert record["state"] == "labeling" and record["rows"] == {"total": 160, "train": 90, "validation": 70}
+
+
+def test_a_redelivered_shard_is_not_sent_to_the_teacher_again(pipeline) -> None:
+    services, queue, teacher = pipeline
+    ingest(services, "input/job1/manifest.json")
+    [first, *_] = drain(queue, "shards")
+    label_shard(services, first)
+    calls = teacher.requests_total
+    assert calls == 20
+    label_shard(services, first)
+    assert teacher.requests_total == calls
+    assert len(drain(queue, "completions")) == 1  # the repeated completion has the same id: dropped
+
+
+def test_concurrent_and_duplicate_completions_start_exactly_one_finetune(pipeline) -> None:
+    services, queue, _ = pipeline
+    ingest(services, "input/job1/manifest.json")
+    for body in drain(queue, "shards"):
+        label_shard(services, body)
+    completions = drain(queue, "completions") * 3
+    threads = [threading.Thread(target=on_completion, args=(services, body)) for body in completions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert services.finetuner.starts == {"job1-ft": 1}
+    folder = JobPaths("jobs", "job1")
+    record = read_json(services.store, folder.status)
+    assert record["state"] == "fine-tuning" and record["finetune"]["started"]
+    assert record["accepted"] == {"train": 90, "validation": 70} and record["rejected"] == 0
+    train = services.store.read(folder.file("train.jsonl")).data.decode().splitlines()
+    assert len(train) == 90 and json.loads(train[0])["messages"][-1]["role"] == "assistant"
+
+
+def run_event(status: str | None, *, topic: str = WORKSPACE, run: str = "job1-ft", job: str = "job1",
+              event_type: str = "Microsoft.MachineLearningServices.RunStatusChanged") -> dict:
+    data = {"experimentId": "e", "experimentName": "distill", "runId": run, "runType": "finetuning",
+            "runTags": {"distill_job": job}, "runProperties": {}}
+    if status:
+        data["runStatus"] = status
+    return {"id": f"{run}-{status}", "topic": topic, "subject": f"experiments/e/runs/{run}",
+            "eventType": event_type, "data": data, "dataVersion": "", "eventTime": "2026-11-28T00:00:00+00:00"}
+
+
+@pytest.fixture()
+def fine_tuning(pipeline):
+    services, queue, _ = pipeline
+    ingest(services, "input/job1/manifest.json")
+    for body in drain(queue, "shards"):
+        label_shard(services, body)
+    for body in drain(queue, "completions"):
+        on_completion(services, body)
+    return services
+
+
+def state(services: Services) -> dict:
+    return read_json(services.store, JobPaths("jobs", "job1").status)
+
+
+@pytest.mark.parametrize("status,expected", [("Completed", "succeeded"), ("Failed", "failed"),
+                                             ("Canceled", "failed")])
+def test_terminal_run_events_finish_the_job(fine_tuning, status: str, expected: str) -> None:
+    on_run_event(fine_tuning, run_event(status))
+    record = state(fine_tuning)
+    assert record["state"] == expected and record["finetune"]["status"] == status
+    if expected == "succeeded":
+        assert record["finetune"]["output_model"] == "job1-ft-model"
+    else:
+        assert f"ended {status}" in record["errors"][-1]
+
+
+def test_other_workspaces_other_runs_and_running_statuses_are_ignored(fine_tuning) -> None:
+    on_run_event(fine_tuning, run_event("Completed", topic=WORKSPACE.replace("/w", "/other")))
+    on_run_event(fine_tuning, run_event("Completed", run="someone-elses-run"))
+    on_run_event(fine_tuning, run_event("Running"))
+    on_run_event(fine_tuning, run_event("Completed", job="no-such-job"))
+    assert state(fine_tuning)["state"] == "fine-tuning"
+
+
+def test_a_repeated_or_late_event_changes_nothing(fine_tuning) -> None:
+    on_run_event(fine_tuning, run_event(None, event_type="Microsoft.MachineLearningServices.RunCompleted"))
+    done = state(fine_tuning)
+    assert done["state"] == "succeeded"
+    on_run_event(fine_tuning, run_event("Failed"))
+    on_run_event(fine_tuning, run_event("Completed"))
+    assert state(fine_tuning) == done
