@@ -10,6 +10,7 @@ CONFTEST = Path(__file__).with_name("conftest.py")
 
 def run_pytest(tmp_path: Path, body: str, ci: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "conftest.py").write_text(CONFTEST.read_text())
+    (tmp_path / "azurite.py").write_text(CONFTEST.with_name("azurite.py").read_text())
     (tmp_path / "test_sample.py").write_text(textwrap.dedent(body))
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    live: cloud\n")
     env = {"PATH": "/usr/bin:/bin", "CI": ci}
