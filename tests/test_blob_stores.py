@@ -160,6 +160,16 @@ def test_list_gives_the_paths_under_a_prefix_in_lexical_order(store: BlobStore, 
     assert list(store.list(f"{container}-nothing/")) == []
 
 
+def test_azure_store_from_account_url_with_a_key_or_the_default_credential(azurite_connection_string: str,
+                                                                           container: str) -> None:
+    account = AzureBlobStore.from_connection_string(azurite_connection_string).service
+    store = AzureBlobStore.from_account_url(account.url, credential=account.credential)  # the account key
+    etag = store.write(f"{container}/x", b"1")
+    assert store.read(f"{container}/x") == Blob(b"1", etag)
+    default = AzureBlobStore.from_account_url("https://example.blob.core.windows.net")
+    assert type(default.service.credential).__name__ == "DefaultAzureCredential"
+
+
 UNSAFE_PATHS = [
     "",
     "/etc/passwd",

@@ -148,7 +148,9 @@ def summary(record: dict[str, Any], folder: Path | str) -> str:
         lines.append(f"  tokens: {record['tokens']['prompt']:,} prompt + {record['tokens']['completion']:,} completion")
     if record.get("finetune"):
         ft = record["finetune"]
-        lines.append(f"  fine-tune {ft['name']}: {ft.get('status') or 'not finished'}")
+        export_only = ft.get("status") == "Completed" and not ft.get("output_model")
+        note = " (export only: the dataset was exported, no training ran yet)" if export_only else ""
+        lines.append(f"  fine-tune {ft['name']}: {ft.get('status') or 'not finished'}{note}")
     for error in record.get("errors", []):
         lines.append(f"  error: {error}")
     lines.append(f"  files: {folder}")
