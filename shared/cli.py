@@ -26,10 +26,6 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def data_files(manifest: Manifest) -> list[Path]:
-    return [p for p in (manifest.training_file, manifest.validation_file) if p is not None]
-
-
 def print_reports(reports: Sequence[FileReport]) -> int:
     """Print every problem and a summary; the exit code is 1 when any file has an error."""
     for report in reports:
@@ -72,7 +68,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     limits = FileLimits(max_rows=manifest.limits.max_rows)
     return print_reports([validate_file(p, manifest.task, min_rows=manifest.effective_min_rows, limits=limits,
-                                        name=shown(p)) for p in data_files(manifest)])
+                                        name=shown(p)) for p in manifest.files.values()])
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -84,7 +80,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     teacher = manifest.teacher
     base_url = LOCAL_TEACHER_URL if teacher.kind is TeacherKind.LOCAL else None
     client = TeacherClient(teacher, manifest.inference, base_url=base_url)
-    identity = job_id(manifest, [file_digest(p) for p in data_files(manifest)])
+    identity = job_id(manifest, [file_digest(p) for p in manifest.files.values()])
     print(f"# job {identity}, prompts {PROMPT_VERSION}, teacher {teacher.kind.value} {teacher.model}")
     if teacher.kind is TeacherKind.LOCAL:
         print(f"# the local teacher is started by `distill run`; {LOCAL_TEACHER_URL} stands for its address")

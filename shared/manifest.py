@@ -196,6 +196,14 @@ class Manifest(_Strict):
         return self
 
     @property
+    def files(self) -> dict[str, Path]:
+        """The data files by split: "train", and "validation" when one is given."""
+        files = {"train": self.training_file}
+        if self.validation_file is not None:
+            files["validation"] = self.validation_file
+        return files
+
+    @property
     def effective_min_rows(self) -> int:
         return self.min_rows if self.min_rows is not None else self.task.default_min_rows
 

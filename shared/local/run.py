@@ -76,13 +76,6 @@ def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
         doc["finetune"] = False
 
 
-def data_files(manifest: Manifest) -> dict[str, Path]:
-    files = {"train.jsonl": Path(manifest.training_file)}
-    if manifest.validation_file is not None:
-        files["validation.jsonl"] = Path(manifest.validation_file)
-    return files
-
-
 def first_rows(src: Path, dest: Path, limit: int) -> Path:
     """The first `limit` non-blank lines of a file (for --limit)."""
     with src.open("rb") as f, dest.open("wb") as out:
@@ -165,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     root = home()
     scratch = root / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
-    files = data_files(manifest)
+    files = {f"{split}.jsonl": path for split, path in manifest.files.items()}
     if args.limit:
         files = {name: first_rows(path, scratch / f"{os.getpid()}-{name}", args.limit) for name, path in files.items()}
     job = args.job or job_id(manifest, [file_digest(p) for p in files.values()])

@@ -141,10 +141,7 @@ def split_rows(store, manifest: Manifest, tmp: Path, reports: list[FileReport]) 
     Without a validation file, rows are held out by their id (shared.assembly.held_out).
     """
     limits = FileLimits(max_rows=manifest.limits.max_rows)
-    files = [("train", manifest.training_file), ("validation", manifest.validation_file)]
-    for split, blob_path in files:
-        if blob_path is None:
-            continue
+    for split, blob_path in manifest.files.items():
         local = tmp / f"{split}.jsonl"
         report = FileReport.empty(PurePosixPath(str(blob_path)).name, manifest.task)
         reports.append(report)
