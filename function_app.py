@@ -6,8 +6,8 @@ functions on one machine (shared.local.runtime).
 
 import azure.functions as func
 
-from functions import aggregate, ingest, job_events, status, teacher
+from functions import aggregate, dead_letters, ingest, job_events, status, teacher
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (ingest.bp, teacher.bp, aggregate.bp, job_events.bp, status.bp):
+for blueprint in (ingest.bp, teacher.bp, aggregate.bp, job_events.bp, status.bp, dead_letters.bp):
     app.register_functions(blueprint)

@@ -98,3 +98,18 @@ def test_a_run_with_azurite_as_storage(shared_data: Path, tmp_path: Path, monkey
     assert status["state"] == "succeeded"
     assert status["accepted"] == {"train": 100, "validation": 100}
     assert len(lines(tmp_path / "out" / "train.jsonl")) == 100
+
+
+def test_restart_discards_the_job_and_does_it_again(shared_data: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path))
+    gold = shared_data / "gold" / "nli"
+    argv = ["run", "--task", "nli", "--train", str(gold / "train.jsonl"), "--teacher", "test", "--limit", "80",
+            "--min-rows", "20", "--no-finetune", "--job", "again"]
+    assert main(argv) == 0
+    status = tmp_path / "storage" / "jobs" / "again" / "status.json"
+    first = json.loads(status.read_text())["created"]
+    assert main(argv) == 0
+    assert json.loads(status.read_text())["created"] == first
+    assert main([*argv, "--restart"]) == 0
+    assert json.loads(status.read_text())["created"] > first

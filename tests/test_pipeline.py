@@ -159,3 +159,12 @@ def test_a_repeated_or_late_event_changes_nothing(fine_tuning) -> None:
     on_run_event(fine_tuning, run_event("Failed"))
     on_run_event(fine_tuning, run_event("Completed"))
     assert state(fine_tuning) == done
+
+
+def test_the_poller_finishes_a_job_whose_event_never_came(fine_tuning) -> None:
+    from shared.pipeline.finish import poll_unfinished
+
+    assert poll_unfinished(fine_tuning) == ["job1"]
+    record = state(fine_tuning)
+    assert record["state"] == "succeeded" and record["finetune"]["output_model"] == "job1-ft-model"
+    assert poll_unfinished(fine_tuning) == []

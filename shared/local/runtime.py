@@ -18,6 +18,7 @@ from typing import Any
 
 import azure.functions as func
 from azure.functions.blob import InputStream
+from azure.functions.servicebus import ServiceBusMessage
 
 from shared import services
 from shared.finetune.export_only import ExportOnlyFineTuner
@@ -67,6 +68,8 @@ class LocalRuntime:
                                  environ=environ, progress=progress)
         self.queues = [settings.shard_queue, settings.completion_queue, EVENTS_QUEUE]
         services.install(self.services)  # the functions ask shared.services for their adapters
+        self._last_error: dict[tuple[str, str], str] = {}  # (queue, message id) → the handler's last failure
+        self._dead_letters_delivered: set[tuple[str, str]] = set()
 
     def publish_event(self, event: dict[str, Any]) -> None:
         """Local Event Grid: events wait in a durable queue until the runtime delivers them."""
@@ -87,8 +90,23 @@ class LocalRuntime:
             function(**{arg: event_grid_event(message.body)})
             return
         function, arg = registered_functions()[f"queue:{message.queue}"]
-        function(**{arg: func.ServiceBusMessage(body=json.dumps(message.body).encode("utf-8"),
-                                                content_type="application/json")})
+        function(**{arg: service_bus_message(message.body, message.message_id, message.delivery_count)})
+
+    def deliver_dead_letters(self) -> None:
+        """Hand dead letters not yet handed over to the dead-letter triggers (`<queue>/$DeadLetterQueue`).
+
+        In memory only: after a restart they are handed over again, which the handler takes calmly.
+        """
+        for queue in self.queues[:2]:
+            for letter in self.queue.dead_letters(queue):
+                key = (queue, letter.message_id)
+                if key in self._dead_letters_delivered:
+                    continue
+                function, arg = registered_functions()[f"queue:{queue}/$DeadLetterQueue"]
+                description = self._last_error.get(key) or letter.description
+                function(**{arg: service_bus_message(letter.body, letter.message_id, letter.delivery_count,
+                                                     dead_letter=(letter.reason, description))})
+                self._dead_letters_delivered.add(key)
 
     def drain(self, finished: Callable[[], bool], idle_wait: float = 0.05) -> None:
         """Deliver messages (shards in parallel, the rest one at a time) until `finished()` or the queues are empty."""
@@ -96,6 +114,7 @@ class LocalRuntime:
             running: dict[Future[None], ReceivedMessage] = {}
             renewed = time.monotonic()
             while not finished():
+                self.deliver_dead_letters()
                 self._fill(pool, running)
                 if not running:
                     if self.queue.idle(self.queues):
@@ -124,8 +143,10 @@ class LocalRuntime:
             if error is None:
                 self.queue.complete(message)
             else:
-                log.warning("%s message %s failed (delivery %d): %s: %s", message.queue, message.message_id,
-                            message.delivery_count, type(error).__name__, error)
+                cause = f"{type(error).__name__}: {error}"
+                log.warning("%s message %s failed (delivery %d): %s", message.queue, message.message_id,
+                            message.delivery_count, cause)
+                self._last_error[(message.queue, message.message_id)] = cause
                 self.queue.abandon(message)
         except LockLost:
             log.warning("%s message %s: lock lost before it was settled", message.queue, message.message_id)
@@ -140,6 +161,16 @@ class LocalRuntime:
     def close(self) -> None:
         services.install(None)
         self.queue.close()
+
+
+def service_bus_message(body: Mapping[str, Any], message_id: str, delivery_count: int, *,
+                        dead_letter: tuple[str, str] | None = None) -> ServiceBusMessage:
+    """A queue message as the Functions SDK hands it to a Service Bus trigger."""
+    reason, description = dead_letter or (None, None)
+    return ServiceBusMessage(body=json.dumps(body).encode("utf-8"), content_type="application/json",
+                             message_id=message_id, delivery_count=delivery_count, dead_letter_reason=reason,
+                             dead_letter_error_description=description, application_properties={},
+                             user_properties={})
 
 
 def event_grid_event(event: Mapping[str, Any]) -> func.EventGridEvent:

@@ -1,0 +1,29 @@
+"""Dead letters: a shard or completion message that failed every delivery fails its job, with the reason."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shared.jobs import JobPaths, fail, update_record
+from shared.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def on_dead_letter(services: Services, queue: str, body: dict[str, Any], reason: str | None,
+                   description: str | None, deliveries: int | None) -> str | None:
+    """Mark the message's job failed (a final job stays as it is); returns the job id."""
+    job = body.get("job")
+    if not isinstance(job, str):
+        log.warning("dead letter on %s names no job; left in the dead-letter queue", queue)
+        return None
+    paths = JobPaths(services.settings.jobs_container, job)
+    if services.store.read(paths.status) is None:
+        return None
+    shard = f"shard {body.get('shard')}"
+    what = shard if queue == services.settings.shard_queue else f"the completion of {shard}"
+    tries = f" after {deliveries} deliveries" if deliveries else ""
+    cause = ": ".join(part for part in (reason, description) if part) or "no reason given"
+    update_record(services.store, paths, lambda r: fail(r, f"{what} was dead-lettered{tries} ({cause})"))
+    return job

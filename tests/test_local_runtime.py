@@ -1,0 +1,76 @@
+"""The local runtime drives the registered functions: poison messages, restarts, the status endpoint."""
+
+import json
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+from functions.status import status as route
+from shared.jobs import JobPaths, dumps, read_json
+from shared.local.runtime import LocalRuntime, registered_functions
+from shared.pipeline.label import LOCAL_TEACHER_URL
+from shared.samples import write_nli_sample
+from shared.storage.local import LocalBlobStore
+from shared.teacher.fake_teacher import FakeTeacher, answers_from_jsonl
+
+
+@pytest.fixture()
+def runtime(tmp_path: Path):
+    data = tmp_path / "data"
+    write_nli_sample(data, rows=90, validation_rows=70)
+    store = LocalBlobStore(tmp_path / "storage")
+    for name in ("train.jsonl", "validation.jsonl"):
+        store.upload_from(f"input/job1/{name}", data / name)
+    manifest = {"task": "nli", "training_file": "train.jsonl", "validation_file": "validation.jsonl",
+                "teacher": {"kind": "local", "model": "distill-test-teacher"}}
+    store.write("input/job1/manifest.json", dumps(manifest))
+    answers = answers_from_jsonl(data / "train.jsonl") | answers_from_jsonl(data / "validation.jsonl")
+    with FakeTeacher(answers) as teacher:
+        local = LocalRuntime(store, tmp_path / "queue.db", environ={LOCAL_TEACHER_URL: teacher.base_url})
+        yield local, store
+        local.close()
+
+
+def status(store: LocalBlobStore) -> dict:
+    return read_json(store, JobPaths("jobs", "job1").status)
+
+
+def test_a_poison_shard_is_dead_lettered_and_fails_the_job_readably(runtime) -> None:
+    local, store = runtime
+    local.blob_created("input/job1/manifest.json")
+    store.write(JobPaths("jobs", "job1").shard(1), b"{not json\n")
+    local.drain(lambda: status(store)["state"] in ("failed", "succeeded"))
+    record = status(store)
+    assert record["state"] == "failed"
+    expected = "shard 1 was dead-lettered after 5 deliveries (MaxDeliveryCountExceeded: JSONDecodeError: Expecting"
+    assert record["errors"][0].startswith(expected)
+    [letter] = local.queue.dead_letters("shards")
+    assert letter.body == {"job": "job1", "shard": 1}
+
+
+def test_the_whole_flow_runs_through_the_registered_functions(runtime) -> None:
+    local, store = runtime
+    local.blob_created("input/job1/manifest.json")
+    local.drain(lambda: status(store)["state"] in ("failed", "succeeded"))
+    record = status(store)
+    assert record["state"] == "succeeded", record["errors"]
+    assert record["finetune"]["status"] == "Completed"
+    assert record["accepted"] == {"train": 90, "validation": 70}
+
+
+def test_the_status_endpoint_returns_the_record(runtime) -> None:
+    local, _ = runtime
+    local.blob_created("input/job1/manifest.json")
+    ok = route(func.HttpRequest("GET", "/api/jobs/job1", route_params={"job": "job1"}, body=b""))
+    assert ok.status_code == 200 and json.loads(ok.get_body())["job"] == "job1"
+    missing = route(func.HttpRequest("GET", "/api/jobs/nope", route_params={"job": "nope"}, body=b""))
+    assert missing.status_code == 404
+    bad = route(func.HttpRequest("GET", "/api/jobs/..", route_params={"job": ".."}, body=b""))
+    assert bad.status_code == 400
+
+
+def test_the_app_registers_every_trigger_with_its_binding() -> None:
+    found = registered_functions()
+    assert set(found) == {"blob", "eventgrid", "queue:shards", "queue:completions", "queue:shards/$DeadLetterQueue",
+                          "queue:completions/$DeadLetterQueue"}
