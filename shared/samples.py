@@ -97,9 +97,10 @@ teacher:
   model: Qwen2.5-Coder-1.5B-Instruct
 inference:
   temperature: 0.0
-  max_tokens: 256
-prompt:
-  chain_of_thought: true
+  max_tokens: 16
 student:
   model: SmolLM2-135M-Instruct
+  method: full
+  hyperparameters:
+    n_epochs: 3
 """

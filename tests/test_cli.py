@@ -72,7 +72,8 @@ def test_sample_validate_preview_the_demo_path(capsys: pytest.CaptureFixture[str
     assert code == 0, out
     assert out.count("POST http://127.0.0.1:8000/v1/chat/completions") == 2
     bodies = request_bodies(out)
-    assert bodies[0]["messages"][0]["content"].startswith("You solve natural language inference problems")
+    assert bodies[0]["messages"][0]["content"].startswith("You are a careful reader.")
+    assert bodies[0]["model"] == "Qwen2.5-Coder-1.5B-Instruct" and bodies[0]["max_tokens"] == 16
     assert all(m["role"] != "assistant" for b in bodies for m in b["messages"])
 
 

@@ -35,7 +35,8 @@ def test_every_seed_task_runs_and_every_row_lands_once(task: str, shared_data: P
     if (seed / "validation.jsonl").exists():
         flag = "--validation" if files else "--train"
         files += [flag, str(seed / "validation.jsonl")]
-    code = main(["run", "--task", task, *files, "--teacher", "test", *SEED_RUNS[task], "--out", str(tmp_path / "out")])
+    code = main(["run", "--task", task, *files, "--teacher", "test", *SEED_RUNS[task], "--export-only",
+                 "--out", str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert code == 0, captured.out + captured.err
     inputs = sum(len(lines(Path(f))) for f in files[1::2])
@@ -75,10 +76,10 @@ def test_too_few_labelled_rows_fail_the_job_with_a_reason(tmp_path: Path, monkey
 
     write_nli_sample(tmp_path / "data", rows=30, validation_rows=10)
     code = main(["run", "--task", "nli", "--train", str(tmp_path / "data" / "train.jsonl"), "--teacher", "test",
-                 "--min-rows", "10", "--validation-fraction", "0.2", "--job", "small"])
+                 "--min-rows", "10", "--validation-fraction", "0.2", "--job", "small", "--export-only"])
     assert code == 0
     code = main(["run", "--task", "nli", "--train", str(tmp_path / "data" / "train.jsonl"), "--teacher", "test",
-                 "--min-rows", "100", "--job", "too-small"])
+                 "--min-rows", "100", "--job", "too-small", "--export-only"])
     out = capsys.readouterr().out
     assert code == 1
     assert "too-few-rows" in out or "needs at least 100" in out
@@ -91,7 +92,7 @@ def test_a_run_with_azurite_as_storage(shared_data: Path, tmp_path: Path, monkey
     gold = shared_data / "gold" / "nli"
     code = main(["run", "--task", "nli", "--train", str(gold / "train.jsonl"), "--validation",
                  str(gold / "validation.jsonl"), "--teacher", "test", "--limit", "100", "--job", "on-azurite",
-                 "--out", str(tmp_path / "out")])
+                 "--export-only", "--out", str(tmp_path / "out")])
     assert code == 0
     assert not (tmp_path / "home" / "storage").exists()
     status = json.loads((tmp_path / "out" / "status.json").read_text())

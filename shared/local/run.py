@@ -26,6 +26,7 @@ from shared.ports import BlobStore
 from shared.storage.local import LocalBlobStore
 
 TEST_TEACHER = "distill-test-teacher"
+DEFAULT_LOCAL_TEACHER = "Qwen2.5-Coder-1.5B-Instruct"
 STORAGE_CONNECTION = "DISTILL_STORAGE_CONNECTION_STRING"
 OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "status.json")
 
@@ -54,9 +55,12 @@ def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
 
     if args.teacher == "test":
         doc["teacher"] = {"kind": TeacherKind.LOCAL.value, "model": TEST_TEACHER}
+    elif args.teacher and args.teacher.split(":", 1)[0] == "local":
+        model = args.teacher.partition(":")[2] or DEFAULT_LOCAL_TEACHER
+        doc["teacher"] = {"kind": TeacherKind.LOCAL.value, "model": model}
     elif args.teacher:
-        raise ValueError(f"--teacher {args.teacher}: only `test` (the project's test teacher) is available yet; "
-                         "give an OpenAI-compatible server with --teacher-url and --teacher-model")
+        raise ValueError(f"--teacher {args.teacher}: expected `local`, `local:MODEL` or `test`; any other "
+                         "OpenAI-compatible server is given with --teacher-url and --teacher-model")
     if args.teacher_url:
         doc["teacher"] = {"kind": TeacherKind.OPENAI_COMPATIBLE.value, "url": args.teacher_url,
                           "model": args.teacher_model or doc.get("teacher", {}).get("model", "teacher")}
@@ -166,20 +170,19 @@ def run(args: argparse.Namespace) -> int:
     with job_lock(root / "locks" / f"{job}.lock"), contextlib.ExitStack() as stack:
         if args.restart:
             discard(root, job)
-        if manifest.teacher.kind is TeacherKind.LOCAL:
-            environ[LOCAL_TEACHER_URL] = stack.enter_context(start_test_teacher(manifest, files))
         store = open_store(root)
         paths = JobPaths("jobs", job)
         record = read_json(store, paths.status)
-        if record is None or record["state"] in (JobState.INGESTING, JobState.LABELING):
-            manifest_path = upload_job(store, job, manifest, files)
+        labeling = record is None or record["state"] in (JobState.INGESTING, JobState.LABELING)
+        print(f"job {job}: {len(files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
+        if labeling and manifest.teacher.kind is TeacherKind.LOCAL:
+            environ[LOCAL_TEACHER_URL] = stack.enter_context(start_teacher(manifest, files))
         bar = ProgressBar(0)
         runtime = LocalRuntime(store, root / "queues" / f"{job}.db", environ=environ, progress=bar.add,
-                               workers=args.workers)
+                               workers=args.workers, finetuner=finetuner_for(manifest, root, args.export_only))
         stack.callback(runtime.close)
-        print(f"job {job}: {len(files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
-        if record is None or record["state"] in (JobState.INGESTING, JobState.LABELING):
-            runtime.blob_created(manifest_path)
+        if labeling:
+            runtime.blob_created(upload_job(store, job, manifest, files))
         record = read_json(store, paths.status)
         if record.get("rows"):
             bar.total = record["rows"]["total"]
@@ -188,25 +191,55 @@ def run(args: argparse.Namespace) -> int:
             bar.finish()
         record = read_json(store, paths.status)
         print(summary(record, paths.root if os.environ.get(STORAGE_CONNECTION) else root / "storage" / paths.root))
+        if record["state"] == JobState.SUCCEEDED and record["finetune"].get("output_model"):
+            print(report_for(store, paths, manifest, record["finetune"]["output_model"]))
         if args.out:
             copy_outputs(store, paths, args.out)
     goal = JobState.DATASET_READY if not manifest.finetune else JobState.SUCCEEDED
     return 0 if record["state"] == goal else 1
 
 
+def finetuner_for(manifest: Manifest, root: Path, export_only: bool) -> Any:
+    """Local training for a local student; export only when asked, or for a registry student (AzureML)."""
+    from shared.finetune.export_only import ExportOnlyFineTuner
+
+    if export_only or not manifest.finetune or manifest.student.backend != "local":
+        return ExportOnlyFineTuner
+    from shared.finetune.local_trainer import LocalTrainer
+
+    return lambda store, publish, topic: LocalTrainer(store, publish, topic, output_root=root / "models")
+
+
+def report_for(store: BlobStore, paths: JobPaths, manifest: Manifest, distilled: str) -> str:
+    """The evaluation table: computed once after the fine-tune, read back on later runs."""
+    from shared.local.report import evaluate_job, format_table
+
+    report = read_json(store, paths.file("report.json"))
+    if report is None:
+        report = evaluate_job(store, paths, manifest, base_model=manifest.student.model, distilled_model=distilled)
+    return format_table(report)
+
+
 def describe_teacher(manifest: Manifest) -> str:
-    if manifest.teacher.kind is TeacherKind.LOCAL:
+    if manifest.teacher.kind is not TeacherKind.LOCAL:
+        return f"{manifest.teacher.model} at {manifest.teacher.url}"
+    if manifest.teacher.model == TEST_TEACHER:
         return "the project's test teacher (it answers from the data's reference answers; it is not a model)"
-    return f"{manifest.teacher.model} at {manifest.teacher.url}"
+    return f"{manifest.teacher.model}, served on this machine"
 
 
 @contextlib.contextmanager
-def start_test_teacher(manifest: Manifest, files: dict[str, Path]) -> Iterator[str]:
+def start_teacher(manifest: Manifest, files: dict[str, Path]) -> Iterator[str]:
+    """The local teacher for this run: the test teacher, or a local model served by `distill teacher serve`."""
+    if manifest.teacher.model != TEST_TEACHER:
+        from shared.teacher.local_server import start_local_teacher
+
+        print(f"starting the local teacher {manifest.teacher.model} (loading it takes a minute)", file=sys.stderr)
+        with start_local_teacher(manifest.teacher.model) as url:
+            yield url
+        return
     from shared.teacher.fake_teacher import FakeTeacher, answers_from_jsonl
 
-    if manifest.teacher.model != TEST_TEACHER:
-        raise ValueError(f"the local teacher {manifest.teacher.model!r} cannot be started yet; "
-                         f"use --teacher test, or --teacher-url with any OpenAI-compatible server")
     answers: dict[str, str] = {}
     for path in files.values():
         answers.update(answers_from_jsonl(path))

@@ -22,7 +22,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from shared import services
 from shared.finetune.export_only import ExportOnlyFineTuner
-from shared.ports import BlobStore, OutgoingMessage
+from shared.ports import BlobStore, FineTuner, OutgoingMessage
 from shared.queueing.local import LocalQueue, LockLost, ReceivedMessage
 from shared.services import Progress, Services
 from shared.settings import Settings
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 EVENTS_QUEUE = "events"  # local stand-in for the Event Grid subscription to the workspace's run events
 LOCAL_WORKSPACE = ("/subscriptions/local/resourceGroups/local/providers/"
                    "Microsoft.MachineLearningServices/workspaces/distill-local")
+# (store, publish an Event Grid-shaped event, workspace topic) → the fine-tuner; ExportOnlyFineTuner by default
+FineTunerFactory = Callable[[BlobStore, Callable[[dict[str, Any]], None], str], FineTuner]
 _TRIGGER_KEYS = {"blobTrigger": "blob", "eventGridTrigger": "eventgrid"}
 
 
@@ -57,14 +59,15 @@ class LocalRuntime:
     """Runs one job's messages through the registered functions until the job is done or nothing is left."""
 
     def __init__(self, store: BlobStore, queue_db: Path, *, environ: Mapping[str, str],
-                 progress: Progress | None = None, workers: int = 4, lock_seconds: float = 30.0) -> None:
+                 progress: Progress | None = None, workers: int = 4, lock_seconds: float = 30.0,
+                 finetuner: FineTunerFactory = ExportOnlyFineTuner) -> None:
         self.queue = LocalQueue(queue_db, lock_seconds=lock_seconds, max_delivery_count=5)
         self.queue.release_locks()  # one run per job holds its lock file: any lock left is a killed run's
         self.workers = workers
         self.lock_seconds = lock_seconds
         settings = Settings(workspace_topic=LOCAL_WORKSPACE, finetune_claim_seconds=0)
-        finetuner = ExportOnlyFineTuner(store, self.publish_event, LOCAL_WORKSPACE)
-        self.services = Services(store=store, queue=self.queue, finetuner=finetuner, settings=settings,
+        self.services = Services(store=store, queue=self.queue, settings=settings,
+                                 finetuner=finetuner(store, self.publish_event, LOCAL_WORKSPACE),
                                  environ=environ, progress=progress)
         self.queues = [settings.shard_queue, settings.completion_queue, EVENTS_QUEUE]
         services.install(self.services)  # the functions ask shared.services for their adapters

@@ -1,0 +1,134 @@
+"""Scoring answers against targets, and the validation rows of a job as evaluation items (pure Python).
+
+A job's validation rows are scored against their reference answers when every one carries a reference
+("reference" mode); otherwise against the teacher's own answers ("teacher" mode), which only measures how
+closely a student imitates its teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from shared.assembly import fold_system_prompt
+from shared.jobs import JobPaths, read_json
+from shared.manifest import Manifest, PromptSettings
+from shared.parsing import Accepted, parse_reply
+from shared.pipeline.label import read_shard
+from shared.ports import BlobStore
+from shared.prompts import teacher_conversations
+from shared.rows import Message, Row
+from shared.tasks import Task
+
+Mode = Literal["reference", "teacher"]
+LABEL_TASKS = (Task.NLI, Task.NLU_QA, Task.MATH)  # scored by exact answer; the others by ROUGE-L
+_WORD = re.compile(r"\w+")
+PLAIN = PromptSettings()
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 over lower-cased word tokens (longest common subsequence); 0.0 when either is empty."""
+    cand, ref = _WORD.findall(candidate.lower()), _WORD.findall(reference.lower())
+    common = _lcs_length(cand, ref)
+    if not common:
+        return 0.0
+    precision, recall = common / len(cand), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence, in O(len(a) * len(b)) time and O(len(b)) memory."""
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def score(task: Task, answer_text: str | None, target: str, *, question: str, prompt: PromptSettings) -> float:
+    """1.0 or 0.0 for a label, letter or number (both sides parsed alike); ROUGE-L for summaries and chat.
+
+    Replies are parsed in plain style whatever the job's `prompt` asked of the teacher: students get the row's
+    original system prompt, and one trained with `keep_reasoning` ends its reply with "Answer: X", which plain
+    parsing reads. A target that does not parse is compared as written.
+    """
+    if task not in LABEL_TASKS:
+        return rouge_l(answer_text or "", target)
+    answer = parse_reply(task, answer_text, "stop", question=question, prompt=PLAIN)
+    expected = parse_reply(task, target, "stop", question=question, prompt=PLAIN)
+    wanted = expected.answer if isinstance(expected, Accepted) else target.strip()
+    return float(isinstance(answer, Accepted) and answer.answer == wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalItem:
+    """One validation question: the messages a student is asked, what it should answer, what the teacher did."""
+
+    id: str
+    messages: tuple[Message, ...]  # the row's input up to the last user message, with its original system prompt
+    target: str
+    teacher_answer: str | None  # None when the teacher's reply was rejected
+
+    @property
+    def question(self) -> str:
+        """The last user message (NLU_QA reads its options there)."""
+        return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
+
+
+@dataclass(frozen=True, slots=True)
+class _Labelled:
+    row: Row
+    messages: tuple[Message, ...]
+    teacher_answer: str | None
+
+
+def evaluation_items(store: BlobStore, paths: JobPaths, manifest: Manifest) -> tuple[list[EvalItem], Mode]:
+    """The job's validation rows as evaluation items, in input order, and the mode their targets come from.
+
+    "reference" when every validation row carries a reference answer: rows the teacher failed stay in (the
+    teacher scores 0 on them). Otherwise "teacher": the target is the teacher's (last) answer and rows the
+    teacher failed are left out.
+    """
+    labelled = list(_validation_rows(store, paths, manifest))
+    if labelled and all(item.row.reference is not None for item in labelled):
+        return [EvalItem(i.row.id, i.messages, i.row.reference, i.teacher_answer) for i in labelled], "reference"
+    return [EvalItem(i.row.id, i.messages, i.teacher_answer, i.teacher_answer)
+            for i in labelled if i.teacher_answer is not None], "teacher"
+
+
+def _validation_rows(store: BlobStore, paths: JobPaths, manifest: Manifest) -> Iterator[_Labelled]:
+    """Each validation row joined with its shard result, streamed shard by shard."""
+    plan = read_json(store, paths.plan)
+    if plan is None:
+        raise LookupError(f"{paths.plan} does not exist: the job has not been planned yet")
+    for index in range(plan["shards"]):
+        rows = read_shard(_blob(store, paths.shard(index)))
+        _, *results = (json.loads(line) for line in _blob(store, paths.result(index)).splitlines())
+        for (split, row), result in zip(rows, results, strict=True):
+            if result["id"] != row.id:
+                raise ValueError(f"shard {index}: result for {result['id']} where {row.id} was expected")
+            if split == "validation":
+                yield _Labelled(row, _student_messages(manifest, row), _last_answer(result))
+
+
+def _blob(store: BlobStore, path: str) -> bytes:
+    blob = store.read(path)
+    if blob is None:
+        raise LookupError(f"{path} does not exist: the job has not finished labelling")
+    return blob.data
+
+
+def _student_messages(manifest: Manifest, row: Row) -> tuple[Message, ...]:
+    """What the student is asked: the row's own messages up to its last question, as it was trained on them."""
+    messages = teacher_conversations(manifest.task, row, PLAIN)[-1]
+    return tuple(messages if manifest.student.takes_system_prompt else fold_system_prompt(messages))
+
+
+def _last_answer(result: dict[str, Any]) -> str | None:
+    answers = result.get("answers")
+    return answers[-1]["answer"] if answers else None
