@@ -7,6 +7,7 @@ Only tests marked `live` (they need real cloud credentials, which CI does not ha
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,11 @@ from azurite import azurite_connection_string  # noqa: F401  (a session fixture:
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One model cache for the whole run, so each packaged model is converted once (unless one is given)."""
+    os.environ.setdefault("DISTILL_MODEL_CACHE", tempfile.mkdtemp(prefix="distill-models-"))
 
 
 @pytest.hookimpl(hookwrapper=True)
