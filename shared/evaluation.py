@@ -26,7 +26,7 @@ from shared.tasks import Task
 Mode = Literal["reference", "teacher"]
 LABEL_TASKS = (Task.NLI, Task.NLU_QA, Task.MATH)  # scored by exact answer; the others by ROUGE-L
 _WORD = re.compile(r"\w+")
-PLAIN = PromptSettings()
+_PLAIN = PromptSettings()
 
 
 def rouge_l(candidate: str, reference: str) -> float:
@@ -59,8 +59,8 @@ def score(task: Task, answer_text: str | None, target: str, *, question: str, pr
     """
     if task not in LABEL_TASKS:
         return rouge_l(answer_text or "", target)
-    answer = parse_reply(task, answer_text, "stop", question=question, prompt=PLAIN)
-    expected = parse_reply(task, target, "stop", question=question, prompt=PLAIN)
+    answer = parse_reply(task, answer_text, "stop", question=question, prompt=_PLAIN)
+    expected = parse_reply(task, target, "stop", question=question, prompt=_PLAIN)
     wanted = expected.answer if isinstance(expected, Accepted) else target.strip()
     return float(isinstance(answer, Accepted) and answer.answer == wanted)
 
@@ -125,7 +125,7 @@ def _blob(store: BlobStore, path: str) -> bytes:
 
 def _student_messages(manifest: Manifest, row: Row) -> tuple[Message, ...]:
     """What the student is asked: the row's own messages up to its last question, as it was trained on them."""
-    messages = teacher_conversations(manifest.task, row, PLAIN)[-1]
+    messages = teacher_conversations(manifest.task, row, _PLAIN)[-1]
     return tuple(messages if manifest.student.takes_system_prompt else fold_system_prompt(messages))
 
 

