@@ -16,6 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _CHUNK = 1 << 20
 
@@ -54,6 +55,23 @@ KNOWN = {m.name.lower(): m for m in (TEACHER, STUDENT)}
 
 class ModelUnavailable(RuntimeError):
     """A model cannot be found or does not match its checksum; the message says how to get it."""
+
+
+def prepare_torch() -> Any:
+    """Import torch set up for this CPU: idle OpenMP threads sleep (spinning made a busy 2-core machine 5x
+    slower), and every core this process may use is used. Returns the torch module."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    return torch
+
+
+def native_dtype() -> str:
+    """bfloat16 where the CPU computes it natively (3-6x faster than float32 here), else float32."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
 def cache_dir() -> Path:

@@ -49,7 +49,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def base_url(model_cache: Path) -> Iterator[str]:
-    with start_local_teacher(MODEL, max_batch=8, timeout=300) as url:
+    with start_local_teacher(MODEL, max_batch=8, dtype="float32", timeout=300) as url:  # float32: exact batching
         yield url
 
 
@@ -127,6 +127,12 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(base_url: str) ->
 def test_a_seed_makes_sampling_reproducible(base_url: str) -> None:
     first, second = complete(base_url, [QUESTION, QUESTION], max_tokens=12, temperature=1.0, top_p=0.95, seed=7)
     assert first.content and first.content == second.content
+
+
+def test_sampling_from_the_top_token_alone_is_greedy(base_url: str) -> None:
+    greedy = complete(base_url, [QUESTION], max_tokens=12)[0]
+    nucleus = complete(base_url, [QUESTION], max_tokens=12, temperature=1.0, top_p=0.0)[0]
+    assert nucleus.content == greedy.content
 
 
 def test_the_openai_client_lists_the_model_and_sees_a_bad_request(base_url: str) -> None:

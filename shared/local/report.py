@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.evaluation import LABEL_TASKS, EvalItem, Mode, evaluation_items, score
 from shared.jobs import JobPaths, dumps, now, read_json
-from shared.local_models import model_folder
+from shared.local_models import model_folder, native_dtype, prepare_torch
 from shared.manifest import Manifest
 from shared.parsing import excerpt
 from shared.ports import BlobStore
@@ -42,16 +42,15 @@ def generate(model: str | Path, conversations: list[list[dict]], *, max_new_toke
     if not conversations:
         return []
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
+    torch = prepare_torch()
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(os.cpu_count() or 1)
     folder = model_folder(str(model))
     tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    llm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    llm = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, native_dtype())).eval()
     prompts = tokenizer.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     replies = [""] * len(prompts)
