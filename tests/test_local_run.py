@@ -114,3 +114,17 @@ def test_restart_discards_the_job_and_does_it_again(shared_data: Path, tmp_path:
     assert json.loads(status.read_text())["created"] == first
     assert main([*argv, "--restart"]) == 0
     assert json.loads(status.read_text())["created"] > first
+
+
+def test_a_dataset_ready_job_goes_on_to_the_fine_tune_when_run_without_no_finetune(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path))
+    gold = shared_data / "gold" / "nli"
+    argv = ["run", "--task", "nli", "--train", str(gold / "train.jsonl"), "--teacher", "test", "--limit", "80",
+            "--min-rows", "20", "--job", "later", "--export-only"]
+    assert main([*argv, "--no-finetune"]) == 0
+    status = tmp_path / "storage" / "jobs" / "later" / "status.json"
+    assert json.loads(status.read_text())["state"] == "dataset ready"
+    assert main(argv) == 0
+    record = json.loads(status.read_text())
+    assert record["state"] == "succeeded" and record["finetune"]["status"] == "Completed"

@@ -21,6 +21,7 @@ from typing import Any
 from shared.identity import file_digest, job_id
 from shared.jobs import JobPaths, JobState, dumps, read_json
 from shared.manifest import Manifest, TeacherKind, load_manifest, manifest_from_dict
+from shared.pipeline.aggregate import finetune_dataset_ready
 from shared.pipeline.label import LOCAL_TEACHER_URL
 from shared.ports import BlobStore
 from shared.storage.local import LocalBlobStore
@@ -184,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         if labeling:
             runtime.blob_created(upload_job(store, job, manifest, files))
         record = read_json(store, paths.status)
+        if record["state"] == JobState.DATASET_READY and manifest.finetune:
+            finetune_dataset_ready(runtime.services, paths)
         if record.get("rows"):
             bar.total = record["rows"]["total"]
         runtime.drain(lambda: JobState(read_json(store, paths.status)["state"]).final)

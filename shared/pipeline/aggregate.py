@@ -138,6 +138,25 @@ def gate(record: Record, manifest: Manifest, summary: dict[str, Any], claim: str
     return record
 
 
+def finetune_dataset_ready(services: Services, paths: JobPaths) -> Record:
+    """Go on from `dataset ready` to the fine-tune (a job first run with --no-finetune, run again without it)."""
+    claim = uuid.uuid4().hex
+
+    def claimed(record: Record) -> Record | None:
+        if record["state"] != JobState.DATASET_READY:
+            return None
+        record["state"] = JobState.FINE_TUNING
+        record["timings"].pop("finished", None)
+        record["finetune"] = {"name": f"{record['job']}-ft", "claim": claim, "claimed": now(), "started": None,
+                              "status": None, "output_model": None}
+        return record
+
+    record = update_record(services.store, paths, claimed)
+    if record.get("finetune", {}).get("claim") == claim:
+        start_finetune(services, paths, record)
+    return record
+
+
 def reclaim(record: Record, claim: str, stale_after: float) -> Record | None:
     """Take over the fine-tune start from a handler that claimed it and has not started it for too long."""
     finetune = record.get("finetune") or {}
