@@ -54,13 +54,13 @@ def jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(row) + "\n" for row in rows).encode()
 
 
-def request(job: str = JOB, **changes: Any) -> FineTuneRequest:
+def request(**changes: Any) -> FineTuneRequest:
     values: dict[str, Any] = {
-        "name": f"distill-{job}-ft",
-        "job_id": job,
+        "name": RUN,
+        "job_id": JOB,
         "student_model": STUDENT,
-        "train_path": f"jobs/{job}/train.jsonl",
-        "validation_path": f"jobs/{job}/validation.jsonl",
+        "train_path": f"jobs/{JOB}/train.jsonl",
+        "validation_path": f"jobs/{JOB}/validation.jsonl",
         "experiment_name": "distill",
         "hyperparameters": {"n_epochs": 1},
         "tags": {"distill_task": "MATH"},
@@ -76,10 +76,10 @@ class Run:
     output_root: Path
 
 
-def new_run(root: Path, train: bytes = jsonl(TRAIN), validation: bytes = jsonl(VALIDATION), job: str = JOB) -> Run:
+def new_run(root: Path, train: bytes = jsonl(TRAIN)) -> Run:
     store = LocalBlobStore(root / "store")
-    store.write(f"jobs/{job}/train.jsonl", train)
-    store.write(f"jobs/{job}/validation.jsonl", validation)
+    store.write(f"jobs/{JOB}/train.jsonl", train)
+    store.write(f"jobs/{JOB}/validation.jsonl", jsonl(VALIDATION))
     published: list[dict[str, Any]] = []
     return Run(store, published, LocalTrainer(store, published.append, TOPIC, root / "models"), root / "models")
 
@@ -248,7 +248,6 @@ def test_lora_saves_a_merged_standard_model(student: Path, tmp_path: Path, capsy
 
     assert "Fine-tuning SmolLM2-135M-Instruct (lora, batch 4, lr 0.0002) on 16 rows, validating on 6: 1 step\n" \
         in capsys.readouterr().err
-
     output = run.output_root / RUN
     assert run.published[0]["data"]["runStatus"] == "Completed"
     assert not (output / "adapter_config.json").exists()

@@ -3,15 +3,17 @@
 Training runs synchronously inside `start`. Each chat record becomes a conversational prompt/completion pair
 (prompt = every message before the last assistant message, completion = that message) and the loss covers the
 completion only. `method` "full" trains every weight; "lora" trains a LoRA adapter (r=16, alpha=32, dropout 0.05,
-every linear layer) and merges it, so either way the output is a standard HF folder (safetensors + tokenizer) at
-`output_root/<run name>`. When the run ends, it publishes the Event Grid event an AzureML workspace would send
-(`export_only.run_event`), so the local pipeline finishes a job through the same `job_events` path as Azure.
+every linear layer) and merges it, so either way the output is a standard HF folder (float32 safetensors + tokenizer,
+~540 MB for SmolLM2) at `output_root/<run name>`. When the run ends, it publishes the Event Grid event an AzureML
+workspace would send (`export_only.run_event`), so the local pipeline finishes a job through the same `job_events`
+path as Azure.
 
 Hyperparameters (AzureML serverless name or Hugging Face name; the HF name wins when both are given):
 
     n_epochs / num_train_epochs               3     small distilled sets need a few passes (3 epochs moved SmolLM2
                                                     from 1/15 to 7/15 on held-out NLI pairs here)
-    batch_size / per_device_train_batch_size  4     ~5 s a step on 2 CPU cores, ~4-5 GB RSS for SmolLM2-135M
+    batch_size / per_device_train_batch_size  4     SmolLM2-135M, 2 idle CPU cores, ~200-token rows: ~6 s a step,
+                                                    ~4 GB RSS (~8 GB for rows near MAX_LENGTH)
     learning_rate_multiplier / learning_rate  5e-5 full (the usual full-SFT rate for a small model: it moves the
                                                     weights within an epoch without wrecking them), 2e-4 LoRA
                                                     (adapters start at zero and need a ~10x larger rate); the
@@ -21,7 +23,8 @@ Hyperparameters (AzureML serverless name or Hugging Face name; the HF name wins 
 Blobs written:
 
     jobs/<job>/finetune/run.json       the run record (status Running while training, then Completed or Failed)
-    jobs/<job>/finetune/metrics.json   the loss history: train loss every few steps, eval loss per epoch
+    jobs/<job>/finetune/metrics.json   the loss history: train loss every 5 steps, eval loss before training and
+                                       after each epoch (and at the end, when max_steps stops mid-epoch)
     jobs/_local_runs/<run name>.json   {"job_id": ...}: finds the record from a run name
 """
 
@@ -52,7 +55,7 @@ CONTAINER = "jobs"
 INDEX = f"{CONTAINER}/_local_runs"  # `_` never starts a job id, so this folder is never taken for a job
 SEED = 42
 LOGGING_STEPS = 5
-MAX_LENGTH = 1024  # tokens per training sequence (TRL's default); longer rows are cut at the end
+MAX_LENGTH = 1024  # tokens per training sequence (TRL's default); a longer row loses its end, answer included
 MAX_REASON_CHARS = 300
 DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 2e-4}
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
@@ -148,22 +151,7 @@ def fine_tune(request: FineTuneRequest, train_file: Path, validation_file: Path,
     """Train the student on the two files, save it to `output` and return the metrics."""
     hyperparameters = resolve_hyperparameters(request.hyperparameters, request.method)
     train_rows, validation_rows = read_examples(train_file), read_examples(validation_file)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from trl import SFTTrainer
-
-    set_seed(SEED)
-    folder = model_folder(request.student_model)
-    trainer = SFTTrainer(
-        model=AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
-        args=_sft_config(hyperparameters, workdir / "trainer"),
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(validation_rows),
-        processing_class=AutoTokenizer.from_pretrained(folder),
-        peft_config=_lora_config() if request.method == "lora" else None,
-    )
+    trainer = _trainer(request, hyperparameters, train_rows, validation_rows, workdir)
     steps = hyperparameters.steps(len(train_rows))
     print(f"Fine-tuning {request.student_model} ({request.method}, batch {hyperparameters.batch_size}, "
           f"lr {hyperparameters.learning_rate:g}) on {len(train_rows)} rows, validating on {len(validation_rows)}: "
@@ -176,6 +164,27 @@ def fine_tune(request: FineTuneRequest, train_file: Path, validation_file: Path,
     model = trainer.model.merge_and_unload() if request.method == "lora" else trainer.model
     _save(model, trainer.processing_class, output)
     return _metrics(trainer.state.log_history, hyperparameters, request.method, seconds)
+
+
+def _trainer(request: FineTuneRequest, hyperparameters: Hyperparameters, train_rows: list[dict[str, Any]],
+             validation_rows: list[dict[str, Any]], workdir: Path) -> Any:
+    """An SFTTrainer for the student, loaded in float32, with a LoRA adapter for the "lora" method."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import SFTTrainer
+
+    set_seed(SEED)
+    folder = model_folder(request.student_model)
+    return SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
+        args=_sft_config(hyperparameters, workdir / "trainer"),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(validation_rows),
+        processing_class=AutoTokenizer.from_pretrained(folder),
+        peft_config=_lora_config() if request.method == "lora" else None,
+    )
 
 
 def to_prompt_completion(record: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
@@ -281,7 +290,7 @@ def _sft_config(hyperparameters: Hyperparameters, output_dir: Path) -> Any:
         data_seed=SEED,
         use_cpu=True,
         bf16=False,  # TRL's default is bf16 mixed precision; train in float32 as loaded
-        activation_checkpointing=False,  # a 135M model fits; recomputing activations would cost ~25% a step
+        activation_checkpointing=True,  # ~25% slower a step, but rows near MAX_LENGTH peak at ~8 GB RSS, not 13
         report_to=[],
         save_strategy="no",
     )
