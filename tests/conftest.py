@@ -7,6 +7,7 @@ Only tests marked `live` (they need real cloud credentials, which CI does not ha
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,9 +18,19 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+_OWN_MODEL_CACHE: list[str] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """One model cache for the whole run, so each packaged model is converted once (unless one is given)."""
-    os.environ.setdefault("DISTILL_MODEL_CACHE", tempfile.mkdtemp(prefix="distill-models-"))
+    if not os.environ.get("DISTILL_MODEL_CACHE"):
+        _OWN_MODEL_CACHE.append(tempfile.mkdtemp(prefix="distill-models-"))
+        os.environ["DISTILL_MODEL_CACHE"] = _OWN_MODEL_CACHE[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _OWN_MODEL_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -18,11 +18,12 @@ import json
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.jobs import dumps
 from shared.ports import BlobStore, Conflict, FineTuneRequest, RunState
 from shared.run_events import ERROR_FIELD, JOB_TAG, RUN_STATUS_CHANGED
 
@@ -49,15 +50,15 @@ class ExportOnlyFineTuner:
         A missing train or validation blob ends the run Failed (recorded and published); a store error raises.
         If the process stops between recording and publishing, `state()` still reports the final status.
         """
-        _check_name(request.name, "run name")
-        _check_name(request.job_id, "job id")
+        check_run_name(request.name, "run name")
+        check_run_name(request.job_id, "job id")
         if self._store.read(_index_path(request.name)) is not None:
             return request.name
         error = self._export(request)
         status = "Failed" if error else "Completed"
-        self._store.write(_run_path(request.job_id), _dumps(_record(request, status, error)))
+        self._store.write(_run_path(request.job_id), dumps(_record(request, status, error)))
         try:
-            self._store.write(_index_path(request.name), _dumps({"job_id": request.job_id}), if_absent=True)
+            self._store.write(_index_path(request.name), dumps({"job_id": request.job_id}), if_absent=True)
         except Conflict:
             return request.name  # another start of the same run won the race and publishes
         self._publish(run_event(request, status=status, error=error, workspace_topic=self._topic))
@@ -65,7 +66,7 @@ class ExportOnlyFineTuner:
 
     def state(self, name: str) -> RunState:
         """The recorded run; raises LookupError when no run of that name was started."""
-        _check_name(name, "run name")
+        check_run_name(name, "run name")
         index = self._store.read(_index_path(name))
         record = self._store.read(_run_path(json.loads(index.data)["job_id"])) if index else None
         if record is None:
@@ -84,14 +85,15 @@ class ExportOnlyFineTuner:
         return None
 
 
-def run_event(request: FineTuneRequest, *, status: str, error: str | None, workspace_topic: str) -> dict[str, Any]:
+def run_event(request: FineTuneRequest, *, status: str, error: str | None, workspace_topic: str,
+              run_type: str = RUN_TYPE) -> dict[str, Any]:
     """The Event Grid event (Event Grid schema) an AzureML workspace sends when a run's status changes."""
     experiment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"distill:experiment:{request.experiment_name}"))
     data: dict[str, Any] = {
         "experimentId": experiment_id,
         "experimentName": request.experiment_name,
         "runId": request.name,
-        "runType": RUN_TYPE,
+        "runType": run_type,
         "runTags": {**request.tags, JOB_TAG: request.job_id},
         "runProperties": {},
         "runStatus": status,
@@ -143,11 +145,9 @@ def _index_path(name: str) -> str:
     return f"{INDEX}/{name}.json"
 
 
-def _check_name(value: str, what: str) -> None:
+def check_run_name(value: str, what: str) -> None:
     """Names become blob path segments: no `/`, no `..`, nothing empty."""
     if not _SAFE_NAME.match(value) or ".." in value:
         raise ValueError(f"{what} must be letters, digits, `-`, `_` or `.`")
 
 
-def _dumps(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")

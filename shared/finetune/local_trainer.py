@@ -44,7 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.finetune.export_only import _check_name, _dumps, run_event
+from shared.finetune.export_only import check_run_name, run_event
+from shared.jobs import dumps
 from shared.local_models import model_folder
 from shared.ports import TERMINAL_STATUSES, BlobStore, Conflict, FineTuneRequest, RunState
 
@@ -96,28 +97,27 @@ class LocalTrainer:
         A run left Running (its process stopped) trains again. Missing blobs, bad rows, bad hyperparameters and
         any error while training end the run Failed (recorded and published); a store error raises.
         """
-        _check_name(request.name, "run name")
-        _check_name(request.job_id, "job id")
+        check_run_name(request.name, "run name")
+        check_run_name(request.job_id, "job id")
         previous = self._load(request.name)
         if previous is not None and previous["status"] in TERMINAL_STATUSES:
             return request.name
-        self._store.write(_index_path(request.name), _dumps({"job_id": request.job_id}))
-        running = self._store.write(_run_path(request.job_id), _dumps(_record(request, "Running")))
+        self._store.write(_index_path(request.name), dumps({"job_id": request.job_id}))
+        running = self._store.write(_run_path(request.job_id), dumps(_record(request, "Running")))
         output, error = self._run(request)
         status = "Failed" if error else "Completed"
         try:
-            self._store.write(_run_path(request.job_id), _dumps(_record(request, status, output, error)),
+            self._store.write(_run_path(request.job_id), dumps(_record(request, status, output, error)),
                               if_match=running)
         except Conflict:
             return request.name  # another start of the same run recorded it and publishes
-        event = run_event(request, status=status, error=error, workspace_topic=self._topic)
-        event["data"]["runType"] = RUN_TYPE
-        self._publish(event)
+        self._publish(run_event(request, status=status, error=error, workspace_topic=self._topic,
+                                run_type=RUN_TYPE))
         return request.name
 
     def state(self, name: str) -> RunState:
         """The recorded run; raises LookupError when no run of that name was started."""
-        _check_name(name, "run name")
+        check_run_name(name, "run name")
         run = self._load(name)
         if run is None:
             raise LookupError(f"no local training run named {name}")
@@ -142,7 +142,7 @@ class LocalTrainer:
             except Exception as exc:
                 logger.exception("local training run %s failed", request.name)
                 return None, failure_reason(exc)
-        self._store.write(_metrics_path(request.job_id), _dumps(metrics))
+        self._store.write(_metrics_path(request.job_id), dumps(metrics))
         return str(output), None
 
 
