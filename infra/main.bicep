@@ -1,0 +1,120 @@
+// Distill on Azure: everything `azd up` provisions (docs/deploy.md). The Event Grid subscriptions come after the code
+// is deployed (infra/events.bicep, run by the postdeploy hook in azure.yaml): Event Grid validates each endpoint when a
+// subscription is created, and the functions' endpoints exist only once the app runs.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('The azd environment name: part of every resource name, and a tag on each.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource: one that offers Flex Consumption (and, for serverless fine-tuning, the student).')
+@metadata({ azd: { type: 'location' } })
+param location string
+
+@description('Object id of whoever runs azd (azd passes AZURE_PRINCIPAL_ID): may upload jobs and set the teacher key.')
+param principalId string = ''
+
+@description('An existing AzureML workspace to fine-tune in (same subscription); empty creates one beside the app.')
+param azureMlWorkspaceName string = ''
+
+@description('The resource group of that workspace; empty means the app\'s resource group.')
+param azureMlResourceGroup string = ''
+
+@description('Name of an Event Grid system topic the existing workspace already has (a resource has at most one).')
+param azureMlEventsTopicName string = ''
+
+@description('Resource id of an Azure OpenAI account used as the teacher with Entra ID: the app gets OpenAI User on it.')
+param teacherOpenAiAccountId string = ''
+
+@description('Set TEACHER_API_KEY as a Key Vault reference to the secret teacher-api-key (its value is set outside azd).')
+param teacherKeyInKeyVault bool = false
+
+@description('Rows per shard message (DISTILL_SHARD_ROWS).')
+param shardRows int = 50
+
+@description('Most instances the Flex Consumption app scales out to: bounds concurrent teacher calls and cost.')
+param maximumInstanceCount int = 40
+
+@allowed([2048, 4096])
+@description('Memory of each instance, in MB.')
+param instanceMemoryMB int = 2048
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var createWorkspace = empty(azureMlWorkspaceName)
+var workspaceGroupName = createWorkspace || empty(azureMlResourceGroup) ? group.name : azureMlResourceGroup
+
+resource group 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: group
+  params: {
+    name: 'id-distill-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module workspace 'modules/workspace.bicep' = {
+  name: 'workspace'
+  scope: resourceGroup(workspaceGroupName)
+  dependsOn: [group] // the app's own group when the workspace is created there
+  params: {
+    create: createWorkspace
+    name: createWorkspace ? 'mlw-${resourceToken}' : azureMlWorkspaceName
+    eventsTopicName: azureMlEventsTopicName
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    principalId: identity.outputs.principalId
+  }
+}
+
+module app 'modules/app.bicep' = {
+  name: 'app'
+  scope: group
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    identityName: identity.outputs.name
+    deployerPrincipalId: principalId
+    workspaceId: workspace.outputs.id
+    workspaceName: workspace.outputs.name
+    workspaceResourceGroup: workspaceGroupName
+    teacherKeyInKeyVault: teacherKeyInKeyVault
+    shardRows: shardRows
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+}
+
+// The account id is /subscriptions/<sub>/resourceGroups/<group>/providers/Microsoft.CognitiveServices/accounts/<name>.
+module teacherAccess 'modules/openai-access.bicep' = if (!empty(teacherOpenAiAccountId)) {
+  name: 'teacher-access'
+  scope: resourceGroup(split(teacherOpenAiAccountId, '/')[2], split(teacherOpenAiAccountId, '/')[4])
+  params: {
+    accountName: last(split(teacherOpenAiAccountId, '/'))
+    principalId: identity.outputs.principalId
+  }
+}
+
+// azd keeps these in the environment (`azd env get-values`); the postdeploy hook and docs/operations.md use them.
+output AZURE_LOCATION string = location
+output AZURE_RESOURCE_GROUP string = group.name
+output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
+output AZURE_IDENTITY_ID string = identity.outputs.id
+output AZURE_KEY_VAULT_NAME string = app.outputs.keyVaultName
+output DISTILL_STORAGE_ACCOUNT string = app.outputs.dataStorageName
+output DISTILL_STORAGE_EVENTS_TOPIC string = app.outputs.storageEventsTopicName
+output DISTILL_SERVICE_BUS string = app.outputs.serviceBusName
+output AZUREML_RESOURCE_GROUP string = workspaceGroupName
+output AZUREML_WORKSPACE string = workspace.outputs.name
+output AZUREML_EVENTS_TOPIC string = workspace.outputs.eventsTopicName

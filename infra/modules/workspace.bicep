@@ -1,0 +1,83 @@
+// The AzureML workspace the student is fine-tuned in (created, or an existing one), the app's access to it, and the
+// Event Grid system topic carrying its run events (subscribed to by infra/events.bicep).
+param create bool
+param name string
+@description('An Event Grid system topic the workspace already has; empty creates one.')
+param eventsTopicName string
+param location string
+param tags object
+param resourceToken string
+param principalId string
+
+var roles = loadJsonContent('../roles.json')
+
+// A new workspace gets its own storage account and key vault, as AzureML expects: it writes datastore credentials
+// into that vault itself and uploads the fine-tuning data assets to that account.
+resource mlStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = if (create) {
+  name: 'stml${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: { name: 'Standard_LRS' }
+  properties: {
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+  }
+}
+
+resource mlVault 'Microsoft.KeyVault/vaults@2023-07-01' = if (create) {
+  name: 'kvml-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: { family: 'A', name: 'standard' }
+    accessPolicies: []
+  }
+}
+
+resource newWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' = if (create) {
+  name: name
+  location: location
+  tags: tags
+  identity: { type: 'SystemAssigned' }
+  sku: { name: 'Basic', tier: 'Basic' }
+  properties: {
+    friendlyName: name
+    storageAccount: mlStorage.id
+    keyVault: mlVault.id
+  }
+}
+
+resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' existing = {
+  name: name
+  dependsOn: [newWorkspace]
+}
+
+// Registers the train/validation data assets and submits and reads fine-tuning jobs (shared/finetune/azureml.py);
+// cannot create compute, change the workspace or list its keys.
+resource dataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(workspace.id, principalId, roles['AzureML Data Scientist'])
+  scope: workspace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles['AzureML Data Scientist'])
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// A system topic lives beside its source, in the source's region.
+resource runEvents 'Microsoft.EventGrid/systemTopics@2022-06-15' = if (empty(eventsTopicName)) {
+  name: 'evgt-ml-${resourceToken}'
+  location: create ? location : workspace.location
+  tags: tags
+  properties: {
+    source: workspace.id
+    topicType: 'Microsoft.MachineLearningServices.Workspaces'
+  }
+}
+
+output id string = workspace.id
+output name string = workspace.name
+output eventsTopicName string = empty(eventsTopicName) ? runEvents.name : eventsTopicName
