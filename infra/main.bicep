@@ -96,12 +96,15 @@ module app 'modules/app.bicep' = {
   }
 }
 
-// The account id is /subscriptions/<sub>/resourceGroups/<group>/providers/Microsoft.CognitiveServices/accounts/<name>.
+// The account id is /subscriptions/<sub>/resourceGroups/<group>/providers/Microsoft.CognitiveServices/accounts/<name>;
+// a placeholder keeps the scope expression valid when there is none (the module is then skipped).
+var teacherAccount = split(empty(teacherOpenAiAccountId) ? '${group.id}/providers/none/accounts/none' : teacherOpenAiAccountId, '/')
+
 module teacherAccess 'modules/openai-access.bicep' = if (!empty(teacherOpenAiAccountId)) {
   name: 'teacher-access'
-  scope: resourceGroup(split(teacherOpenAiAccountId, '/')[2], split(teacherOpenAiAccountId, '/')[4])
+  scope: resourceGroup(teacherAccount[2], teacherAccount[4])
   params: {
-    accountName: last(split(teacherOpenAiAccountId, '/'))
+    accountName: last(teacherAccount)
     principalId: identity.outputs.principalId
   }
 }
