@@ -48,6 +48,9 @@ LOCAL_ONLY = {"DISTILL_LOCAL_TEACHER_URL": "set by the local runtime for the tea
 # the teacher key's setting is named by the manifest (teacher.key_setting), and infra declares the documented one.
 DYNAMIC_READERS = {"shared/services.py:required", "shared/teacher/client.py:_key"}
 APP_PRINCIPAL = {"identity.properties.principalId", "principalId"}  # the app identity's, in app.bicep and the modules
+# App settings a Flex Consumption app refuses: functionAppConfig carries the runtime and the deployment instead.
+FLEX_REFUSED = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
+                "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"}
 BLOB_APIS = {"PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"}  # the calls that complete a blob
 
 
@@ -300,6 +303,8 @@ def check_settings(needs: Needs, settings: dict[str, str], site: Resource | None
     for name in sorted(needs.key_settings):
         if "@Microsoft.KeyVault(SecretUri=" not in settings.get(name, ""):
             yield f"app setting {name}: the teacher key the docs name must be a Key Vault reference"
+    for name in sorted(names & FLEX_REFUSED):
+        yield f"app setting {name}: Flex Consumption refuses it (the runtime is set in functionAppConfig)"
     for name in sorted(n for n in names if n.startswith(("DISTILL_", "AZUREML_"))):
         if name not in needs.settings:
             yield f"app setting {name}: declared in infra but never read by the app"
@@ -465,6 +470,9 @@ MUTATIONS = [
     ("events.bicep", "var ingestFunction = 'ingest_blob'", "var ingestFunction = 'ingest'",
      "function ingest_blob: no Event Grid subscription calls its blob extension webhook"),
     ("modules/workspace-events.bicep", "'Paused'", "'Running'", "run events: the runStatus filter"),
+    ("modules/app.bicep", "    AZURE_CLIENT_ID: identity",
+     "    FUNCTIONS_WORKER_RUNTIME: 'python'\n    AZURE_CLIENT_ID: identity",
+     "app setting FUNCTIONS_WORKER_RUNTIME: Flex Consumption refuses it"),
     ("events.bicep", "var runEventsFunction = 'job_events'", "var runEventsFunction = 'events'",
      "function job_events: no Event Grid subscription delivers to it"),
 ]
