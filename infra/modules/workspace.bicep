@@ -50,9 +50,9 @@ resource newWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' 
   }
 }
 
+// The workspace either way; what acts on it waits for newWorkspace explicitly (an existing reference cannot).
 resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' existing = {
   name: name
-  dependsOn: [newWorkspace]
 }
 
 // Registers the train/validation data assets and submits and reads fine-tuning jobs (shared/finetune/azureml.py);
@@ -65,6 +65,7 @@ resource dataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: principalId
     principalType: 'ServicePrincipal'
   }
+  dependsOn: [newWorkspace]
 }
 
 // A system topic lives beside its source, in the source's region.
@@ -76,6 +77,7 @@ resource runEvents 'Microsoft.EventGrid/systemTopics@2022-06-15' = if (empty(eve
     source: workspace.id
     topicType: 'Microsoft.MachineLearningServices.Workspaces'
   }
+  dependsOn: [newWorkspace]
 }
 
 output id string = workspace.id
