@@ -33,10 +33,11 @@ class JobState(StrEnum):
     DATASET_READY = "dataset ready"  # goal state of --no-finetune
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # `distill cancel`: generation stopped, the rows labelled so far assembled, no fine-tune
 
     @property
     def final(self) -> bool:
-        return self in (JobState.DATASET_READY, JobState.SUCCEEDED, JobState.FAILED)
+        return self in (JobState.DATASET_READY, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)
