@@ -24,11 +24,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        default = cls()  # (with slots, the class attributes are descriptors, not the defaults)
         return cls(
-            shard_rows=int(environ.get("DISTILL_SHARD_ROWS", cls.shard_rows)),
+            shard_rows=int(environ.get("DISTILL_SHARD_ROWS", default.shard_rows)),
             workspace_topic=environ.get("DISTILL_WORKSPACE_TOPIC") or None,
-            finetune_claim_seconds=float(environ.get("DISTILL_FINETUNE_CLAIM_SECONDS", cls.finetune_claim_seconds)),
-            cancel_check_seconds=float(environ.get("DISTILL_CANCEL_CHECK_SECONDS", cls.cancel_check_seconds)),
+            finetune_claim_seconds=float(environ.get("DISTILL_FINETUNE_CLAIM_SECONDS", default.finetune_claim_seconds)),
+            cancel_check_seconds=float(environ.get("DISTILL_CANCEL_CHECK_SECONDS", default.cancel_check_seconds)),
             price_prompt_per_1k=_number(environ.get("DISTILL_PRICE_PROMPT_PER_1K")),
             price_completion_per_1k=_number(environ.get("DISTILL_PRICE_COMPLETION_PER_1K")),
         )

@@ -9,7 +9,9 @@ nothing. A fine-tune already under way is not stopped here: it belongs to its se
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.jobs import JobPaths, JobState, Record, create_record, now, read_json, update_record
@@ -76,3 +78,23 @@ class CancelWatch:
             self._cancelled = bool(record.get("cancel"))
             self._checked = time.monotonic()
         return self._cancelled
+
+
+class JobCancelled(Exception):
+    """The job was cancelled: the row waiting for a teacher call is not sent."""
+
+
+class CancelGate:
+    """A semaphore for teacher calls that, once a call's turn comes, raises JobCancelled if the job was cancelled."""
+
+    def __init__(self, gate: asyncio.Semaphore, cancelled: Callable[[], bool]) -> None:
+        self._gate, self._cancelled = gate, cancelled
+
+    async def __aenter__(self) -> None:
+        await self._gate.acquire()
+        if self._cancelled():
+            self._gate.release()
+            raise JobCancelled
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._gate.release()

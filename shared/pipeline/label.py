@@ -16,7 +16,7 @@ from shared import tracing
 from shared.jobs import JobPaths, JobState, read_json
 from shared.manifest import Manifest, TeacherKind
 from shared.parsing import Accepted, Rejected, parse_reply
-from shared.pipeline.cancel import SKIPPED, CancelWatch
+from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
 from shared.pipeline.telemetry import log_shard
 from shared.ports import Conflict, OutgoingMessage
 from shared.prompts import teacher_conversations
@@ -84,17 +84,18 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
 
     Rows of a cancelled job are not sent (rejected `cancelled`); `counters` gets the teacher's 429s (`throttled`).
     """
-    gate = asyncio.Semaphore(manifest.limits.concurrency)
     cancel = CancelWatch(services.store, JobPaths(services.settings.jobs_container, job),
                          services.settings.cancel_check_seconds)
+    gate = CancelGate(asyncio.Semaphore(manifest.limits.concurrency), cancel)
     local_url = services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
     async with TeacherClient(manifest.teacher, manifest.inference, environ=services.environ,
                              base_url=local_url) as client:
 
         async def one(split: str, row: Row) -> Labelled:
-            if cancel():
+            try:
+                labelled = await label_row(client, gate, manifest, split, row)
+            except JobCancelled:
                 return Labelled(row, split, None, SKIPPED, Usage())
-            labelled = await label_row(client, gate, manifest, split, row)
             if services.progress is not None:
                 services.progress(job, int(labelled.answers is not None), int(labelled.rejection is not None),
                                   labelled.usage.total)
@@ -106,7 +107,7 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
         return results
 
 
-async def label_row(client: TeacherClient, gate: asyncio.Semaphore, manifest: Manifest, split: str, row: Row
+async def label_row(client: TeacherClient, gate: CancelGate, manifest: Manifest, split: str, row: Row
                     ) -> Labelled:
     """Ask the teacher every question the row needs (one, or one per conversation turn) and judge the replies."""
     answers: list[Accepted] = []

@@ -16,7 +16,7 @@ from shared.settings import Settings
 if TYPE_CHECKING:
     from shared.pipeline.label import Labelled
 
-log = logging.getLogger("distill.pipeline")
+log = logging.getLogger(__name__)
 
 
 def log_shard(job: str, shard: int, results: Sequence[Labelled], counters: Mapping[str, int]) -> None:
