@@ -162,3 +162,12 @@ def test_cost_is_counted_when_prices_are_set() -> None:
     settings = Settings.from_env({"DISTILL_PRICE_PROMPT_PER_1K": "0.5", "DISTILL_PRICE_COMPLETION_PER_1K": "1.5"})
     metrics = job_metrics({"train": 3, "prompt_tokens": 2000, "completion_tokens": 1000, "throttled": 2}, settings)
     assert metrics["cost"] == 2.5 and metrics["throttled"] == 2 and metrics["rows_accepted"] == 3
+
+
+def test_a_span_is_opentelemetrys_current_context_too() -> None:
+    from opentelemetry import trace  # installed with azure-ai-ml (azure-monitor-opentelemetry)
+
+    with tracing.span() as context:
+        current = trace.get_current_span().get_span_context()
+        assert f"{current.trace_id:032x}" == context.trace_id and f"{current.span_id:016x}" == context.span_id
+    assert not trace.get_current_span().get_span_context().is_valid
