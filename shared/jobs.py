@@ -8,7 +8,8 @@ Layout of `jobs/<job>/`:
     shards/NNNNN.jsonl       shard inputs: one row per line
     results/NNNNN.jsonl      shard results: a header line, then one line per row (accepted or rejected)
     train.jsonl, validation.jsonl, rejected.jsonl   the assembled outputs, in input order
-    status.json              the job record: state, counts, tokens, timings, fine-tune, errors
+    status.json              the job record: state, counts, tokens, metrics, timings, fine-tune, errors, trace_id,
+                             and `cancel` once `distill cancel` asked for it
 """
 
 from __future__ import annotations
