@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared import services
+from shared import services, tracing
 from shared.pipeline.aggregate import on_completion
 from shared.queueing import decode_body
 
@@ -12,4 +12,5 @@ bp = func.Blueprint()
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="completions",
                               connection="DistillServiceBus")
 def aggregate(msg: func.ServiceBusMessage) -> None:
-    on_completion(services.current(), decode_body(msg))
+    with tracing.span(tracing.traceparent_of(msg)):  # continues the job's trace from the sender's span
+        on_completion(services.current(), decode_body(msg))

@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared import services
+from shared import services, tracing
 from shared.pipeline.label import label_shard
 from shared.queueing import decode_body
 
@@ -11,4 +11,5 @@ bp = func.Blueprint()
 
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="shards", connection="DistillServiceBus")
 def teacher(msg: func.ServiceBusMessage) -> None:
-    label_shard(services.current(), decode_body(msg))
+    with tracing.span(tracing.traceparent_of(msg)):  # continues the job's trace from the sender's span
+        label_shard(services.current(), decode_body(msg))

@@ -66,9 +66,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     manifest = load_or_report(args.files[0])
     if manifest is None:
         return 1
+    return print_reports(manifest_reports(manifest))
+
+
+def manifest_reports(manifest: Manifest) -> list[FileReport]:
+    """What validation finds in each of a manifest's data files."""
     limits = FileLimits(max_rows=manifest.limits.max_rows)
-    return print_reports([validate_file(p, manifest.task, min_rows=manifest.effective_min_rows, limits=limits,
-                                        name=shown(p)) for p in manifest.files.values()])
+    return [validate_file(p, manifest.task, min_rows=manifest.effective_min_rows, limits=limits, name=shown(p))
+            for p in manifest.files.values()]
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -126,9 +131,17 @@ def cmd_teacher_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.remote:
+        return cmd_remote(args)
     from shared.local.run import status
 
     return status(args.job)
+
+
+def cmd_remote(args: argparse.Namespace) -> int:
+    from shared.remote import command
+
+    return command(args)
 
 
 def add_run_options(r: argparse.ArgumentParser) -> None:
@@ -181,9 +194,12 @@ def parser() -> argparse.ArgumentParser:
     add_run_options(r)
     r.set_defaults(func=cmd_run)
 
-    st = sub.add_parser("status", help="local job states")
+    st = sub.add_parser("status", help="local job states (with --remote: the deployed app's)")
     st.add_argument("job", nargs="?")
+    st.add_argument("--remote", action="store_true", help="the deployed app's jobs (storage account from the "
+                    "environment)")
     st.set_defaults(func=cmd_status)
+    add_remote_commands(sub)
 
     t = sub.add_parser("teacher", help="the local teacher")
     serve = t.add_subparsers(dest="teacher_command", required=True).add_parser(
@@ -203,6 +219,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path(".distill/sample"))
     s.set_defaults(func=cmd_sample)
     return p
+
+
+def add_remote_commands(sub: argparse._SubParsersAction) -> None:
+    """submit, watch, download, cancel: a deployed app's jobs, through its storage account (shared.remote)."""
+    su = sub.add_parser("submit", help="upload a manifest's data, then the manifest, to the deployed app")
+    su.add_argument("manifest", type=Path)
+    su.add_argument("--job", help="the job's id (default: derived from what determines its results)")
+    su.add_argument("--quiet", action="store_true", help="no upload progress")
+    w = sub.add_parser("watch", help="follow a deployed job until it ends; the exit code tells how it ended")
+    w.add_argument("job")
+    w.add_argument("--interval", type=float, default=10.0, help="seconds between polls (default 10)")
+    w.add_argument("--timeout", type=float, help="give up after this many seconds (exit 124)")
+    d = sub.add_parser("download", help="a deployed job's final files")
+    d.add_argument("job")
+    d.add_argument("--out", type=Path, help="the folder to write them to (default: ./JOB)")
+    c = sub.add_parser("cancel", help="stop a deployed job's generation, keeping what was labelled")
+    c.add_argument("job")
+    for p in (su, w, d, c):
+        p.set_defaults(func=cmd_remote)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

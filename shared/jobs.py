@@ -8,7 +8,8 @@ Layout of `jobs/<job>/`:
     shards/NNNNN.jsonl       shard inputs: one row per line
     results/NNNNN.jsonl      shard results: a header line, then one line per row (accepted or rejected)
     train.jsonl, validation.jsonl, rejected.jsonl   the assembled outputs, in input order
-    status.json              the job record: state, counts, tokens, timings, fine-tune, errors
+    status.json              the job record: state, counts, tokens, metrics, timings, fine-tune, errors, trace_id,
+                             and `cancel` once `distill cancel` asked for it
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ class JobState(StrEnum):
     DATASET_READY = "dataset ready"  # goal state of --no-finetune
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # `distill cancel`: generation stopped, the rows labelled so far assembled, no fine-tune
 
     @property
     def final(self) -> bool:
-        return self in (JobState.DATASET_READY, JobState.SUCCEEDED, JobState.FAILED)
+        return self in (JobState.DATASET_READY, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,11 +47,13 @@ class BlobStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
-    """A queue message: a JSON body, an id for duplicate detection, and an optional delivery time."""
+    """A queue message: a JSON body, an id for duplicate detection, an optional delivery time, and application
+    properties (the W3C `traceparent` of the span that sent it, see shared.tracing)."""
 
     body: Mapping[str, Any]
     message_id: str
     scheduled_at: datetime | None = None  # timezone-aware UTC
+    properties: Mapping[str, str] = field(default_factory=dict)
 
 
 class QueueSender(Protocol):

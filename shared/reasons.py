@@ -20,6 +20,7 @@ class Reason(StrEnum):
     CONNECTION = "connection"  # the connection failed or was reset
     REFUSED = "refused"  # the endpoint refused the request (400, 401, 403, 404, 422): retrying will not help
     BUDGET = "budget"  # the job's token budget was spent before this row was sent
+    CANCELLED = "cancelled"  # the job was cancelled before this row was sent
 
     @property
     def retryable_later(self) -> bool:

@@ -18,11 +18,22 @@ class Settings:
     shard_rows: int = 50  # rows per shard: at 10 calls in flight and ~10 s a call, ~50 s of work per message
     workspace_topic: str | None = None  # the AzureML workspace resource id whose run events we accept
     finetune_claim_seconds: float = 600.0  # a fine-tune start claimed this long ago and not done is taken over
+    cancel_check_seconds: float = 2.0  # a teacher worker re-reads the job record this often to notice a cancel
+    price_prompt_per_1k: float | None = None  # the teacher's price per 1,000 prompt tokens, for the cost metric
+    price_completion_per_1k: float | None = None  # and per 1,000 completion tokens
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        default = cls()  # (with slots, the class attributes are descriptors, not the defaults)
         return cls(
-            shard_rows=int(environ.get("DISTILL_SHARD_ROWS", cls.shard_rows)),
+            shard_rows=int(environ.get("DISTILL_SHARD_ROWS", default.shard_rows)),
             workspace_topic=environ.get("DISTILL_WORKSPACE_TOPIC") or None,
-            finetune_claim_seconds=float(environ.get("DISTILL_FINETUNE_CLAIM_SECONDS", cls.finetune_claim_seconds)),
+            finetune_claim_seconds=float(environ.get("DISTILL_FINETUNE_CLAIM_SECONDS", default.finetune_claim_seconds)),
+            cancel_check_seconds=float(environ.get("DISTILL_CANCEL_CHECK_SECONDS", default.cancel_check_seconds)),
+            price_prompt_per_1k=_number(environ.get("DISTILL_PRICE_PROMPT_PER_1K")),
+            price_completion_per_1k=_number(environ.get("DISTILL_PRICE_COMPLETION_PER_1K")),
         )
+
+
+def _number(value: str | None) -> float | None:
+    return float(value) if value else None

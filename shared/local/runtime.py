@@ -93,7 +93,8 @@ class LocalRuntime:
             function(**{arg: event_grid_event(message.body)})
             return
         function, arg = registered_functions()[f"queue:{message.queue}"]
-        function(**{arg: service_bus_message(message.body, message.message_id, message.delivery_count)})
+        function(**{arg: service_bus_message(message.body, message.message_id, message.delivery_count,
+                                             properties=message.properties)})
 
     def deliver_dead_letters(self) -> None:
         """Hand dead letters not yet handed over to the dead-letter triggers (`<queue>/$DeadLetterQueue`).
@@ -167,12 +168,13 @@ class LocalRuntime:
 
 
 def service_bus_message(body: Mapping[str, Any], message_id: str, delivery_count: int, *,
-                        dead_letter: tuple[str, str] | None = None) -> ServiceBusMessage:
+                        dead_letter: tuple[str, str] | None = None,
+                        properties: Mapping[str, str] | None = None) -> ServiceBusMessage:
     """A queue message as the Functions SDK hands it to a Service Bus trigger."""
     reason, description = dead_letter or (None, None)
     return ServiceBusMessage(body=json.dumps(body).encode("utf-8"), content_type="application/json",
                              message_id=message_id, delivery_count=delivery_count, dead_letter_reason=reason,
-                             dead_letter_error_description=description, application_properties={},
+                             dead_letter_error_description=description, application_properties=dict(properties or {}),
                              user_properties={})
 
 

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from shared.assembly import training_record
+from shared.joblog import fields
 from shared.jobs import JobPaths, JobState, Record, fail, now, read_json, update_record
 from shared.manifest import Manifest
 from shared.parsing import Accepted
+from shared.pipeline.cancel import cancelled
 from shared.pipeline.label import read_shard
+from shared.pipeline.telemetry import job_metrics, log_job_metrics
 from shared.ports import FineTuneRequest
 from shared.services import Services
 
@@ -70,6 +73,8 @@ def assemble_and_gate(services: Services, paths: JobPaths, claim: str) -> Record
     plan = read_json(store, paths.plan)
     with tempfile.TemporaryDirectory(prefix="distill-assemble-") as tmp:
         summary = assemble(services, paths, manifest, plan["shards"], Path(tmp))
+    summary["metrics"] = job_metrics(summary["counts"], services.settings)
+    log_job_metrics(paths.job, summary["metrics"])
     return update_record(store, paths, lambda r: gate(r, manifest, summary, claim))
 
 
@@ -85,6 +90,7 @@ def assemble(services: Services, paths: JobPaths, manifest: Manifest, shards: in
             header, *results = [json.loads(line) for line in store.read(paths.result(index)).data.splitlines()]
             counts["prompt_tokens"] += header["prompt_tokens"]
             counts["completion_tokens"] += header["completion_tokens"]
+            counts["throttled"] += header.get("throttled", 0)
             for (split, row), result in zip(rows, results, strict=True):
                 if result["id"] != row.id:
                     raise ValueError(f"shard {index}: result for {result['id']} where {row.id} was expected")
@@ -118,8 +124,11 @@ def gate(record: Record, manifest: Manifest, summary: dict[str, Any], claim: str
     record.update(accepted={"train": counts.get("train", 0), "validation": counts.get("validation", 0)},
                   rejected=counts.get("rejected", 0), rejected_by_reason=summary["reasons"],
                   success_ratio=round(ratio, 4),
-                  tokens={"prompt": counts.get("prompt_tokens", 0), "completion": counts.get("completion_tokens", 0)})
+                  tokens={"prompt": counts.get("prompt_tokens", 0), "completion": counts.get("completion_tokens", 0)},
+                  metrics=summary["metrics"])
     record["timings"]["assembled"] = now()
+    if record.get("cancel"):
+        return cancelled(record)
     if ratio < manifest.min_success_ratio:
         return fail(record, f"only {ratio:.1%} of rows were labelled; the job needs {manifest.min_success_ratio:.0%} "
                             "(min_success_ratio); see rejected.jsonl")
@@ -189,4 +198,4 @@ def start_finetune(services: Services, paths: JobPaths, record: Record) -> None:
         return r
 
     update_record(services.store, paths, started)
-    log.info("job %s: fine-tune %s started", paths.job, name)
+    log.info("job %s: fine-tune %s started", paths.job, name, extra=fields(paths.job, finetune=name))

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
+from shared import tracing
 from shared.assembly import held_out
+from shared.joblog import fields
 from shared.jobs import JobPaths, JobState, create_record, dumps, fail, now, read_json, update_record
 from shared.manifest import Manifest, ManifestError, is_data_asset, manifest_from_text
 from shared.ports import OutgoingMessage
@@ -38,13 +40,23 @@ def job_of(blob_path: str, input_container: str) -> str | None:
 
 
 def ingest(services: Services, blob_path: str) -> str | None:
-    """Handle one BlobCreated event; returns the job id when the blob is a manifest."""
+    """Handle one BlobCreated event; returns the job id when the blob is a manifest.
+
+    The job's trace starts here (its id is kept in the record, so a repeated event continues the same trace).
+    """
     settings, store = services.settings, services.store
     job = job_of(blob_path, settings.input_container)
     if job is None:
         return None
     paths = JobPaths(settings.jobs_container, job)
     record = read_json(store, paths.status)
+    with tracing.span(trace_id=(record or {}).get("trace_id")) as trace:
+        log.info("job %s: ingesting %s", job, blob_path, extra=fields(job))
+        return ingest_job(services, paths, record, blob_path, trace.trace_id)
+
+
+def ingest_job(services: Services, paths: JobPaths, record: dict | None, blob_path: str, trace_id: str) -> str:
+    store, job = services.store, paths.job
     if record is not None and record["state"] == JobState.LABELING:  # cut short after the plan: send again
         send_shards(services, job, read_json(store, paths.plan)["shards"])
         return job
@@ -53,7 +65,7 @@ def ingest(services: Services, blob_path: str) -> str | None:
         return job
     if record is None:
         create_record(store, paths, {"job": job, "state": JobState.INGESTING, "created": now(),
-                                     "timings": {"ingest_started": now()}, "errors": []})
+                                     "timings": {"ingest_started": now()}, "errors": [], "trace_id": trace_id})
     manifest_blob = store.read(blob_path)
     if manifest_blob is None:
         raise FileNotFoundError(f"{blob_path} vanished before it could be read")
@@ -74,20 +86,22 @@ def ingest(services: Services, blob_path: str) -> str | None:
         update_record(store, paths, lambda r: fail(r, f"validation found {errors} errors, first: {first}"))
         return job
     store.write(paths.plan, dumps(plan))
-    update_record(store, paths, lambda r: labeling(r, plan))
+    update_record(store, paths, lambda r: labeling(r, plan, trace_id))
     send_shards(services, job, plan["shards"])
     return job
 
 
 def send_shards(services: Services, job: str, shards: int) -> None:
     """One message per shard; ids derive from job and shard, so the queue drops repeats."""
-    messages = [OutgoingMessage({"job": job, "shard": i}, message_id=f"{job}/shard/{i}") for i in range(shards)]
+    messages = [OutgoingMessage({"job": job, "shard": i}, message_id=f"{job}/shard/{i}",
+                                properties=tracing.message_properties()) for i in range(shards)]
     services.queue.send(services.settings.shard_queue, messages)
 
 
-def labeling(record: dict, plan: dict) -> dict | None:
+def labeling(record: dict, plan: dict, trace_id: str) -> dict | None:
     if record["state"] != JobState.INGESTING:
         return None
+    record.setdefault("trace_id", trace_id)  # a record made by an early `distill cancel` has none yet
     record.update(state=JobState.LABELING, task=plan["task"], shards=plan["shards"], rows=plan["rows"],
                   shards_done=record.get("shards_done", []))
     record["timings"]["labeling_started"] = now()

@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from shared import tracing
 from shared.jobs import JobPaths, JobState, read_json
 from shared.manifest import Manifest, TeacherKind
 from shared.parsing import Accepted, Rejected, parse_reply
+from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
+from shared.pipeline.telemetry import log_shard
 from shared.ports import Conflict, OutgoingMessage
 from shared.prompts import teacher_conversations
 from shared.rows import Row
@@ -37,7 +41,8 @@ class Labelled:
 
 
 def completion_message(job: str, shard: int) -> OutgoingMessage:
-    return OutgoingMessage({"job": job, "shard": shard}, message_id=f"{job}/done/{shard}")
+    return OutgoingMessage({"job": job, "shard": shard}, message_id=f"{job}/done/{shard}",
+                           properties=tracing.message_properties())
 
 
 def label_shard(services: Services, body: dict[str, Any]) -> None:
@@ -53,9 +58,11 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
             return
         manifest = Manifest.model_validate(read_json(store, paths.manifest))
         rows = read_shard(store.read(paths.shard(shard)).data)
-        results = asyncio.run(label_rows(services, job, manifest, rows))
+        counters: Counter[str] = Counter()
+        results = asyncio.run(label_rows(services, job, manifest, rows, counters))
+        log_shard(job, shard, results, counters)
         try:
-            store.write(paths.result(shard), encode_result(shard, results), if_absent=True)
+            store.write(paths.result(shard), encode_result(shard, results, counters), if_absent=True)
         except Conflict:
             log.info("job %s shard %d: another delivery wrote the result first", job, shard)
     services.queue.send(settings.completion_queue, [completion_message(job, shard)])
@@ -71,25 +78,36 @@ def read_shard(data: bytes) -> list[tuple[str, Row]]:
     return rows
 
 
-async def label_rows(services: Services, job: str, manifest: Manifest, rows: list[tuple[str, Row]]
-                     ) -> list[Labelled]:
-    """Label rows with at most `limits.concurrency` teacher calls in flight; results in input order."""
-    gate = asyncio.Semaphore(manifest.limits.concurrency)
+async def label_rows(services: Services, job: str, manifest: Manifest, rows: list[tuple[str, Row]],
+                     counters: Counter[str] | None = None) -> list[Labelled]:
+    """Label rows with at most `limits.concurrency` teacher calls in flight; results in input order.
+
+    Rows of a cancelled job are not sent (rejected `cancelled`); `counters` gets the teacher's 429s (`throttled`).
+    """
+    cancel = CancelWatch(services.store, JobPaths(services.settings.jobs_container, job),
+                         services.settings.cancel_check_seconds)
+    gate = CancelGate(asyncio.Semaphore(manifest.limits.concurrency), cancel)
     local_url = services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
     async with TeacherClient(manifest.teacher, manifest.inference, environ=services.environ,
                              base_url=local_url) as client:
 
         async def one(split: str, row: Row) -> Labelled:
-            labelled = await label_row(client, gate, manifest, split, row)
+            try:
+                labelled = await label_row(client, gate, manifest, split, row)
+            except JobCancelled:
+                return Labelled(row, split, None, SKIPPED, Usage())
             if services.progress is not None:
                 services.progress(job, int(labelled.answers is not None), int(labelled.rejection is not None),
                                   labelled.usage.total)
             return labelled
 
-        return list(await asyncio.gather(*(one(split, row) for split, row in rows)))
+        results = list(await asyncio.gather(*(one(split, row) for split, row in rows)))
+        if counters is not None:
+            counters["throttled"] += client.throttled
+        return results
 
 
-async def label_row(client: TeacherClient, gate: asyncio.Semaphore, manifest: Manifest, split: str, row: Row
+async def label_row(client: TeacherClient, gate: CancelGate, manifest: Manifest, split: str, row: Row
                     ) -> Labelled:
     """Ask the teacher every question the row needs (one, or one per conversation turn) and judge the replies."""
     answers: list[Accepted] = []
@@ -111,14 +129,15 @@ async def label_row(client: TeacherClient, gate: asyncio.Semaphore, manifest: Ma
     return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens))
 
 
-def encode_result(shard: int, results: list[Labelled]) -> bytes:
-    """A header line (counts, tokens), then one line per row in shard order."""
+def encode_result(shard: int, results: list[Labelled], counters: Counter[str] | None = None) -> bytes:
+    """A header line (counts, tokens, the teacher's 429s), then one line per row in shard order."""
     header = {
         "shard": shard,
         "accepted": sum(r.answers is not None for r in results),
         "rejected": sum(r.rejection is not None for r in results),
         "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
         "completion_tokens": sum(r.usage.completion_tokens for r in results),
+        "throttled": (counters or Counter())["throttled"],
     }
     lines = [json.dumps(header)]
     for r in results:

@@ -17,8 +17,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS messages (
     visible_at REAL NOT NULL,
     delivery_count INTEGER NOT NULL DEFAULT 0,
     lock_token TEXT UNIQUE,
-    locked_until REAL
+    locked_until REAL,
+    properties TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue, visible_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -82,6 +83,7 @@ class ReceivedMessage:
     lock_token: str
     enqueued_at: float
     locked_until: float
+    properties: dict[str, str] = field(default_factory=dict)  # application properties (traceparent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,22 +116,24 @@ class LocalQueue:
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        _add_properties_column(self._db)
 
     # -- sending
 
     def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
         """Enqueue messages, all or none; an id already seen in this queue within the duplicate window is dropped."""
-        rows = [(m.message_id, encode_body(m.body), scheduled_utc(m)) for m in messages]
+        rows = [(m.message_id, encode_body(m.body), scheduled_utc(m), json.dumps(dict(m.properties)))
+                for m in messages]
         with self._transaction() as (db, now):
             db.execute("DELETE FROM seen_ids WHERE first_seen <= ?", (now - self._duplicate_window,))
-            for message_id, body, scheduled_at in rows:
+            for message_id, body, scheduled_at, properties in rows:
                 first = db.execute("INSERT OR IGNORE INTO seen_ids VALUES (?, ?, ?)", (queue, message_id, now))
                 if first.rowcount:
                     visible_at = scheduled_at.timestamp() if scheduled_at else now
                     db.execute(
-                        "INSERT INTO messages (queue, message_id, body, enqueued_at, visible_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (queue, message_id, body, now, visible_at),
+                        "INSERT INTO messages (queue, message_id, body, enqueued_at, visible_at, properties)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (queue, message_id, body, now, visible_at, properties),
                     )
 
     # -- receiving and settling
@@ -145,7 +149,7 @@ class LocalQueue:
         with self._transaction() as (db, now):
             while len(received) < max_messages:
                 rows = db.execute(
-                    "SELECT seq, message_id, body, enqueued_at, delivery_count FROM messages"
+                    "SELECT seq, message_id, body, enqueued_at, delivery_count, properties FROM messages"
                     " WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?",
                     (queue, now, max_messages - len(received)),
                 ).fetchall()
@@ -256,7 +260,7 @@ class LocalQueue:
 
     def _deliver(self, db: sqlite3.Connection, queue: str, row: tuple[Any, ...], now: float) -> ReceivedMessage | None:
         """Lock one message for a new delivery, or dead-letter it when it has had all its deliveries."""
-        seq, message_id, body, enqueued_at, delivery_count = row
+        seq, message_id, body, enqueued_at, delivery_count, properties = row
         if delivery_count >= self._max_delivery_count:
             description = f"not settled after {delivery_count} deliveries"
             _move_to_dead_letters(db, seq, MAX_DELIVERY_COUNT_EXCEEDED, description, now)
@@ -268,7 +272,8 @@ class LocalQueue:
             (token, locked_until, locked_until, seq),
         )
         return ReceivedMessage(
-            queue, message_id, json.loads(body), delivery_count + 1, token, enqueued_at, locked_until
+            queue, message_id, json.loads(body), delivery_count + 1, token, enqueued_at, locked_until,
+            json.loads(properties),
         )
 
 
@@ -291,3 +296,11 @@ def _move_to_dead_letters(db: sqlite3.Connection, seq: int, reason: str, descrip
         (reason, description, now, seq),
     )
     db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+
+
+def _add_properties_column(db: sqlite3.Connection) -> None:
+    """Give a queue file written before messages had application properties their column."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+    if "properties" not in columns:
+        with suppress(sqlite3.OperationalError):  # another process added it first
+            db.execute("ALTER TABLE messages ADD COLUMN properties TEXT NOT NULL DEFAULT '{}'")

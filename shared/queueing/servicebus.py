@@ -71,12 +71,14 @@ class ServiceBusQueueSender:
 
 
 def to_servicebus_message(message: OutgoingMessage) -> ServiceBusMessage:
-    """The SDK message for one outgoing message: JSON body, its id for duplicate detection, its delivery time."""
+    """The SDK message for one outgoing message: JSON body, its id for duplicate detection, its delivery time,
+    its application properties."""
     return ServiceBusMessage(
         body=encode_body(message.body),
         message_id=message.message_id,
         content_type=CONTENT_TYPE,
         scheduled_enqueue_time_utc=scheduled_utc(message),
+        application_properties=dict(message.properties) or None,
     )
 
 

@@ -68,12 +68,13 @@ class AzureBlobStore:
             download.readinto(out)
         return True
 
-    def upload_from(self, path: str, src: Path) -> str:
+    def upload_from(self, path: str, src: Path, *, progress: Callable[[int, int | None], None] | None = None) -> str:
+        """As the port says; `progress(bytes sent, total)` is called after each chunk."""
         blob = self._blob(path)
 
         def upload() -> str:
             with src.open("rb") as stream:
-                return blob.upload_blob(stream, overwrite=True)["etag"]
+                return blob.upload_blob(stream, overwrite=True, progress_hook=progress)["etag"]
 
         return self._in_container(blob, upload)
 

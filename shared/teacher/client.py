@@ -17,6 +17,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
+from shared import tracing
 from shared.manifest import InferenceParameters, TeacherAuth, TeacherKind, TeacherSettings
 from shared.reasons import Reason
 from shared.teacher.retry import RetryPolicy
@@ -92,6 +93,7 @@ class TeacherClient:
         self._url = url.rstrip("/")
         self._client: openai.AsyncOpenAI | None = None
         self._credential: Any = None  # azure.identity.DefaultAzureCredential, when auth is entra
+        self.throttled = 0  # 429 responses received, retried ones included
 
     def __repr__(self) -> str:
         kind, auth = self._settings.kind.value, self._settings.effective_auth.value
@@ -185,6 +187,7 @@ class TeacherClient:
         status = err.status_code
         retryable = self._retry.retryable(status)
         reason = Reason.RATE_LIMITED if status == 429 else Reason.TEACHER_ERROR if retryable else Reason.REFUSED
+        self.throttled += status == 429
         message = str(err.message).removeprefix(f"Error code: {status}").removeprefix(" - ")
         detail = f"HTTP {status}: {self._scrub(message)[:DETAIL_CHARS]}" if message else f"HTTP {status}"
         return _Failure(reason, detail, status, retryable, err.response.headers)
@@ -207,7 +210,8 @@ class TeacherClient:
     def _build_client(self) -> openai.AsyncOpenAI:
         s = self._settings
         auth = s.effective_auth
-        common: dict[str, Any] = {"max_retries": 0, "timeout": s.timeout_seconds}
+        common: dict[str, Any] = {"max_retries": 0, "timeout": s.timeout_seconds,
+                                  "default_headers": tracing.http_headers()}  # the job's trace, when in one
         if s.kind is TeacherKind.AZURE_OPENAI:
             if auth is TeacherAuth.ENTRA:
                 common["azure_ad_token_provider"] = self._entra_token_provider(COGNITIVE_SERVICES_SCOPE)

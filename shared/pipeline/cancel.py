@@ -1,0 +1,100 @@
+"""Cancelling a job: generation stops, the results so far are kept.
+
+`distill cancel` marks the job record (`cancel`). Teacher workers notice it within `cancel_check_seconds` and send
+no more of the job's rows to the teacher: each row left is rejected with reason `cancelled`, so every input row still
+ends in the dataset or in rejected.jsonl. The shards complete as usual; the aggregator assembles what was labelled and
+ends the job `cancelled` instead of starting a fine-tune. Cancelling again, or cancelling a finished job, changes
+nothing. A fine-tune already under way is not stopped here: it belongs to its service (AzureML).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared.jobs import JobPaths, JobState, Record, create_record, now, read_json, update_record
+from shared.parsing import Rejected
+from shared.ports import BlobStore
+from shared.reasons import Reason
+
+SKIPPED = Rejected(Reason.CANCELLED, "the job was cancelled before this row was sent to the teacher", "")
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    record: Record
+    marked: bool  # this call marked the job (False: it already was, or it is past cancelling)
+
+    @property
+    def refused(self) -> str | None:
+        """Why the job cannot be cancelled, when it cannot."""
+        if self.record.get("cancel") or JobState(self.record["state"]).final:
+            return None
+        name = (self.record.get("finetune") or {}).get("name")
+        return f"the fine-tune {name} is already under way; cancel that run in its service (AzureML)"
+
+
+def request_cancel(store: BlobStore, paths: JobPaths) -> CancelOutcome:
+    """Mark the job cancelled (a job submitted and not yet ingested gets its record now, already marked)."""
+    mark = {"requested": now()}
+    fresh = {"job": paths.job, "state": JobState.INGESTING, "created": now(), "timings": {}, "errors": [],
+             "cancel": mark}
+    if read_json(store, paths.status) is None and create_record(store, paths, fresh):
+        return CancelOutcome(fresh, True)
+
+    def marked(record: Record) -> Record | None:
+        state = JobState(record["state"])
+        if record.get("cancel") or state.final or state is JobState.FINE_TUNING:
+            return None
+        record["cancel"] = mark
+        return record
+
+    record = update_record(store, paths, marked)
+    return CancelOutcome(record, record.get("cancel") == mark)
+
+
+def cancelled(record: Record) -> Record:
+    """The assembled job's record, ended `cancelled` (from the aggregator's gate, in place of the fine-tune)."""
+    record["state"] = JobState.CANCELLED
+    record["timings"]["finished"] = now()
+    return record
+
+
+class CancelWatch:
+    """Whether a job has been cancelled, reading its record at most every `every` seconds (and on the first call)."""
+
+    def __init__(self, store: BlobStore, paths: JobPaths, every: float) -> None:
+        self._store, self._paths, self._every = store, paths, every
+        self._checked: float | None = None
+        self._cancelled = False
+
+    def __call__(self) -> bool:
+        if self._cancelled:
+            return True
+        if self._checked is None or time.monotonic() - self._checked >= self._every:
+            record = read_json(self._store, self._paths.status) or {}
+            self._cancelled = bool(record.get("cancel"))
+            self._checked = time.monotonic()
+        return self._cancelled
+
+
+class JobCancelled(Exception):
+    """The job was cancelled: the row waiting for a teacher call is not sent."""
+
+
+class CancelGate:
+    """A semaphore for teacher calls that, once a call's turn comes, raises JobCancelled if the job was cancelled."""
+
+    def __init__(self, gate: asyncio.Semaphore, cancelled: Callable[[], bool]) -> None:
+        self._gate, self._cancelled = gate, cancelled
+
+    async def __aenter__(self) -> None:
+        await self._gate.acquire()
+        if self._cancelled():
+            self._gate.release()
+            raise JobCancelled
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._gate.release()

@@ -1,0 +1,277 @@
+"""The user's commands for a deployed app: `distill submit | watch | download | cancel` and `distill status --remote`.
+
+They work through the app's storage account alone, as the app does: a job starts when its manifest lands in the
+input container (its data files first, in the same folder `input/<job>/`), and the job's record and files are in
+`jobs/<job>/`. The account comes from the environment, under the names the Functions app uses: a connection string in
+DISTILL_STORAGE_CONNECTION_STRING or DistillStorage, or the account's blob URL in DistillStorage__serviceUri
+(signed in through DefaultAzureCredential). A connection string is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from shared.jobs import JobPaths, JobState, Record, dumps, read_json
+from shared.manifest import Manifest, TeacherKind
+from shared.pipeline.cancel import request_cancel
+from shared.pipeline.ingest import MANIFEST_NAMES
+from shared.pipeline.status import JOB_ID
+from shared.settings import Settings
+from shared.storage.azure_blob import AzureBlobStore
+
+CONNECTION_SETTINGS = ("DISTILL_STORAGE_CONNECTION_STRING", "DistillStorage")
+ACCOUNT_URL_SETTING = "DistillStorage__serviceUri"
+
+EXIT_FAILED = 1  # the job failed, or a command could not do what it was asked
+EXIT_NO_JOB = 2  # no such job, or the storage account is not configured
+EXIT_CANCELLED = 3  # `watch`: the job ended cancelled
+EXIT_TIMEOUT = 124  # `watch --timeout`: the job was still running (as coreutils `timeout` exits)
+
+
+def open_store(environ: Mapping[str, str] = os.environ) -> AzureBlobStore:
+    """The deployed app's storage account, from the environment."""
+    for name in CONNECTION_SETTINGS:
+        if conn := environ.get(name):
+            return AzureBlobStore.from_connection_string(conn)
+    if url := environ.get(ACCOUNT_URL_SETTING):
+        return AzureBlobStore.from_account_url(url)
+    names = ", ".join((*CONNECTION_SETTINGS, ACCOUNT_URL_SETTING))
+    raise RuntimeError(f"no storage account: set one of {names} to the deployed app's storage account")
+
+
+@dataclass
+class Remote:
+    store: AzureBlobStore
+    settings: Settings = field(default_factory=Settings)
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    sleep: Callable[[float], None] = time.sleep
+
+    def paths(self, job: str) -> JobPaths:
+        return JobPaths(self.settings.jobs_container, job)
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def manifest_blob(self, job: str) -> str | None:
+        """The blob path of the job's uploaded manifest, if there is one."""
+        for name in MANIFEST_NAMES:
+            path = f"{self.settings.input_container}/{job}/{name}"
+            if self.store.read(path) is not None:
+                return path
+        return None
+
+    def record(self, job: str) -> Record | None:
+        return read_json(self.store, self.paths(job).status)
+
+    # -- submit
+
+    def submit(self, manifest: Manifest, job: str, *, progress: bool = True) -> int:
+        """Upload the data files, then the manifest (whose arrival starts the job), to `input/<job>/`."""
+        if manifest.teacher.kind is TeacherKind.LOCAL:
+            self.say("distill submit: the deployed app cannot reach a teacher on this machine (teacher.kind local); "
+                     "give the manifest a teacher the app can call (azure_openai, azure_ai or openai_compatible)")
+            return EXIT_FAILED
+        if (existing := self.manifest_blob(job)) is not None:
+            record = self.record(job)
+            state = record["state"] if record else "submitted, not yet ingested"
+            self.say(f"job {job} was already submitted ({existing}): {state}. `distill watch {job}` follows it; "
+                     "give --job NAME to submit it again as another job")
+            return 0
+        folder = f"{self.settings.input_container}/{job}"
+        doc = manifest.model_dump(mode="json")
+        for split, src in manifest.files.items():  # each file beside the manifest, which names it relative to itself
+            name = f"{split}.jsonl"
+            self.store.upload_from(f"{folder}/{name}", src, progress=self._upload_progress(name, src, progress))
+            doc["training_file" if split == "train" else "validation_file"] = name
+        self.store.write(f"{folder}/manifest.json", dumps(doc))
+        self.say(f"submitted job {job}: {folder}/manifest.json. Follow it with `distill watch {job}`")
+        return 0
+
+    def _upload_progress(self, name: str, src: Path, shown: bool) -> Callable[[int, int | None], None] | None:
+        if not shown:
+            return None
+        size = src.stat().st_size
+        interactive = self.out.isatty()
+        self.say(f"uploading {name} ({_size(size)})")
+
+        def report(sent: int, total: int | None) -> None:
+            total = total or size
+            line = f"  {name}: {_size(sent)} of {_size(total)} ({sent / total:.0%})" if total else ""
+            if interactive:
+                print(f"\r{line}", end="" if sent < total else "\n", file=self.out, flush=True)
+            elif sent >= total:
+                self.say(line)
+
+        return report
+
+    # -- status, watch
+
+    def status(self, job: str | None) -> int:
+        """One job's record as a summary, or every job's state."""
+        if job is not None:
+            record = self.record(job)
+            if record is None and self.manifest_blob(job) is None:
+                return self._no_record(job)
+            self.say(describe(record, self.paths(job).root) if record else f"job {job}: {progress_line(None)}")
+            return 0
+        for name, record in self.jobs():
+            self.say(f"{name}\t{record['state'] if record else 'submitted'}")
+        return 0
+
+    def jobs(self) -> Iterator[tuple[str, Record | None]]:
+        """Every submitted job (a manifest in the input container) and its record, if it has one yet."""
+        seen = set()
+        for path in self.store.list(f"{self.settings.input_container}/"):
+            parts = path.split("/")
+            if len(parts) == 3 and parts[2] in MANIFEST_NAMES and parts[1] not in seen:
+                seen.add(parts[1])
+                yield parts[1], self.record(parts[1])
+
+    def watch(self, job: str, *, interval: float = 10.0, timeout: float | None = None) -> int:
+        """Poll the job's record until it is final, printing each change; the exit code tells the outcome."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            record = self.record(job)
+            if record is None and self.manifest_blob(job) is None:
+                return self._no_record(job)
+            line = progress_line(record)
+            if line != last:
+                self.say(f"{time.strftime('%H:%M:%S')} job {job}: {line}")
+                last = line
+            if record is not None and JobState(record["state"]).final:
+                self.say(describe(record, self.paths(job).root))
+                return outcome(record)
+            if deadline is not None and time.monotonic() >= deadline:
+                self.say(f"job {job} is still {record['state'] if record else 'waiting'} after {timeout:g} s")
+                return EXIT_TIMEOUT
+            self.sleep(interval)
+
+    # -- download, cancel
+
+    def download(self, job: str, out: Path) -> int:
+        """The job's final files into `out`: train, validation, rejected, status.json, and report.* once there."""
+        from shared.local.run import copy_outputs
+
+        record = self.record(job)
+        if record is None:
+            return self._no_record(job)
+        copy_outputs(self.store, self.paths(job), out)
+        got = sorted(p.name for p in out.iterdir() if p.is_file())
+        self.say(f"job {job} ({record['state']}): {', '.join(got)} in {out}")
+        if not JobState(record["state"]).final:
+            self.say(f"note: job {job} is still {record['state']}; its dataset files appear once it is assembled")
+        return 0
+
+    def cancel(self, job: str) -> int:
+        """Stop generation and keep what was labelled; safe to repeat."""
+        if self.record(job) is None and self.manifest_blob(job) is None:
+            return self._no_record(job)
+        result = request_cancel(self.store, self.paths(job))
+        state = result.record["state"]
+        if result.refused:
+            self.say(f"job {job} cannot be cancelled: {result.refused}")
+            return EXIT_FAILED
+        if result.marked:
+            self.say(f"job {job} ({state}): cancelled. No more rows go to the teacher; the rows labelled so far are "
+                     f"assembled and the job ends `cancelled` without a fine-tune (`distill watch {job}`)")
+        elif JobState(state).final:
+            self.say(f"job {job} is already {state}; nothing to cancel")
+        else:
+            self.say(f"job {job} ({state}) was already cancelled; it ends `cancelled` once its shards are in")
+        return 0
+
+    def _no_record(self, job: str) -> int:
+        self.say(f"no job {job} in the storage account (nothing under {self.paths(job).root}/ or "
+                 f"{self.settings.input_container}/{job}/)")
+        return EXIT_NO_JOB
+
+
+def progress_line(record: Record | None) -> str:
+    """A job's state and how far it is, in one line."""
+    if record is None:
+        return "submitted, waiting for ingest"
+    state = record["state"]
+    cancelling = " (cancelling)" if record.get("cancel") and not JobState(state).final else ""
+    if state == JobState.LABELING:
+        rows = record.get("rows", {}).get("total", 0)
+        done = len(record.get("shards_done", []))
+        return f"labeling: {done} of {record.get('shards', 0)} shards done ({rows} rows){cancelling}"
+    if state == JobState.FINE_TUNING:
+        finetune = record.get("finetune") or {}
+        return f"fine-tuning: run {finetune.get('name')} {'started' if finetune.get('started') else 'starting'}"
+    return f"{state}{cancelling}"
+
+
+def describe(record: Record, folder: str) -> str:
+    """The job's summary, as `distill status JOB` prints a local one, with its metrics and trace id."""
+    from shared.local.run import summary
+
+    lines = [summary(record, folder)]
+    if metrics := record.get("metrics"):
+        lines.append("  metrics: " + ", ".join(f"{k} {v:g}" for k, v in metrics.items()))
+    if record.get("trace_id"):
+        lines.append(f"  trace: {record['trace_id']} (Application Insights operation id)")
+    return "\n".join(lines)
+
+
+def outcome(record: Record) -> int:
+    """`watch`'s exit code for a final record: 0 for the job's goal (succeeded, or dataset ready)."""
+    state = JobState(record["state"])
+    if state in (JobState.SUCCEEDED, JobState.DATASET_READY):
+        return 0
+    return EXIT_CANCELLED if state is JobState.CANCELLED else EXIT_FAILED
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
+def command(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:
+    """Run one remote command from the parsed command line; a storage error is one readable line."""
+    from azure.core.exceptions import AzureError
+
+    remote = Remote(open_store(environ), Settings.from_env(environ))
+    try:
+        return run_command(remote, args)
+    except AzureError as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"distill {args.command}: the storage account answered {type(exc).__name__}: {first_line}",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def run_command(remote: Remote, args: argparse.Namespace) -> int:
+    if args.command == "status":
+        return remote.status(args.job)
+    if args.command == "watch":
+        return remote.watch(args.job, interval=args.interval, timeout=args.timeout)
+    if args.command == "download":
+        return remote.download(args.job, args.out or Path(args.job))
+    if args.command == "cancel":
+        return remote.cancel(args.job)
+    return submit(remote, args)
+
+
+def submit(remote: Remote, args: argparse.Namespace) -> int:
+    """`distill submit MANIFEST`: check the manifest and its data here, then upload them."""
+    from shared.cli import load_or_report, manifest_reports, print_reports
+    from shared.identity import file_digest, job_id
+
+    manifest = load_or_report(args.manifest)
+    if manifest is None:
+        return EXIT_FAILED
+    reports = manifest_reports(manifest)
+    if any(r.errors for r in reports):
+        return print_reports(reports)
+    job = args.job or job_id(manifest, [file_digest(p) for p in manifest.files.values()])
+    if not JOB_ID.fullmatch(job) or ".." in job:
+        raise ValueError(f"{job!r} is not a job id (letters, digits, '.', '_' and '-', at most 128)")
+    return remote.submit(manifest, job, progress=not args.quiet)
