@@ -31,12 +31,13 @@ class JobState(StrEnum):
     ASSEMBLING = "assembling"
     FINE_TUNING = "fine-tuning"
     DATASET_READY = "dataset ready"  # goal state of --no-finetune
+    BUDGET_SPENT = "budget spent"  # stopped by the token budget; a run with a higher budget goes on (shared.budget)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
     @property
     def final(self) -> bool:
-        return self in (JobState.DATASET_READY, JobState.SUCCEEDED, JobState.FAILED)
+        return self in (JobState.DATASET_READY, JobState.BUDGET_SPENT, JobState.SUCCEEDED, JobState.FAILED)
 
 
 @dataclass(frozen=True, slots=True)

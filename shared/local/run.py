@@ -149,6 +149,8 @@ def summary(record: dict[str, Any], folder: Path | str) -> str:
         export_only = ft.get("status") == "Completed" and not ft.get("output_model")
         note = " (export only: the dataset was exported, no training ran yet)" if export_only else ""
         lines.append(f"  fine-tune {ft['name']}: {ft.get('status') or 'not finished'}{note}")
+    if record.get("reason"):
+        lines.append(f"  stopped: {record['reason']}")
     for error in record.get("errors", []):
         lines.append(f"  error: {error}")
     lines.append(f"  files: {folder}")
@@ -174,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         store = open_store(root)
         paths = JobPaths("jobs", job)
         record = read_json(store, paths.status)
-        labeling = record is None or record["state"] in (JobState.INGESTING, JobState.LABELING)
+        labeling = record is None or record["state"] in (JobState.INGESTING, JobState.LABELING,
+                                                         JobState.BUDGET_SPENT)
         print(f"job {job}: {len(files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
         if labeling and manifest.teacher.kind is TeacherKind.LOCAL:
             environ[LOCAL_TEACHER_URL] = stack.enter_context(start_teacher(manifest, files))

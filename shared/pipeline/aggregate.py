@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from shared.assembly import training_record
+from shared.budget import current_round
+from shared.budget import stop as stop_for_budget
 from shared.jobs import JobPaths, JobState, Record, fail, now, read_json, update_record
 from shared.manifest import Manifest
 from shared.parsing import Accepted
 from shared.pipeline.label import read_shard
 from shared.ports import FineTuneRequest
+from shared.reasons import Reason
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ def on_completion(services: Services, body: dict[str, Any]) -> None:
     store, settings = services.store, services.settings
     paths = JobPaths(settings.jobs_container, job)
     claim = uuid.uuid4().hex
-    record = update_record(store, paths, lambda r: record_done(r, shard))
+    record = update_record(store, paths, lambda r: record_done(r, shard) if current_round(body, r) else None)
     if record["state"] == JobState.ASSEMBLING:
         record = assemble_and_gate(services, paths, claim)
     if record["state"] != JobState.FINE_TUNING or record["finetune"]["started"]:
@@ -120,6 +123,9 @@ def gate(record: Record, manifest: Manifest, summary: dict[str, Any], claim: str
                   success_ratio=round(ratio, 4),
                   tokens={"prompt": counts.get("prompt_tokens", 0), "completion": counts.get("completion_tokens", 0)})
     record["timings"]["assembled"] = now()
+    if stopped := summary["reasons"].get(Reason.BUDGET):
+        used = counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
+        return stop_for_budget(record, manifest, stopped, used)
     if ratio < manifest.min_success_ratio:
         return fail(record, f"only {ratio:.1%} of rows were labelled; the job needs {manifest.min_success_ratio:.0%} "
                             "(min_success_ratio); see rejected.jsonl")

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
 from shared.assembly import held_out
+from shared.budget import resume as resume_budget
 from shared.jobs import JobPaths, JobState, create_record, dumps, fail, now, read_json, update_record
 from shared.manifest import Manifest, ManifestError, is_data_asset, manifest_from_text
 from shared.ports import OutgoingMessage
@@ -47,6 +48,9 @@ def ingest(services: Services, blob_path: str) -> str | None:
     record = read_json(store, paths.status)
     if record is not None and record["state"] == JobState.LABELING:  # cut short after the plan: send again
         send_shards(services, job, read_json(store, paths.plan)["shards"])
+        return job
+    if record is not None and record["state"] == JobState.BUDGET_SPENT:  # run again, perhaps with a higher budget
+        resume_budget(services, paths, manifest_of(store, blob_path))
         return job
     if record is not None and record["state"] != JobState.INGESTING:
         log.info("job %s: manifest event repeated; the job is already %s", job, record["state"])
@@ -92,6 +96,13 @@ def labeling(record: dict, plan: dict) -> dict | None:
                   shards_done=record.get("shards_done", []))
     record["timings"]["labeling_started"] = now()
     return record
+
+
+def manifest_of(store, blob_path: str) -> Manifest:
+    blob = store.read(blob_path)
+    if blob is None:
+        raise FileNotFoundError(f"{blob_path} vanished before it could be read")
+    return load_job_manifest(blob.data, blob_path)
 
 
 def load_job_manifest(data: bytes, blob_path: str) -> Manifest:

@@ -1,0 +1,206 @@
+"""A job's token budget (`limits.budget_tokens`, `--budget-tokens`): stop teacher calls once it is spent, go on later.
+
+Spent tokens are kept in `jobs/<job>/budget.json` as one total per shard, updated by compare-and-swap after each row.
+A shard's total is rebuilt by every delivery of that shard from its own rows, so a redelivered shard (a worker
+killed mid-shard) replaces its earlier total instead of adding to it: each row's tokens are counted once.
+
+Before a row's first teacher call the worker checks the job's spent tokens against the budget; once they reach it,
+the row is not sent and ends rejected with reason `budget`. Calls already in flight finish, so the job can go over
+its budget by at most the calls in flight at that moment (`limits.concurrency` per worker).
+
+When every shard is in and some row was stopped by the budget, the job is assembled from what was labelled and
+stops in the state `budget spent`, with the reason in its record. The same job run again with a higher budget (a new
+manifest upload, or `distill run` with a raised `--budget-tokens`) resumes: only the shards holding `budget` rows are
+sent again, as a new round whose message ids differ from the first, and only their `budget` rows reach the teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from shared.jobs import JobPaths, JobState, Record, dumps, now, read_json, update_record
+from shared.manifest import Manifest
+from shared.parsing import Rejected
+from shared.ports import BlobStore, Conflict, OutgoingMessage
+from shared.reasons import Reason
+from shared.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def ledger_path(paths: JobPaths) -> str:
+    return paths.file("budget.json")
+
+
+def spent(store: BlobStore, paths: JobPaths) -> int:
+    """Tokens the job has spent so far, each row counted once."""
+    ledger = read_json(store, ledger_path(paths)) or {}
+    return sum(ledger.get("shards", {}).values())
+
+
+class Budget:
+    """One shard delivery's view of its job's budget; thread-safe (rows finish on worker threads)."""
+
+    def __init__(self, store: BlobStore, paths: JobPaths, shard: int, tokens: int, kept_tokens: int = 0) -> None:
+        self.store, self.paths, self.shard, self.tokens = store, paths, shard, tokens
+        self._lock = threading.Lock()
+        self._rows: dict[str, int] = {}  # row id → tokens, this delivery
+        self._kept = kept_tokens  # tokens of rows labelled by an earlier round, kept as they are
+        self._others = self._read_others()
+
+    @classmethod
+    def for_shard(cls, store: BlobStore, paths: JobPaths, shard: int, manifest: Manifest,
+                  kept_tokens: int = 0) -> Budget | None:
+        """The shard's budget, or None when the job has none."""
+        tokens = manifest.limits.budget_tokens
+        return None if tokens is None else cls(store, paths, shard, tokens, kept_tokens)
+
+    @property
+    def spent(self) -> int:
+        with self._lock:
+            return self._others + self._own()
+
+    def allows(self) -> bool:
+        """Whether another row may go to the teacher."""
+        return self.spent < self.tokens
+
+    def rejection(self) -> Rejected:
+        return Rejected(Reason.BUDGET, f"the job's token budget of {self.tokens:,} was spent before this row "
+                                       "was sent", "")
+
+    def spend(self, row_id: str, tokens: int) -> None:
+        """Count a finished row's tokens (a repeat of the same row replaces its count) and publish the shard total."""
+        with self._lock:
+            self._rows[row_id] = tokens
+            total = self._own()
+        key = str(self.shard)
+
+        def put(ledger: dict[str, Any]) -> dict[str, Any] | None:
+            shards = ledger.setdefault("shards", {})
+            if shards.get(key) == total:
+                return None
+            shards[key] = total
+            return ledger
+
+        ledger = _update_ledger(self.store, self.paths, put)
+        with self._lock:
+            self._others = sum(v for k, v in ledger.get("shards", {}).items() if k != key)
+
+    def _own(self) -> int:
+        return self._kept + sum(self._rows.values())
+
+    def _read_others(self) -> int:
+        ledger = read_json(self.store, ledger_path(self.paths)) or {}
+        return sum(v for k, v in ledger.get("shards", {}).items() if k != str(self.shard))
+
+
+def _update_ledger(store: BlobStore, paths: JobPaths, change: Any) -> dict[str, Any]:
+    """Compare-and-swap on budget.json (created on first use)."""
+    path = ledger_path(paths)
+    while True:
+        blob = store.read(path)
+        ledger = json.loads(blob.data) if blob else {}
+        updated = change(json.loads(blob.data) if blob else {})
+        if updated is None:
+            return ledger
+        try:
+            if blob is None:
+                store.write(path, dumps(updated), if_absent=True)
+            else:
+                store.write(path, dumps(updated), if_match=blob.etag)
+        except Conflict:
+            continue
+        return updated
+
+
+# --- a shard result with rows the budget stopped ------------------------------------------------------------
+def stopped_rows(result: bytes) -> set[str]:
+    """The ids of the rows of a shard result that the budget kept from the teacher."""
+    _, *items = (json.loads(line) for line in result.splitlines())
+    return {item["id"] for item in items if item.get("reason") == Reason.BUDGET}
+
+
+def kept_tokens(result: bytes) -> int:
+    """Tokens of a shard result's rows (rows stopped by the budget used none)."""
+    header = json.loads(result.split(b"\n", 1)[0])
+    return int(header["prompt_tokens"]) + int(header["completion_tokens"])
+
+
+def merge_result(old: bytes, new: bytes) -> bytes:
+    """An earlier result with its `budget` rows replaced by their rows in `new` (a result of just those rows)."""
+    old_header, *old_items = (json.loads(line) for line in old.splitlines())
+    new_header, *new_items = (json.loads(line) for line in new.splitlines())
+    fresh = {item["id"]: item for item in new_items}
+    items = [fresh.get(item["id"], item) if item.get("reason") == Reason.BUDGET else item for item in old_items]
+    header = {"shard": old_header["shard"],
+              "accepted": sum("answers" in item for item in items),
+              "rejected": sum("answers" not in item for item in items),
+              "prompt_tokens": old_header["prompt_tokens"] + new_header["prompt_tokens"],
+              "completion_tokens": old_header["completion_tokens"] + new_header["completion_tokens"]}
+    lines = [json.dumps(header), *(json.dumps(item, ensure_ascii=False) for item in items)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+# --- the job: stop, and resume ---------------------------------------------------------------------------
+def stop(record: Record, manifest: Manifest, stopped: int, tokens_spent: int) -> Record:
+    """The assembled record moved to `budget spent`, saying why and how to go on."""
+    budget = manifest.limits.budget_tokens
+    record["state"] = JobState.BUDGET_SPENT
+    record["budget"] = {"tokens": budget, "spent": tokens_spent, "rows_not_sent": stopped}
+    record["reason"] = (f"token budget of {budget:,} spent ({tokens_spent:,} tokens used); {stopped:,} rows were not "
+                        "sent to the teacher. Run again with a higher --budget-tokens (or limits.budget_tokens) to "
+                        "label them; finished rows are kept")
+    record["timings"]["finished"] = now()
+    return record
+
+
+def resume(services: Services, paths: JobPaths, manifest: Manifest) -> bool:
+    """Continue a `budget spent` job under this manifest's budget; False when that budget is spent already."""
+    store = services.store
+    budget = manifest.limits.budget_tokens
+    used = spent(store, paths)
+    if budget is not None and budget <= used:
+        log.info("job %s: the budget of %d tokens is spent (%d used); not resuming", paths.job, budget, used)
+        return False
+    stored = read_json(store, paths.manifest)
+    stored.setdefault("limits", {})["budget_tokens"] = budget
+    store.write(paths.manifest, dumps(stored))
+    again = [index for index in range(read_json(store, paths.plan)["shards"])
+             if stopped_rows(store.read(paths.result(index)).data)]
+
+    def resumed(record: Record) -> Record | None:
+        if record["state"] != JobState.BUDGET_SPENT:
+            return None
+        record["state"] = JobState.LABELING
+        record["round"] = record.get("round", 0) + 1
+        record["shards_done"] = sorted(set(record.get("shards_done", [])) - set(again))
+        record.pop("reason", None)
+        record["timings"].pop("finished", None)
+        return record
+
+    record = update_record(store, paths, resumed)
+    if record["state"] == JobState.LABELING:
+        send_round(services, paths.job, again, record.get("round", 0))
+    return True
+
+
+def send_round(services: Services, job: str, shards: Iterable[int], round_: int) -> None:
+    """Shard messages of a resumed round: new ids, so the queue's duplicate detection lets them through."""
+    messages = [OutgoingMessage({"job": job, "shard": i, "round": round_}, message_id=f"{job}/shard/{i}/r{round_}")
+                for i in shards]
+    services.queue.send(services.settings.shard_queue, messages)
+
+
+def message_suffix(body: dict[str, Any]) -> str:
+    """The id suffix of a message answering a resumed round's shard message ('' in the first round)."""
+    round_ = int(body.get("round") or 0)
+    return f"/r{round_}" if round_ else ""
+
+
+def current_round(body: dict[str, Any], record: Record) -> bool:
+    """Whether a completion belongs to the job's current round (a late one from an earlier round is ignored)."""
+    return int(body.get("round") or 0) >= int(record.get("round") or 0)
