@@ -14,6 +14,7 @@ Layout of `jobs/<job>/`:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,13 @@ from typing import Any
 from shared.ports import BlobStore, Conflict
 
 Record = dict[str, Any]
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JOB_ID_RULE = "a job id is 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit, without '..'"
+
+
+def is_job_id(job: str) -> bool:
+    """Whether `job` is safe as one folder name in storage and on disk (no traversal, no encoding tricks)."""
+    return JOB_ID.fullmatch(job) is not None and ".." not in job
 
 
 class JobState(StrEnum):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
+from shared import jobs
 from shared.assembly import held_out
 from shared.budget import resume as resume_budget
 from shared.jobs import JobPaths, JobState, create_record, dumps, fail, now, read_json, update_record
@@ -33,9 +34,12 @@ SPLITS = ("train", "validation")
 def job_of(blob_path: str, input_container: str) -> str | None:
     """The job id of a manifest blob `input/<job>/manifest.*`; None for any other blob."""
     parts = blob_path.strip("/").split("/")
-    if len(parts) == 3 and parts[0] == input_container and parts[2] in MANIFEST_NAMES and parts[1]:
-        return parts[1]
-    return None
+    if len(parts) != 3 or parts[0] != input_container or parts[2] not in MANIFEST_NAMES:
+        return None
+    if not jobs.is_job_id(parts[1]):
+        log.warning("ignored a manifest at %r: %s", blob_path, jobs.JOB_ID_RULE)
+        return None
+    return parts[1]
 
 
 def ingest(services: Services, blob_path: str) -> str | None:
