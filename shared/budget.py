@@ -1,12 +1,14 @@
 """A job's token budget (`limits.budget_tokens`, `--budget-tokens`): stop teacher calls once it is spent, go on later.
 
-Spent tokens are kept in `jobs/<job>/budget.json` as one total per shard, updated by compare-and-swap after each row.
-A shard's total is rebuilt by every delivery of that shard from its own rows, so a redelivered shard (a worker
-killed mid-shard) replaces its earlier total instead of adding to it: each row's tokens are counted once.
+Spent tokens are kept per row in `jobs/<job>/budget/NNNNN.json` (one per shard) and per shard in
+`jobs/<job>/budget.json`, both updated by compare-and-swap after each row. A row is keyed by its id, so a redelivered
+shard (a worker killed mid-shard) that asks the teacher about a row again replaces that row's count instead of adding
+to it, and the rows the killed worker paid for stay counted: each row's tokens are counted once.
 
 Before a row's first teacher call the worker checks the job's spent tokens against the budget; once they reach it,
-the row is not sent and ends rejected with reason `budget`. Calls already in flight finish, so the job can go over
-its budget by at most the calls in flight at that moment (`limits.concurrency` per worker).
+the row is not sent and ends rejected with reason `budget`. Calls already in flight finish, and a worker sees the
+others' spending only once they have published it, so the job can go over its budget by about the calls in flight on
+all workers (`limits.concurrency` each) plus what the others spent since their last ledger update.
 
 When every shard is in and some row was stopped by the budget, the job is assembled from what was labelled and
 stops in the state `budget spent`, with the reason in its record. The same job run again with a higher budget (a new
@@ -36,6 +38,10 @@ def ledger_path(paths: JobPaths) -> str:
     return paths.file("budget.json")
 
 
+def rows_path(paths: JobPaths, shard: int) -> str:
+    return paths.file(f"budget/{shard:05d}.json")
+
+
 def spent(store: BlobStore, paths: JobPaths) -> int:
     """Tokens the job has spent so far, each row counted once."""
     ledger = read_json(store, ledger_path(paths)) or {}
@@ -45,24 +51,24 @@ def spent(store: BlobStore, paths: JobPaths) -> int:
 class Budget:
     """One shard delivery's view of its job's budget; thread-safe (rows finish on worker threads)."""
 
-    def __init__(self, store: BlobStore, paths: JobPaths, shard: int, tokens: int, kept_tokens: int = 0) -> None:
+    def __init__(self, store: BlobStore, paths: JobPaths, shard: int, tokens: int) -> None:
         self.store, self.paths, self.shard, self.tokens = store, paths, shard, tokens
         self._lock = threading.Lock()
-        self._rows: dict[str, int] = {}  # row id → tokens, this delivery
-        self._kept = kept_tokens  # tokens of rows labelled by an earlier round, kept as they are
-        self._others = self._read_others()
+        self._rows: dict[str, int] = (read_json(store, rows_path(paths, shard)) or {}).get("rows", {})
+        ledger = read_json(store, ledger_path(paths)) or {}
+        self._others = sum(v for k, v in ledger.get("shards", {}).items() if k != str(shard))
+        self._publishing = self._dirty = False
 
     @classmethod
-    def for_shard(cls, store: BlobStore, paths: JobPaths, shard: int, manifest: Manifest,
-                  kept_tokens: int = 0) -> Budget | None:
+    def for_shard(cls, store: BlobStore, paths: JobPaths, shard: int, manifest: Manifest) -> Budget | None:
         """The shard's budget, or None when the job has none."""
         tokens = manifest.limits.budget_tokens
-        return None if tokens is None else cls(store, paths, shard, tokens, kept_tokens)
+        return None if tokens is None else cls(store, paths, shard, tokens)
 
     @property
     def spent(self) -> int:
         with self._lock:
-            return self._others + self._own()
+            return self._others + sum(self._rows.values())
 
     def allows(self) -> bool:
         """Whether another row may go to the teacher."""
@@ -72,35 +78,70 @@ class Budget:
         return Rejected(Reason.BUDGET, f"the job's token budget of {self.tokens:,} was spent before this row "
                                        "was sent", "")
 
-    def spend(self, row_id: str, tokens: int) -> None:
-        """Count a finished row's tokens (a repeat of the same row replaces its count) and publish the shard total."""
+    def count(self, row_id: str, tokens: int) -> None:
+        """Count a finished row's tokens at once, in memory (a repeat of the same row replaces its count)."""
         with self._lock:
             self._rows[row_id] = tokens
-            total = self._own()
+
+    def publish(self) -> None:
+        """Write the counted rows to the ledgers and read the other shards' totals back (blocking: call it in a thread).
+
+        Publishes coalesce: while one is writing, others only ask it to go round once more, so rows finishing faster
+        than storage writes still reach the ledger soon, in few writes.
+        """
+        with self._lock:
+            self._dirty = True
+            if self._publishing:
+                return
+            self._publishing = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._dirty:
+                        self._publishing = False
+                        return
+                    self._dirty = False
+                self._write()
+        except BaseException:
+            with self._lock:
+                self._publishing = False
+            raise
+
+    def _write(self) -> None:
+        """Merge this delivery's rows into the shard's row ledger, then its total into the job's ledger.
+
+        Rows paid by an earlier delivery (a worker killed mid-shard) stay counted, once; the totals are taken at each
+        compare-and-swap attempt, so a write that lands last never writes a stale total.
+        """
+        def merge(ledger: dict[str, Any]) -> dict[str, Any] | None:
+            rows = ledger.setdefault("rows", {})
+            with self._lock:
+                mine = dict(self._rows)
+            if all(rows.get(k) == v for k, v in mine.items()):
+                return None
+            rows.update(mine)
+            return ledger
+
+        rows = _update(self.store, rows_path(self.paths, self.shard), merge).get("rows", {})
+        with self._lock:
+            self._rows.update({k: v for k, v in rows.items() if k not in self._rows})
+            total = sum(self._rows.values())
         key = str(self.shard)
 
         def put(ledger: dict[str, Any]) -> dict[str, Any] | None:
             shards = ledger.setdefault("shards", {})
-            if shards.get(key) == total:
+            if shards.get(key, -1) >= total:
                 return None
             shards[key] = total
             return ledger
 
-        ledger = _update_ledger(self.store, self.paths, put)
+        ledger = _update(self.store, ledger_path(self.paths), put)
         with self._lock:
             self._others = sum(v for k, v in ledger.get("shards", {}).items() if k != key)
 
-    def _own(self) -> int:
-        return self._kept + sum(self._rows.values())
 
-    def _read_others(self) -> int:
-        ledger = read_json(self.store, ledger_path(self.paths)) or {}
-        return sum(v for k, v in ledger.get("shards", {}).items() if k != str(self.shard))
-
-
-def _update_ledger(store: BlobStore, paths: JobPaths, change: Any) -> dict[str, Any]:
-    """Compare-and-swap on budget.json (created on first use)."""
-    path = ledger_path(paths)
+def _update(store: BlobStore, path: str, change: Any) -> dict[str, Any]:
+    """Compare-and-swap on a JSON blob (created on first use); returns it as stored."""
     while True:
         blob = store.read(path)
         ledger = json.loads(blob.data) if blob else {}
@@ -122,12 +163,6 @@ def stopped_rows(result: bytes) -> set[str]:
     """The ids of the rows of a shard result that the budget kept from the teacher."""
     _, *items = (json.loads(line) for line in result.splitlines())
     return {item["id"] for item in items if item.get("reason") == Reason.BUDGET}
-
-
-def kept_tokens(result: bytes) -> int:
-    """Tokens of a shard result's rows (rows stopped by the budget used none)."""
-    header = json.loads(result.split(b"\n", 1)[0])
-    return int(header["prompt_tokens"]) + int(header["completion_tokens"])
 
 
 def merge_result(old: bytes, new: bytes) -> bytes:

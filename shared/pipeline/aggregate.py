@@ -17,9 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from shared import budget
 from shared.assembly import training_record
-from shared.budget import current_round
-from shared.budget import stop as stop_for_budget
 from shared.jobs import JobPaths, JobState, Record, fail, now, read_json, update_record
 from shared.manifest import Manifest
 from shared.parsing import Accepted
@@ -39,7 +38,7 @@ def on_completion(services: Services, body: dict[str, Any]) -> None:
     store, settings = services.store, services.settings
     paths = JobPaths(settings.jobs_container, job)
     claim = uuid.uuid4().hex
-    record = update_record(store, paths, lambda r: record_done(r, shard) if current_round(body, r) else None)
+    record = update_record(store, paths, lambda r: record_done(r, shard) if budget.current_round(body, r) else None)
     if record["state"] == JobState.ASSEMBLING:
         record = assemble_and_gate(services, paths, claim)
     if record["state"] != JobState.FINE_TUNING or record["finetune"]["started"]:
@@ -73,6 +72,7 @@ def assemble_and_gate(services: Services, paths: JobPaths, claim: str) -> Record
     plan = read_json(store, paths.plan)
     with tempfile.TemporaryDirectory(prefix="distill-assemble-") as tmp:
         summary = assemble(services, paths, manifest, plan["shards"], Path(tmp))
+    summary["spent"] = budget.spent(store, paths)
     return update_record(store, paths, lambda r: gate(r, manifest, summary, claim))
 
 
@@ -124,8 +124,7 @@ def gate(record: Record, manifest: Manifest, summary: dict[str, Any], claim: str
                   tokens={"prompt": counts.get("prompt_tokens", 0), "completion": counts.get("completion_tokens", 0)})
     record["timings"]["assembled"] = now()
     if stopped := summary["reasons"].get(Reason.BUDGET):
-        used = counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
-        return stop_for_budget(record, manifest, stopped, used)
+        return budget.stop(record, manifest, stopped, summary["spent"])
     if ratio < manifest.min_success_ratio:
         return fail(record, f"only {ratio:.1%} of rows were labelled; the job needs {manifest.min_success_ratio:.0%} "
                             "(min_success_ratio); see rejected.jsonl")

@@ -58,8 +58,7 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
         manifest = Manifest.model_validate(read_json(store, paths.manifest))
         rows = [(split, row) for split, row in read_shard(store.read(paths.shard(shard)).data)
                 if earlier is None or row.id in stopped]
-        budget = budgets.Budget.for_shard(store, paths, shard, manifest,
-                                          budgets.kept_tokens(earlier.data) if earlier else 0)
+        budget = budgets.Budget.for_shard(store, paths, shard, manifest)
         result = encode_result(shard, asyncio.run(label_rows(services, job, manifest, rows, budget)))
         try:
             if earlier is None:
@@ -92,7 +91,8 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
         async def one(split: str, row: Row) -> Labelled:
             labelled = await label_row(client, gate, manifest, split, row, budget)
             if budget is not None and labelled.usage.total:
-                await asyncio.to_thread(budget.spend, row.id, labelled.usage.total)
+                budget.count(row.id, labelled.usage.total)  # before any await: the next row's check sees it
+                await asyncio.to_thread(budget.publish)
             if services.progress is not None:
                 services.progress(job, int(labelled.answers is not None), int(labelled.rejection is not None),
                                   labelled.usage.total)
