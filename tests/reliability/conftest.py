@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
+from reliability_helpers import COLUMNS, FIGURES
 
-FIGURES = Path(__file__).with_name("figures.json")
-COLUMNS = ("faults_injected", "rows_processed", "rows_lost", "rows_duplicated", "hostile_inputs", "crashes")
 UPDATING = os.environ.get("DISTILL_UPDATE_FIGURES") == "1"
 
 

@@ -17,6 +17,10 @@ from shared.tasks import Task
 from shared.teacher.fake_teacher import FakeTeacher
 
 QA_SYSTEM = "Answer with the letter of the right option only."
+FIGURES = Path(__file__).with_name("figures.json")
+COLUMNS = ("faults_injected", "rows_processed", "rows_lost", "rows_duplicated", "hostile_inputs", "crashes")
+HEADINGS = ("Scenario", "Faults injected", "Rows processed", "Rows lost", "Rows duplicated", "Hostile inputs tried",
+            "Crashes")
 LETTERS = "ABCD"
 
 
@@ -120,3 +124,13 @@ def tally(store: BlobStore, job: str, inputs: Mapping[str, list[dict[str, Any]]]
     return {"rows_processed": sum(seen.values()),
             "rows_lost": len(questions - set(seen)),
             "rows_duplicated": sum(n - 1 for n in seen.values() if n > 1) + len(set(seen) - questions)}
+
+
+def figures_table(figures: Mapping[str, Mapping[str, int]]) -> str:
+    """The README's reliability table: one line per scenario, then the totals."""
+    lines = ["| " + " | ".join(HEADINGS) + " |", "|" + "---|" * len(HEADINGS)]
+    for scenario, row in sorted(figures.items()):
+        lines.append(f"| {scenario} | " + " | ".join(f"{row[c]:,}" for c in COLUMNS) + " |")
+    totals = [sum(row[c] for row in figures.values()) for c in COLUMNS]
+    lines.append("| **total** | " + " | ".join(f"**{n:,}**" for n in totals) + " |")
+    return "\n".join(lines)

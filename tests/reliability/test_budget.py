@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from reliability_helpers import jsonl, output_lines, put_job, qa_manifest, qa_rows, qa_teacher, run_job, user_of
+from reliability_helpers import jsonl, put_job, qa_manifest, qa_rows, qa_teacher, run_job, tally, user_of
 from test_delivery_faults import FaultyStore
 
 from shared.budget import spent
@@ -71,7 +71,9 @@ def test_the_budget_stops_the_job_and_a_raised_budget_continues_it(tmp_path: Pat
     assert record["rejected"] == 0 and "reason" not in record
     store = LocalBlobStore(tmp_path / "home/storage")
     assert spent(store, JobPaths("jobs", "budget")) == record["tokens"]["prompt"] + record["tokens"]["completion"]
-    figures.record("budget: stop and continue", rows_processed=40, rows_duplicated=0, rows_lost=0)
+    counts = tally(store, "budget", {"train.jsonl": train, "validation.jsonl": validation})
+    assert counts == {"rows_processed": 40, "rows_lost": 0, "rows_duplicated": 0}
+    figures.record("budget: stop, then continue", **counts)
 
 
 def test_spent_tokens_count_each_row_once_across_workers_and_redeliveries(tmp_path: Path, figures) -> None:
@@ -99,11 +101,11 @@ def test_spent_tokens_count_each_row_once_across_workers_and_redeliveries(tmp_pa
     per_row = max(rows_one.values())
     in_flight = 4 * 10 * per_row  # workers x concurrency
     assert 5000 <= used <= 5000 + 2 * in_flight  # the calls in flight, and what went out before the ledger caught up
-    out = output_lines(store, "shared-budget")
-    assert len(out["train"]) + len(out["validation"]) + len(out["rejected"]) == 200
+    counts = tally(store, "shared-budget", {"train.jsonl": train, "validation.jsonl": validation})
+    assert counts == {"rows_processed": 200, "rows_lost": 0, "rows_duplicated": 0}
     repeated = {key for key, n in teacher.requests_by_key.items() if n > 1}
     assert repeated <= shard_one  # only the killed worker's paid calls were made again
-    figures.record("budget: workers and redelivery", faults_injected=2, rows_processed=200)
+    figures.record("budget: 4 workers, a killed worker, a duplicate", faults_injected=2, **counts)
 
 
 class _NoQueue:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from azurite import ACCOUNT_KEY
-from reliability_helpers import jsonl, put_job, qa_manifest, qa_rows, qa_teacher, run_job
+from reliability_helpers import jsonl, put_job, qa_manifest, qa_rows, qa_teacher, run_job, tally
 from test_azureml_finetuner import FakeMLClient
 from test_pipeline import run_event
 
@@ -85,5 +85,6 @@ def test_no_key_leaks_anywhere(azurite_connection_string: str, tmp_path: Path, m
     assert len(blobs) >= 10 and len(sent) == 2 and len(caplog.records) >= 5
     leaks = {(where, secret[:12]) for where, text in scanned.items() for secret in secrets if secret in text}
     assert leaks == set()
-    figures.record("secrets", faults_injected=3, rows_processed=26,
-                   hostile_inputs=len(scanned) * len(secrets))
+    counts = tally(store, job, {"train.jsonl": train, "validation.jsonl": validation})
+    assert counts == {"rows_processed": 26, "rows_lost": 0, "rows_duplicated": 0}
+    figures.record("secrets (teacher and storage keys)", faults_injected=3, **counts)
