@@ -214,6 +214,7 @@ def resume(services: Services, paths: JobPaths, manifest: Manifest) -> bool:
         record["round"] = record.get("round", 0) + 1
         record["shards_done"] = sorted(set(record.get("shards_done", [])) - set(again))
         record.pop("reason", None)
+        record.pop("budget", None)
         record["timings"].pop("finished", None)
         return record
 
@@ -221,6 +222,12 @@ def resume(services: Services, paths: JobPaths, manifest: Manifest) -> bool:
     if record["state"] == JobState.LABELING:
         send_round(services, paths.job, again, record.get("round", 0))
     return True
+
+
+def resend_round(services: Services, record: Record) -> None:
+    """Send a resumed round's unfinished shards again (its resume was cut short before they were all sent)."""
+    done = set(record.get("shards_done", []))
+    send_round(services, record["job"], [i for i in range(record["shards"]) if i not in done], record["round"])
 
 
 def send_round(services: Services, job: str, shards: Iterable[int], round_: int) -> None:

@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
-from shared import jobs
+from shared import budget, jobs
 from shared.assembly import held_out
-from shared.budget import resume as resume_budget
 from shared.jobs import JobPaths, JobState, create_record, dumps, fail, now, read_json, update_record
 from shared.manifest import Manifest, ManifestError, is_data_asset, manifest_from_text
-from shared.ports import OutgoingMessage
+from shared.ports import BlobStore, OutgoingMessage
 from shared.rows import Row
 from shared.services import Services
 from shared.validation import FileLimits, FileReport, finish_report, read_rows
@@ -51,10 +50,17 @@ def ingest(services: Services, blob_path: str) -> str | None:
     paths = JobPaths(settings.jobs_container, job)
     record = read_json(store, paths.status)
     if record is not None and record["state"] == JobState.LABELING:  # cut short after the plan: send again
-        send_shards(services, job, read_json(store, paths.plan)["shards"])
+        if record.get("round"):  # in a round resumed with a higher budget
+            budget.resend_round(services, record)
+        else:
+            send_shards(services, job, read_json(store, paths.plan)["shards"])
         return job
     if record is not None and record["state"] == JobState.BUDGET_SPENT:  # run again, perhaps with a higher budget
-        resume_budget(services, paths, manifest_of(store, blob_path))
+        try:
+            budget.resume(services, paths, manifest_of(store, blob_path))
+        except ManifestError as exc:
+            log.warning("job %s: the manifest uploaded again is invalid (%s); the job stays %s", job,
+                        exc.problems[0], record["state"])
         return job
     if record is not None and record["state"] != JobState.INGESTING:
         log.info("job %s: manifest event repeated; the job is already %s", job, record["state"])
@@ -102,7 +108,7 @@ def labeling(record: dict, plan: dict) -> dict | None:
     return record
 
 
-def manifest_of(store, blob_path: str) -> Manifest:
+def manifest_of(store: BlobStore, blob_path: str) -> Manifest:
     blob = store.read(blob_path)
     if blob is None:
         raise FileNotFoundError(f"{blob_path} vanished before it could be read")
