@@ -15,6 +15,7 @@ Layout of `jobs/<job>/`:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,13 @@ from typing import Any
 from shared.ports import BlobStore, Conflict
 
 Record = dict[str, Any]
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JOB_ID_RULE = "a job id is 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit, without '..'"
+
+
+def is_job_id(job: str) -> bool:
+    """Whether `job` is safe as one folder name in storage and on disk (no traversal, no encoding tricks)."""
+    return JOB_ID.fullmatch(job) is not None and ".." not in job
 
 
 class JobState(StrEnum):
@@ -32,13 +40,15 @@ class JobState(StrEnum):
     ASSEMBLING = "assembling"
     FINE_TUNING = "fine-tuning"
     DATASET_READY = "dataset ready"  # goal state of --no-finetune
+    BUDGET_SPENT = "budget spent"  # stopped by the token budget; a run with a higher budget goes on (shared.budget)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"  # `distill cancel`: generation stopped, the rows labelled so far assembled, no fine-tune
 
     @property
     def final(self) -> bool:
-        return self in (JobState.DATASET_READY, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self in (JobState.DATASET_READY, JobState.BUDGET_SPENT, JobState.SUCCEEDED, JobState.FAILED,
+                        JobState.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from shared.jobs import JobPaths, JobState, Record, dumps, read_json
+from shared.jobs import JOB_ID_RULE, JobPaths, JobState, Record, dumps, is_job_id, read_json
 from shared.manifest import Manifest, TeacherKind
 from shared.pipeline.cancel import request_cancel
 from shared.pipeline.ingest import MANIFEST_NAMES
-from shared.pipeline.status import JOB_ID
 from shared.settings import Settings
 from shared.storage.azure_blob import AzureBlobStore
 
@@ -272,6 +271,6 @@ def submit(remote: Remote, args: argparse.Namespace) -> int:
     if any(r.errors for r in reports):
         return print_reports(reports)
     job = args.job or job_id(manifest, [file_digest(p) for p in manifest.files.values()])
-    if not JOB_ID.fullmatch(job) or ".." in job:
-        raise ValueError(f"{job!r} is not a job id (letters, digits, '.', '_' and '-', at most 128)")
+    if not is_job_id(job):
+        raise ValueError(f"{job!r} is not a job id: {JOB_ID_RULE}")
     return remote.submit(manifest, job, progress=not args.quiet)

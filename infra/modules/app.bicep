@@ -251,6 +251,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DISTILL_WORKSPACE_TOPIC: workspaceId // run events from any other workspace are ignored
     DISTILL_SHARD_ROWS: string(shardRows)
     DISTILL_FINETUNE_CLAIM_SECONDS: '600'
+    DISTILL_CANCEL_CHECK_SECONDS: '2' // how soon teacher workers notice `distill cancel`
+    // Teacher prices per 1,000 tokens, for the cost metric; empty leaves cost out of status.json.
+    DISTILL_PRICE_PROMPT_PER_1K: ''
+    DISTILL_PRICE_COMPLETION_PER_1K: ''
   }, teacherKeyInKeyVault ? {
     // Versionless: a new secret version is picked up without a deployment (docs/operations.md, rotating keys).
     TEACHER_API_KEY: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${teacherKeySecretName}/)'

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.identity import file_digest, job_id
-from shared.jobs import JobPaths, JobState, dumps, read_json
+from shared.jobs import JOB_ID_RULE, JobPaths, JobState, dumps, is_job_id, read_json
 from shared.manifest import Manifest, TeacherKind, load_manifest, manifest_from_dict
 from shared.pipeline.aggregate import finetune_dataset_ready
 from shared.pipeline.label import LOCAL_TEACHER_URL
@@ -149,6 +149,8 @@ def summary(record: dict[str, Any], folder: Path | str) -> str:
         export_only = ft.get("status") == "Completed" and not ft.get("output_model")
         note = " (export only: the dataset was exported, no training ran yet)" if export_only else ""
         lines.append(f"  fine-tune {ft['name']}: {ft.get('status') or 'not finished'}{note}")
+    if record.get("reason"):
+        lines.append(f"  stopped: {record['reason']}")
     for error in record.get("errors", []):
         lines.append(f"  error: {error}")
     lines.append(f"  files: {folder}")
@@ -167,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         files = {name: first_rows(path, scratch / f"{os.getpid()}-{name}", args.limit) for name, path in files.items()}
     job = args.job or job_id(manifest, [file_digest(p) for p in files.values()])
+    if not is_job_id(job):
+        raise ValueError(f"--job {job!r}: {JOB_ID_RULE}")
     environ = dict(os.environ)
     with job_lock(root / "locks" / f"{job}.lock"), contextlib.ExitStack() as stack:
         if args.restart:
@@ -174,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
         store = open_store(root)
         paths = JobPaths("jobs", job)
         record = read_json(store, paths.status)
-        labeling = record is None or record["state"] in (JobState.INGESTING, JobState.LABELING)
+        labeling = record is None or record["state"] in (JobState.INGESTING, JobState.LABELING,
+                                                         JobState.BUDGET_SPENT)
         print(f"job {job}: {len(files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
         if labeling and manifest.teacher.kind is TeacherKind.LOCAL:
             environ[LOCAL_TEACHER_URL] = stack.enter_context(start_teacher(manifest, files))
@@ -261,6 +266,9 @@ def copy_outputs(store: BlobStore, paths: JobPaths, out: Path) -> None:
 def status(job: str | None) -> int:
     """`distill status [JOB]`: local job states."""
     jobs = home() / "storage" / "jobs"
+    if job and not is_job_id(job):
+        print(f"distill status: {job!r} is not a job id: {JOB_ID_RULE}", file=sys.stderr)
+        return 2
     paths = [jobs / job / "status.json"] if job else sorted(jobs.glob("*/status.json"))
     if job and not paths[0].exists():
         print(f"no local job {job} under {jobs}", file=sys.stderr)

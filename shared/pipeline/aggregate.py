@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from shared import budget
 from shared.assembly import training_record
 from shared.joblog import fields
 from shared.jobs import JobPaths, JobState, Record, fail, now, read_json, update_record
@@ -26,6 +27,7 @@ from shared.pipeline.cancel import cancelled
 from shared.pipeline.label import read_shard
 from shared.pipeline.telemetry import job_metrics, log_job_metrics
 from shared.ports import FineTuneRequest
+from shared.reasons import Reason
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ def on_completion(services: Services, body: dict[str, Any]) -> None:
     store, settings = services.store, services.settings
     paths = JobPaths(settings.jobs_container, job)
     claim = uuid.uuid4().hex
-    record = update_record(store, paths, lambda r: record_done(r, shard))
+    record = update_record(store, paths, lambda r: record_done(r, shard) if budget.current_round(body, r) else None)
     if record["state"] == JobState.ASSEMBLING:
         record = assemble_and_gate(services, paths, claim)
     if record["state"] != JobState.FINE_TUNING or record["finetune"]["started"]:
@@ -75,6 +77,7 @@ def assemble_and_gate(services: Services, paths: JobPaths, claim: str) -> Record
         summary = assemble(services, paths, manifest, plan["shards"], Path(tmp))
     summary["metrics"] = job_metrics(summary["counts"], services.settings)
     log_job_metrics(paths.job, summary["metrics"])
+    summary["spent"] = budget.spent(store, paths)
     return update_record(store, paths, lambda r: gate(r, manifest, summary, claim))
 
 
@@ -129,6 +132,8 @@ def gate(record: Record, manifest: Manifest, summary: dict[str, Any], claim: str
     record["timings"]["assembled"] = now()
     if record.get("cancel"):
         return cancelled(record)
+    if stopped := summary["reasons"].get(Reason.BUDGET):
+        return budget.stop(record, manifest, stopped, summary["spent"])
     if ratio < manifest.min_success_ratio:
         return fail(record, f"only {ratio:.1%} of rows were labelled; the job needs {manifest.min_success_ratio:.0%} "
                             "(min_success_ratio); see rejected.jsonl")

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
-from shared import tracing
+from shared import budget, jobs, tracing
 from shared.assembly import held_out
 from shared.joblog import fields
 from shared.jobs import JobPaths, JobState, create_record, dumps, fail, now, read_json, update_record
 from shared.manifest import Manifest, ManifestError, is_data_asset, manifest_from_text
-from shared.ports import OutgoingMessage
+from shared.ports import BlobStore, OutgoingMessage
 from shared.rows import Row
 from shared.services import Services
 from shared.validation import FileLimits, FileReport, finish_report, read_rows
@@ -34,9 +34,12 @@ SPLITS = ("train", "validation")
 def job_of(blob_path: str, input_container: str) -> str | None:
     """The job id of a manifest blob `input/<job>/manifest.*`; None for any other blob."""
     parts = blob_path.strip("/").split("/")
-    if len(parts) == 3 and parts[0] == input_container and parts[2] in MANIFEST_NAMES and parts[1]:
-        return parts[1]
-    return None
+    if len(parts) != 3 or parts[0] != input_container or parts[2] not in MANIFEST_NAMES:
+        return None
+    if not jobs.is_job_id(parts[1]):
+        log.warning("ignored a manifest at %r: %s", blob_path, jobs.JOB_ID_RULE)
+        return None
+    return parts[1]
 
 
 def ingest(services: Services, blob_path: str) -> str | None:
@@ -58,7 +61,17 @@ def ingest(services: Services, blob_path: str) -> str | None:
 def ingest_job(services: Services, paths: JobPaths, record: dict | None, blob_path: str, trace_id: str) -> str:
     store, job = services.store, paths.job
     if record is not None and record["state"] == JobState.LABELING:  # cut short after the plan: send again
-        send_shards(services, job, read_json(store, paths.plan)["shards"])
+        if record.get("round"):  # in a round resumed with a higher budget
+            budget.resend_round(services, record)
+        else:
+            send_shards(services, job, read_json(store, paths.plan)["shards"])
+        return job
+    if record is not None and record["state"] == JobState.BUDGET_SPENT:  # run again, perhaps with a higher budget
+        try:
+            budget.resume(services, paths, manifest_of(store, blob_path))
+        except ManifestError as exc:
+            log.warning("job %s: the manifest uploaded again is invalid (%s); the job stays %s", job,
+                        exc.problems[0], record["state"])
         return job
     if record is not None and record["state"] != JobState.INGESTING:
         log.info("job %s: manifest event repeated; the job is already %s", job, record["state"])
@@ -106,6 +119,13 @@ def labeling(record: dict, plan: dict, trace_id: str) -> dict | None:
                   shards_done=record.get("shards_done", []))
     record["timings"]["labeling_started"] = now()
     return record
+
+
+def manifest_of(store: BlobStore, blob_path: str) -> Manifest:
+    blob = store.read(blob_path)
+    if blob is None:
+        raise FileNotFoundError(f"{blob_path} vanished before it could be read")
+    return load_job_manifest(blob.data, blob_path)
 
 
 def load_job_manifest(data: bytes, blob_path: str) -> Manifest:

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from shared import budget as budgets
 from shared import tracing
 from shared.jobs import JobPaths, JobState, read_json
 from shared.manifest import Manifest, TeacherKind
@@ -40,8 +41,9 @@ class Labelled:
     usage: Usage
 
 
-def completion_message(job: str, shard: int) -> OutgoingMessage:
-    return OutgoingMessage({"job": job, "shard": shard}, message_id=f"{job}/done/{shard}",
+def completion_message(job: str, shard: int, round_: int = 0) -> OutgoingMessage:
+    body = {"job": job, "shard": shard, **({"round": round_} if round_ else {})}
+    return OutgoingMessage(body, message_id=f"{job}/done/{shard}{budgets.message_suffix(body)}",
                            properties=tracing.message_properties())
 
 
@@ -50,22 +52,30 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
     job, shard = str(body["job"]), int(body["shard"])
     store, settings = services.store, services.settings
     paths = JobPaths(settings.jobs_container, job)
-    if store.read(paths.result(shard)) is None:
+    earlier = store.read(paths.result(shard))
+    stopped = budgets.stopped_rows(earlier.data) if earlier is not None else set()
+    if earlier is None or stopped:
         record = read_json(store, paths.status)
         if record is None or JobState(record["state"]).final:
             log.info("job %s shard %d: the job is %s; not labelling", job, shard,
                      record["state"] if record else "unknown")
             return
         manifest = Manifest.model_validate(read_json(store, paths.manifest))
-        rows = read_shard(store.read(paths.shard(shard)).data)
+        rows = [(split, row) for split, row in read_shard(store.read(paths.shard(shard)).data)
+                if earlier is None or row.id in stopped]
+        budget = budgets.Budget.for_shard(store, paths, shard, manifest)
         counters: Counter[str] = Counter()
-        results = asyncio.run(label_rows(services, job, manifest, rows, counters))
+        results = asyncio.run(label_rows(services, job, manifest, rows, budget, counters))
         log_shard(job, shard, results, counters)
+        result = encode_result(shard, results, counters)
         try:
-            store.write(paths.result(shard), encode_result(shard, results, counters), if_absent=True)
+            if earlier is None:
+                store.write(paths.result(shard), result, if_absent=True)
+            else:  # a resumed round: the rows the budget had stopped, now labelled
+                store.write(paths.result(shard), budgets.merge_result(earlier.data, result), if_match=earlier.etag)
         except Conflict:
             log.info("job %s shard %d: another delivery wrote the result first", job, shard)
-    services.queue.send(settings.completion_queue, [completion_message(job, shard)])
+    services.queue.send(settings.completion_queue, [completion_message(job, shard, int(body.get("round") or 0))])
 
 
 def read_shard(data: bytes) -> list[tuple[str, Row]]:
@@ -79,7 +89,8 @@ def read_shard(data: bytes) -> list[tuple[str, Row]]:
 
 
 async def label_rows(services: Services, job: str, manifest: Manifest, rows: list[tuple[str, Row]],
-                     counters: Counter[str] | None = None) -> list[Labelled]:
+                     budget: budgets.Budget | None = None, counters: Counter[str] | None = None
+                     ) -> list[Labelled]:
     """Label rows with at most `limits.concurrency` teacher calls in flight; results in input order.
 
     Rows of a cancelled job are not sent (rejected `cancelled`); `counters` gets the teacher's 429s (`throttled`).
@@ -93,9 +104,12 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
 
         async def one(split: str, row: Row) -> Labelled:
             try:
-                labelled = await label_row(client, gate, manifest, split, row)
+                labelled = await label_row(client, gate, manifest, split, row, budget)
             except JobCancelled:
                 return Labelled(row, split, None, SKIPPED, Usage())
+            if budget is not None and labelled.usage.total:
+                budget.count(row.id, labelled.usage.total)  # before any await: the next row's check sees it
+                await asyncio.to_thread(budget.publish)
             if services.progress is not None:
                 services.progress(job, int(labelled.answers is not None), int(labelled.rejection is not None),
                                   labelled.usage.total)
@@ -107,14 +121,19 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
         return results
 
 
-async def label_row(client: TeacherClient, gate: CancelGate, manifest: Manifest, split: str, row: Row
-                    ) -> Labelled:
-    """Ask the teacher every question the row needs (one, or one per conversation turn) and judge the replies."""
+async def label_row(client: TeacherClient, gate: CancelGate, manifest: Manifest, split: str, row: Row,
+                    budget: budgets.Budget | None = None) -> Labelled:
+    """Ask the teacher every question the row needs (one, or one per conversation turn) and judge the replies.
+
+    A spent budget stops a row before its first call, never between the turns of a conversation.
+    """
     answers: list[Accepted] = []
     prompt_tokens = completion_tokens = 0
-    for messages in teacher_conversations(manifest.task, row, manifest.prompt):
+    for turn, messages in enumerate(teacher_conversations(manifest.task, row, manifest.prompt)):
         try:
             async with gate:
+                if turn == 0 and budget is not None and not budget.allows():
+                    return Labelled(row, split, None, budget.rejection(), Usage())
                 reply = await client.complete(messages)
         except TeacherCallFailed as exc:
             rejection = Rejected(exc.reason, exc.detail, "")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 
-from shared.jobs import JobPaths
+from shared.jobs import JobPaths, is_job_id
 from shared.services import Services
-
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def job_status(services: Services, job: str) -> tuple[int, str]:
     """(HTTP status, JSON body) for a job id."""
-    if not JOB_ID.fullmatch(job) or ".." in job:
+    if not is_job_id(job):
         return 400, json.dumps({"error": "not a job id"})
     blob = services.store.read(JobPaths(services.settings.jobs_container, job).status)
     if blob is None:

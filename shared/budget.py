@@ -1,0 +1,250 @@
+"""A job's token budget (`limits.budget_tokens`, `--budget-tokens`): stop teacher calls once it is spent, go on later.
+
+Spent tokens are kept per row in `jobs/<job>/budget/NNNNN.json` (one per shard) and per shard in
+`jobs/<job>/budget.json`, both updated by compare-and-swap after each row. A row is keyed by its id, so a redelivered
+shard (a worker killed mid-shard) that asks the teacher about a row again replaces that row's count instead of adding
+to it, and the rows the killed worker paid for stay counted: each row's tokens are counted once.
+
+Before a row's first teacher call the worker checks the job's spent tokens against the budget; once they reach it,
+the row is not sent and ends rejected with reason `budget`. Calls already in flight finish, and a worker sees the
+others' spending only once they have published it, so the job can go over its budget by about the calls in flight on
+all workers (`limits.concurrency` each) plus what the others spent since their last ledger update.
+
+When every shard is in and some row was stopped by the budget, the job is assembled from what was labelled and
+stops in the state `budget spent`, with the reason in its record. The same job run again with a higher budget (a new
+manifest upload, or `distill run` with a raised `--budget-tokens`) resumes: only the shards holding `budget` rows are
+sent again, as a new round whose message ids differ from the first, and only their `budget` rows reach the teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from shared import tracing
+from shared.jobs import JobPaths, JobState, Record, dumps, now, read_json, update_record
+from shared.manifest import Manifest
+from shared.parsing import Rejected
+from shared.ports import BlobStore, Conflict, OutgoingMessage
+from shared.reasons import Reason
+from shared.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def ledger_path(paths: JobPaths) -> str:
+    return paths.file("budget.json")
+
+
+def rows_path(paths: JobPaths, shard: int) -> str:
+    return paths.file(f"budget/{shard:05d}.json")
+
+
+def spent(store: BlobStore, paths: JobPaths) -> int:
+    """Tokens the job has spent so far, each row counted once."""
+    ledger = read_json(store, ledger_path(paths)) or {}
+    return sum(ledger.get("shards", {}).values())
+
+
+class Budget:
+    """One shard delivery's view of its job's budget; thread-safe (rows finish on worker threads)."""
+
+    def __init__(self, store: BlobStore, paths: JobPaths, shard: int, tokens: int) -> None:
+        self.store, self.paths, self.shard, self.tokens = store, paths, shard, tokens
+        self._lock = threading.Lock()
+        self._rows: dict[str, int] = (read_json(store, rows_path(paths, shard)) or {}).get("rows", {})
+        ledger = read_json(store, ledger_path(paths)) or {}
+        self._others = sum(v for k, v in ledger.get("shards", {}).items() if k != str(shard))
+        self._publishing = self._dirty = False
+
+    @classmethod
+    def for_shard(cls, store: BlobStore, paths: JobPaths, shard: int, manifest: Manifest) -> Budget | None:
+        """The shard's budget, or None when the job has none."""
+        tokens = manifest.limits.budget_tokens
+        return None if tokens is None else cls(store, paths, shard, tokens)
+
+    @property
+    def spent(self) -> int:
+        with self._lock:
+            return self._others + sum(self._rows.values())
+
+    def allows(self) -> bool:
+        """Whether another row may go to the teacher."""
+        return self.spent < self.tokens
+
+    def rejection(self) -> Rejected:
+        return Rejected(Reason.BUDGET, f"the job's token budget of {self.tokens:,} was spent before this row "
+                                       "was sent", "")
+
+    def count(self, row_id: str, tokens: int) -> None:
+        """Count a finished row's tokens at once, in memory (a repeat of the same row replaces its count)."""
+        with self._lock:
+            self._rows[row_id] = tokens
+
+    def publish(self) -> None:
+        """Write the counted rows to the ledgers and read the other shards' totals back (blocking: call it in a thread).
+
+        Publishes coalesce: while one is writing, others only ask it to go round once more, so rows finishing faster
+        than storage writes still reach the ledger soon, in few writes.
+        """
+        with self._lock:
+            self._dirty = True
+            if self._publishing:
+                return
+            self._publishing = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._dirty:
+                        self._publishing = False
+                        return
+                    self._dirty = False
+                self._write()
+        except BaseException:
+            with self._lock:
+                self._publishing = False
+            raise
+
+    def _write(self) -> None:
+        """Merge this delivery's rows into the shard's row ledger, then its total into the job's ledger.
+
+        Rows paid by an earlier delivery (a worker killed mid-shard) stay counted, once; the totals are taken at each
+        compare-and-swap attempt, so a write that lands last never writes a stale total.
+        """
+        def merge(ledger: dict[str, Any]) -> dict[str, Any] | None:
+            rows = ledger.setdefault("rows", {})
+            with self._lock:
+                mine = dict(self._rows)
+            if all(rows.get(k) == v for k, v in mine.items()):
+                return None
+            rows.update(mine)
+            return ledger
+
+        rows = _update(self.store, rows_path(self.paths, self.shard), merge).get("rows", {})
+        with self._lock:
+            self._rows.update({k: v for k, v in rows.items() if k not in self._rows})
+            total = sum(self._rows.values())
+        key = str(self.shard)
+
+        def put(ledger: dict[str, Any]) -> dict[str, Any] | None:
+            shards = ledger.setdefault("shards", {})
+            if shards.get(key, -1) >= total:
+                return None
+            shards[key] = total
+            return ledger
+
+        ledger = _update(self.store, ledger_path(self.paths), put)
+        with self._lock:
+            self._others = sum(v for k, v in ledger.get("shards", {}).items() if k != key)
+
+
+def _update(store: BlobStore, path: str, change: Any) -> dict[str, Any]:
+    """Compare-and-swap on a JSON blob (created on first use); returns it as stored."""
+    while True:
+        blob = store.read(path)
+        ledger = json.loads(blob.data) if blob else {}
+        updated = change(json.loads(blob.data) if blob else {})
+        if updated is None:
+            return ledger
+        try:
+            if blob is None:
+                store.write(path, dumps(updated), if_absent=True)
+            else:
+                store.write(path, dumps(updated), if_match=blob.etag)
+        except Conflict:
+            continue
+        return updated
+
+
+# --- a shard result with rows the budget stopped ------------------------------------------------------------
+def stopped_rows(result: bytes) -> set[str]:
+    """The ids of the rows of a shard result that the budget kept from the teacher."""
+    _, *items = (json.loads(line) for line in result.splitlines())
+    return {item["id"] for item in items if item.get("reason") == Reason.BUDGET}
+
+
+def merge_result(old: bytes, new: bytes) -> bytes:
+    """An earlier result with its `budget` rows replaced by their rows in `new` (a result of just those rows)."""
+    old_header, *old_items = (json.loads(line) for line in old.splitlines())
+    new_header, *new_items = (json.loads(line) for line in new.splitlines())
+    fresh = {item["id"]: item for item in new_items}
+    items = [fresh.get(item["id"], item) if item.get("reason") == Reason.BUDGET else item for item in old_items]
+    header = {"shard": old_header["shard"],
+              "accepted": sum("answers" in item for item in items),
+              "rejected": sum("answers" not in item for item in items),
+              "prompt_tokens": old_header["prompt_tokens"] + new_header["prompt_tokens"],
+              "completion_tokens": old_header["completion_tokens"] + new_header["completion_tokens"],
+              "throttled": old_header.get("throttled", 0) + new_header.get("throttled", 0)}
+    lines = [json.dumps(header), *(json.dumps(item, ensure_ascii=False) for item in items)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+# --- the job: stop, and resume ---------------------------------------------------------------------------
+def stop(record: Record, manifest: Manifest, stopped: int, tokens_spent: int) -> Record:
+    """The assembled record moved to `budget spent`, saying why and how to go on."""
+    budget = manifest.limits.budget_tokens
+    record["state"] = JobState.BUDGET_SPENT
+    record["budget"] = {"tokens": budget, "spent": tokens_spent, "rows_not_sent": stopped}
+    record["reason"] = (f"token budget of {budget:,} spent ({tokens_spent:,} tokens used); {stopped:,} rows were not "
+                        "sent to the teacher. Run again with a higher --budget-tokens (or limits.budget_tokens) to "
+                        "label them; finished rows are kept")
+    record["timings"]["finished"] = now()
+    return record
+
+
+def resume(services: Services, paths: JobPaths, manifest: Manifest) -> bool:
+    """Continue a `budget spent` job under this manifest's budget; False when that budget is spent already."""
+    store = services.store
+    budget = manifest.limits.budget_tokens
+    used = spent(store, paths)
+    if budget is not None and budget <= used:
+        log.info("job %s: the budget of %d tokens is spent (%d used); not resuming", paths.job, budget, used)
+        return False
+    stored = read_json(store, paths.manifest)
+    stored.setdefault("limits", {})["budget_tokens"] = budget
+    store.write(paths.manifest, dumps(stored))
+    again = [index for index in range(read_json(store, paths.plan)["shards"])
+             if stopped_rows(store.read(paths.result(index)).data)]
+
+    def resumed(record: Record) -> Record | None:
+        if record["state"] != JobState.BUDGET_SPENT:
+            return None
+        record["state"] = JobState.LABELING
+        record["round"] = record.get("round", 0) + 1
+        record["shards_done"] = sorted(set(record.get("shards_done", [])) - set(again))
+        record.pop("reason", None)
+        record.pop("budget", None)
+        record["timings"].pop("finished", None)
+        return record
+
+    record = update_record(store, paths, resumed)
+    if record["state"] == JobState.LABELING:
+        send_round(services, paths.job, again, record.get("round", 0))
+    return True
+
+
+def resend_round(services: Services, record: Record) -> None:
+    """Send a resumed round's unfinished shards again (its resume was cut short before they were all sent)."""
+    done = set(record.get("shards_done", []))
+    send_round(services, record["job"], [i for i in range(record["shards"]) if i not in done], record["round"])
+
+
+def send_round(services: Services, job: str, shards: Iterable[int], round_: int) -> None:
+    """Shard messages of a resumed round: new ids, so the queue's duplicate detection lets them through."""
+    messages = [OutgoingMessage({"job": job, "shard": i, "round": round_}, message_id=f"{job}/shard/{i}/r{round_}",
+                                properties=tracing.message_properties()) for i in shards]
+    services.queue.send(services.settings.shard_queue, messages)
+
+
+def message_suffix(body: dict[str, Any]) -> str:
+    """The id suffix of a message answering a resumed round's shard message ('' in the first round)."""
+    round_ = int(body.get("round") or 0)
+    return f"/r{round_}" if round_ else ""
+
+
+def current_round(body: dict[str, Any], record: Record) -> bool:
+    """Whether a completion belongs to the job's current round (a late one from an earlier round is ignored)."""
+    return int(body.get("round") or 0) >= int(record.get("round") or 0)
