@@ -128,3 +128,18 @@ def test_a_dataset_ready_job_goes_on_to_the_fine_tune_when_run_without_no_finetu
     assert main(argv) == 0
     record = json.loads(status.read_text())
     assert record["state"] == "succeeded" and record["finetune"]["status"] == "Completed"
+
+
+@pytest.mark.parametrize(("workers", "concurrency", "in_flight"), [(4, 10, 2), (1, 10, 8), (2, 3, 3), (16, 10, 1)])
+def test_a_local_model_teacher_gets_no_more_requests_than_it_batches(workers: int, concurrency: int,
+                                                                      in_flight: int) -> None:
+    from shared.local.run import LOCAL_TEACHER_TIMEOUT, TEST_TEACHER, fit_local_model_teacher
+    from shared.manifest import manifest_from_dict
+
+    def manifest(model: str):
+        return manifest_from_dict({"task": "nli", "training_file": "t.jsonl", "limits": {"concurrency": concurrency},
+                                   "teacher": {"kind": "local", "model": model}}, Path.cwd(), source="test")
+
+    fitted = fit_local_model_teacher(manifest("Qwen2.5-Coder-1.5B-Instruct"), workers)
+    assert (fitted.limits.concurrency, fitted.teacher.timeout_seconds) == (in_flight, LOCAL_TEACHER_TIMEOUT)
+    assert fit_local_model_teacher(manifest(TEST_TEACHER), workers) == manifest(TEST_TEACHER)

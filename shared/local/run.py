@@ -32,6 +32,9 @@ STORAGE_CONNECTION = "DISTILL_STORAGE_CONNECTION_STRING"
 OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "status.json")
 
 
+LOCAL_TEACHER_TIMEOUT = 1800.0
+
+
 def home() -> Path:
     return Path(os.environ.get("DISTILL_HOME", ".distill"))
 
@@ -79,6 +82,21 @@ def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
         doc["validation_fraction"] = args.validation_fraction
     if args.no_finetune:
         doc["finetune"] = False
+
+
+def fit_local_model_teacher(manifest: Manifest, workers: int) -> Manifest:
+    """A model served on this machine answers `max_batch` requests at a time; more in flight only queue there
+    until they time out. So requests in flight are capped at its batch, and the timeout is at least
+    LOCAL_TEACHER_TIMEOUT: a long reply on a busy CPU takes minutes, and a local server does not hang up."""
+    from shared.teacher.local_server import DEFAULT_MAX_BATCH
+
+    if manifest.teacher.kind is not TeacherKind.LOCAL or manifest.teacher.model == TEST_TEACHER:
+        return manifest
+    in_flight = min(manifest.limits.concurrency, max(1, -(-DEFAULT_MAX_BATCH // max(1, workers))))
+    timeout = max(manifest.teacher.timeout_seconds, LOCAL_TEACHER_TIMEOUT)
+    return manifest.model_copy(update={
+        "teacher": manifest.teacher.model_copy(update={"timeout_seconds": timeout}),
+        "limits": manifest.limits.model_copy(update={"concurrency": in_flight})})
 
 
 def first_rows(src: Path, dest: Path, limit: int) -> Path:
@@ -161,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.local.progress import ProgressBar
     from shared.local.runtime import LocalRuntime
 
-    manifest = build_manifest(args)
+    manifest = fit_local_model_teacher(build_manifest(args), args.workers)
     root = home()
     scratch = root / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
