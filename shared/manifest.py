@@ -162,6 +162,8 @@ class Manifest(_Strict):
     min_success_ratio: float = Field(0.7, ge=0, le=1)
     min_rows: int | None = Field(None, ge=1, description="default: 65, or 40 for MATH")
     limits: Limits = Field(default_factory=Limits)
+    cache: bool = Field(True, description="answer repeated teacher requests from the response cache; false (as "
+                        "`distill run --no-cache` does) calls the teacher for every request and keeps nothing")
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] | None = None
     experiment_name: str = Field("distill", min_length=1, max_length=255)
     display_name: str | None = Field(None, min_length=1, description="AzureML job display name")

@@ -18,6 +18,8 @@ class Settings:
     shard_rows: int = 50  # rows per shard: at 10 calls in flight and ~10 s a call, ~50 s of work per message
     workspace_topic: str | None = None  # the AzureML workspace resource id whose run events we accept
     finetune_claim_seconds: float = 600.0  # a fine-tune start claimed this long ago and not done is taken over
+    cache_container: str = "teacher-cache"  # the response cache (shared.teacher.cache)
+    defer_after_seconds: float | None = None  # a rate-limit wait longer than this sends the shard back (None: wait)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -25,4 +27,5 @@ class Settings:
             shard_rows=int(environ.get("DISTILL_SHARD_ROWS", cls.shard_rows)),
             workspace_topic=environ.get("DISTILL_WORKSPACE_TOPIC") or None,
             finetune_claim_seconds=float(environ.get("DISTILL_FINETUNE_CLAIM_SECONDS", cls.finetune_claim_seconds)),
+            defer_after_seconds=float(environ.get("DISTILL_DEFER_AFTER_SECONDS", 20.0)),
         )

@@ -79,6 +79,8 @@ def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
         doc["validation_fraction"] = args.validation_fraction
     if args.no_finetune:
         doc["finetune"] = False
+    if args.no_cache:
+        doc["cache"] = False
 
 
 def first_rows(src: Path, dest: Path, limit: int) -> Path:

@@ -85,6 +85,8 @@ def assemble(services: Services, paths: JobPaths, manifest: Manifest, shards: in
             header, *results = [json.loads(line) for line in store.read(paths.result(index)).data.splitlines()]
             counts["prompt_tokens"] += header["prompt_tokens"]
             counts["completion_tokens"] += header["completion_tokens"]
+            counts["cache_hits"] += header.get("cache_hits", 0)
+            counts["tokens_saved"] += header.get("tokens_saved", 0)
             for (split, row), result in zip(rows, results, strict=True):
                 if result["id"] != row.id:
                     raise ValueError(f"shard {index}: result for {result['id']} where {row.id} was expected")
@@ -118,7 +120,8 @@ def gate(record: Record, manifest: Manifest, summary: dict[str, Any], claim: str
     record.update(accepted={"train": counts.get("train", 0), "validation": counts.get("validation", 0)},
                   rejected=counts.get("rejected", 0), rejected_by_reason=summary["reasons"],
                   success_ratio=round(ratio, 4),
-                  tokens={"prompt": counts.get("prompt_tokens", 0), "completion": counts.get("completion_tokens", 0)})
+                  tokens={"prompt": counts.get("prompt_tokens", 0), "completion": counts.get("completion_tokens", 0)},
+                  cache={"hits": counts.get("cache_hits", 0), "tokens_saved": counts.get("tokens_saved", 0)})
     record["timings"]["assembled"] = now()
     if ratio < manifest.min_success_ratio:
         return fail(record, f"only {ratio:.1%} of rows were labelled; the job needs {manifest.min_success_ratio:.0%} "

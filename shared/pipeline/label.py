@@ -14,11 +14,13 @@ from typing import Any
 from shared.jobs import JobPaths, JobState, read_json
 from shared.manifest import Manifest, TeacherKind
 from shared.parsing import Accepted, Rejected, parse_reply
+from shared.pipeline.teacher_session import CachedTeacher, deferred_shard, latest, open_teacher
 from shared.ports import Conflict, OutgoingMessage
 from shared.prompts import teacher_conversations
 from shared.rows import Row
 from shared.services import Services
-from shared.teacher.client import TeacherCallFailed, TeacherClient, Usage
+from shared.teacher.client import TeacherCallFailed, Usage
+from shared.teacher.ratelimit import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,9 @@ class Labelled:
     answers: list[Accepted] | None
     rejection: Rejected | None
     usage: Usage
+    tokens_saved: int = 0  # tokens of the replies answered from the response cache
+    cache_hits: int = 0
+    deferred_until: float | None = None  # throttled: label again at this time (epoch seconds)
 
 
 def completion_message(job: str, shard: int) -> OutgoingMessage:
@@ -54,6 +59,9 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
         manifest = Manifest.model_validate(read_json(store, paths.manifest))
         rows = read_shard(store.read(paths.shard(shard)).data)
         results = asyncio.run(label_rows(services, job, manifest, rows))
+        if (until := latest(r.deferred_until for r in results)) is not None:
+            services.queue.send(settings.shard_queue, [deferred_shard(body, until)])
+            return
         try:
             store.write(paths.result(shard), encode_result(shard, results), if_absent=True)
         except Conflict:
@@ -76,8 +84,7 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
     """Label rows with at most `limits.concurrency` teacher calls in flight; results in input order."""
     gate = asyncio.Semaphore(manifest.limits.concurrency)
     local_url = services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
-    async with TeacherClient(manifest.teacher, manifest.inference, environ=services.environ,
-                             base_url=local_url) as client:
+    async with open_teacher(services, manifest, local_url) as client:
 
         async def one(split: str, row: Row) -> Labelled:
             labelled = await label_row(client, gate, manifest, split, row)
@@ -89,11 +96,11 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
         return list(await asyncio.gather(*(one(split, row) for split, row in rows)))
 
 
-async def label_row(client: TeacherClient, gate: asyncio.Semaphore, manifest: Manifest, split: str, row: Row
+async def label_row(client: CachedTeacher, gate: asyncio.Semaphore, manifest: Manifest, split: str, row: Row
                     ) -> Labelled:
     """Ask the teacher every question the row needs (one, or one per conversation turn) and judge the replies."""
     answers: list[Accepted] = []
-    prompt_tokens = completion_tokens = 0
+    prompt_tokens = completion_tokens = saved = hits = 0
     for messages in teacher_conversations(manifest.task, row, manifest.prompt):
         try:
             async with gate:
@@ -101,14 +108,19 @@ async def label_row(client: TeacherClient, gate: asyncio.Semaphore, manifest: Ma
         except TeacherCallFailed as exc:
             rejection = Rejected(exc.reason, exc.detail, "")
             return Labelled(row, split, None, rejection, Usage(prompt_tokens, completion_tokens))
-        prompt_tokens += reply.usage.prompt_tokens
-        completion_tokens += reply.usage.completion_tokens
+        except Throttled as exc:
+            return Labelled(row, split, None, None, Usage(prompt_tokens, completion_tokens), deferred_until=exc.until)
+        if reply.cached:
+            saved, hits = saved + reply.usage.total, hits + 1
+        else:
+            prompt_tokens += reply.usage.prompt_tokens
+            completion_tokens += reply.usage.completion_tokens
         verdict = parse_reply(manifest.task, reply.content, reply.finish_reason, question=messages[-1]["content"],
                               prompt=manifest.prompt)
         if isinstance(verdict, Rejected):
-            return Labelled(row, split, None, verdict, Usage(prompt_tokens, completion_tokens))
+            return Labelled(row, split, None, verdict, Usage(prompt_tokens, completion_tokens), saved, hits)
         answers.append(verdict)
-    return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens))
+    return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens), saved, hits)
 
 
 def encode_result(shard: int, results: list[Labelled]) -> bytes:
@@ -119,6 +131,8 @@ def encode_result(shard: int, results: list[Labelled]) -> bytes:
         "rejected": sum(r.rejection is not None for r in results),
         "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
         "completion_tokens": sum(r.usage.completion_tokens for r in results),
+        "cache_hits": sum(r.cache_hits for r in results),
+        "tokens_saved": sum(r.tokens_saved for r in results),
     }
     lines = [json.dumps(header)]
     for r in results:

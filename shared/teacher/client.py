@@ -19,6 +19,7 @@ from openai.types.chat import ChatCompletion
 
 from shared.manifest import InferenceParameters, TeacherAuth, TeacherKind, TeacherSettings
 from shared.reasons import Reason
+from shared.teacher.ratelimit import RateLimiter
 from shared.teacher.retry import RetryPolicy
 
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -47,6 +48,7 @@ class TeacherReply:
     attempts: int
     latency_s: float  # wall time of the whole call, retries and waits included
     rate_limits: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*, retry-after* of the last reply
+    cached: bool = False  # answered from the response cache (shared.teacher.cache): nothing was paid for it
 
 
 class TeacherCallFailed(Exception):
@@ -81,7 +83,8 @@ class TeacherClient:
 
     def __init__(self, settings: TeacherSettings, inference: InferenceParameters, *,
                  retry: RetryPolicy | None = None, environ: Mapping[str, str] = os.environ,
-                 base_url: str | None = None) -> None:
+                 base_url: str | None = None, limiter: RateLimiter | None = None,
+                 max_wait: float | None = None) -> None:
         url = base_url or settings.url
         if not url:
             raise TeacherConfigError("teacher.url is not set and no base URL was given")
@@ -92,6 +95,8 @@ class TeacherClient:
         self._url = url.rstrip("/")
         self._client: openai.AsyncOpenAI | None = None
         self._credential: Any = None  # azure.identity.DefaultAzureCredential, when auth is entra
+        self._limiter = limiter  # paces every attempt; raises Throttled when the wait would exceed max_wait
+        self._max_wait = max_wait
 
     def __repr__(self) -> str:
         kind, auth = self._settings.kind.value, self._settings.effective_auth.value
@@ -145,18 +150,28 @@ class TeacherClient:
         return body
 
     async def complete(self, messages: list[dict]) -> TeacherReply:
-        """One chat completion, retried per the policy. Raises TeacherCallFailed or TeacherConfigError."""
+        """One chat completion, retried per the policy. Raises TeacherCallFailed or TeacherConfigError, and
+        shared.teacher.ratelimit.Throttled when the rate limiter would make it wait longer than `max_wait`."""
         client = self._ensure_client()
         body = self.request_body(messages)
+        limiter = self._limiter
+        estimate = limiter.estimate(messages, self._inference.max_tokens) if limiter else None
         started = time.monotonic()
         attempts = 0
         while True:
             attempts += 1
+            if limiter and estimate:
+                await limiter.acquire(estimate.total, max_wait=self._max_wait)
             result = await self._attempt(client, body)
             if isinstance(result, TeacherReply):
+                if limiter and estimate:
+                    limiter.settled(estimate, result.usage.prompt_tokens, result.usage.total, result.rate_limits)
                 return replace(result, attempts=attempts, latency_s=time.monotonic() - started)
             if not result.retryable or attempts > self._retry.max_retries:
                 raise TeacherCallFailed(result.reason, result.detail, attempts=attempts, status=result.status)
+            if limiter and estimate and result.status == 429:
+                limiter.rate_limited(result.headers, estimate.total)  # the limiter holds every caller back
+                continue
             await asyncio.sleep(self._retry.delay(attempts - 1, result.headers))
 
     async def aclose(self) -> None:

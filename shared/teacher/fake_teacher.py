@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from shared.prompts import PromptStyle, detect_style
 from shared.tasks import NLI_LABELS, Task
+from shared.teacher.fake_limits import ExponentialLatency, ServerRateLimit
 
 MODEL_ID = "fake-teacher"
 FALLBACK_WORDS = 40  # a summary with no reference: the article's first words
@@ -81,8 +82,11 @@ class FakeTeacher:
     """
 
     def __init__(self, answers: Mapping[str, str] | None = None, *, task: Task | None = None,
-                 latency: float = 0.0, port: int = 0) -> None:
+                 latency: float = 0.0, port: int = 0, rate_limit: ServerRateLimit | None = None,
+                 random_latency: ExponentialLatency | None = None) -> None:
         self.answers = dict(answers or {})
+        self.rate_limit = rate_limit  # a request limit answered with 429 + retry-after (benchmarks)
+        self.random_latency = random_latency  # a random delay added to every reply (benchmarks)
         self.task = task
         self.latency = latency
         self._port = port
@@ -173,11 +177,15 @@ class FakeTeacher:
             return _error(400, "messages must be a non-empty list", "invalid_request_error")
         key = _last_user(messages)
         number = self._record(key, body, headers, path)
+        allowed, limit_headers = self.rate_limit.take() if self.rate_limit else (True, {})
+        if not allowed:
+            return _error(429, "Requests exceed the rate limit of this deployment; retry later.", "429", limit_headers)
         pending = self._take_fault(key)
         fault = pending.fault if pending else None
         params = pending.params if pending else {}
         response = _fault_response(fault, params) or self._completion(number, body, key, fault)
-        return replace(response, delay=response.delay + self.latency + _slow_delay(fault, params))
+        delay = self.latency + _slow_delay(fault, params) + (self.random_latency.draw() if self.random_latency else 0)
+        return replace(response, delay=response.delay + delay, headers={**response.headers, **limit_headers})
 
     def _record(self, key: str, body: dict[str, Any], headers: Mapping[str, str], path: str) -> int:
         """Count the request; returns its number (from 1)."""

@@ -1,0 +1,47 @@
+"""The teacher as a shard worker sees it: the job's rate limiter, the response cache, and throttled shards sent back.
+
+Every worker of a job in this process shares one limiter per teacher and limits (shared.teacher.ratelimit). When the
+limiter would hold a call longer than `Settings.defer_after_seconds` (set in Azure, where a function sleeping holds
+its message lock), the row is left unlabelled and the shard message goes back to the queue scheduled for when the
+limit allows; the rows answered meanwhile are in the response cache, so the next delivery does not pay for them again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.manifest import Manifest
+from shared.ports import OutgoingMessage
+from shared.services import Services
+from shared.teacher.cache import CachedTeacher, ResponseCache
+from shared.teacher.client import TeacherClient
+from shared.teacher.ratelimit import shared_limiter
+
+
+@contextlib.asynccontextmanager
+async def open_teacher(services: Services, manifest: Manifest, base_url: str | None) -> AsyncIterator[CachedTeacher]:
+    """The job's teacher client, paced by the shared limiter, behind the cache unless the manifest turns it off."""
+    teacher, limits = manifest.teacher, manifest.limits
+    limiter = shared_limiter((teacher.kind.value, teacher.url or "", teacher.model),
+                             limits.requests_per_minute, limits.tokens_per_minute)
+    cache = ResponseCache(services.store, services.settings.cache_container) if manifest.cache else None
+    async with TeacherClient(teacher, manifest.inference, environ=services.environ, base_url=base_url,
+                             limiter=limiter, max_wait=services.settings.defer_after_seconds) as client:
+        yield CachedTeacher(client, teacher, cache)
+
+
+def deferred_shard(body: dict[str, Any], until: float) -> OutgoingMessage:
+    """The shard message again, delivered at `until` (epoch seconds); its id is new per deferral and repeatable."""
+    deferrals = int(body.get("deferrals", 0)) + 1
+    again = {**body, "deferrals": deferrals}
+    when = datetime.fromtimestamp(until, UTC)
+    return OutgoingMessage(again, message_id=f"{body['job']}/shard/{body['shard']}/deferred/{deferrals}",
+                           scheduled_at=when)
+
+
+def latest(times: Iterable[float | None]) -> float | None:
+    """The latest of the times given, None when there is none."""
+    return max((t for t in times if t is not None), default=None)
