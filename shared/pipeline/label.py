@@ -84,7 +84,7 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
     """Label rows with at most `limits.concurrency` teacher calls in flight; results in input order."""
     gate = asyncio.Semaphore(manifest.limits.concurrency)
     local_url = services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
-    async with open_teacher(services, manifest, local_url) as client:
+    async with open_teacher(services, job, manifest, local_url) as client:
 
         async def one(split: str, row: Row) -> Labelled:
             labelled = await label_row(client, gate, manifest, split, row)

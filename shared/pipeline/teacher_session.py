@@ -1,6 +1,6 @@
 """The teacher as a shard worker sees it: the job's rate limiter, the response cache, and throttled shards sent back.
 
-Every worker of a job in this process shares one limiter per teacher and limits (shared.teacher.ratelimit). When the
+Every worker of a job in this process shares one limiter (per teacher address and limits) (shared.teacher.ratelimit). When the
 limiter would hold a call longer than `Settings.defer_after_seconds` (set in Azure, where a function sleeping holds
 its message lock), the row is left unlabelled and the shard message goes back to the queue scheduled for when the
 limit allows; the rows answered meanwhile are in the response cache, so the next delivery does not pay for them again.
@@ -22,10 +22,11 @@ from shared.teacher.ratelimit import shared_limiter
 
 
 @contextlib.asynccontextmanager
-async def open_teacher(services: Services, manifest: Manifest, base_url: str | None) -> AsyncIterator[CachedTeacher]:
-    """The job's teacher client, paced by the shared limiter, behind the cache unless the manifest turns it off."""
+async def open_teacher(services: Services, job: str, manifest: Manifest, base_url: str | None
+                       ) -> AsyncIterator[CachedTeacher]:
+    """The job's teacher client, paced by the job's limiter, behind the cache unless the manifest turns it off."""
     teacher, limits = manifest.teacher, manifest.limits
-    limiter = shared_limiter((teacher.kind.value, teacher.url or "", teacher.model),
+    limiter = shared_limiter((job, base_url or teacher.url or "", teacher.model),
                              limits.requests_per_minute, limits.tokens_per_minute)
     cache = ResponseCache(services.store, services.settings.cache_container) if manifest.cache else None
     async with TeacherClient(teacher, manifest.inference, environ=services.environ, base_url=base_url,

@@ -156,10 +156,10 @@ class RateLimiter:
             now = self._clock()
             hint = retry_hint(headers)
             pause = hint if hint is not None else NO_RESET_PAUSE
-            self._pause(now + pause)
             for bucket in (self._requests, self._tokens):
                 if bucket:
                     bucket.slow_down()
+            self._pause(now + pause)
             if self._tokens:
                 self._tokens.give_back(estimated)  # the refused call used no tokens
 

@@ -1,0 +1,127 @@
+"""The response cache and throttled shards, through the real label and aggregate handlers over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.jobs import JobPaths, dumps, read_json
+from shared.manifest import TeacherKind, TeacherSettings
+from shared.pipeline.aggregate import on_completion
+from shared.pipeline.ingest import ingest
+from shared.pipeline.label import LOCAL_TEACHER_URL, label_shard, read_shard
+from shared.pipeline.teacher_session import deferred_shard
+from shared.queueing.local import LocalQueue
+from shared.samples import write_nli_sample
+from shared.services import Services
+from shared.settings import Settings
+from shared.storage.local import LocalBlobStore
+from shared.teacher import ratelimit
+from shared.teacher.cache import ResponseCache, cache_key
+from shared.teacher.client import TeacherReply, Usage
+from shared.teacher.fake_teacher import FakeTeacher, Fault, answers_from_jsonl
+from tests.test_pipeline import RecordingFineTuner, drain
+
+
+@pytest.fixture()
+def world(tmp_path: Path):
+    data = tmp_path / "data"
+    write_nli_sample(data, rows=40, validation_rows=30)
+    store = LocalBlobStore(tmp_path / "storage")
+    answers = answers_from_jsonl(data / "train.jsonl") | answers_from_jsonl(data / "validation.jsonl")
+    with FakeTeacher(answers) as teacher, LocalQueue(tmp_path / "queue.db") as queue:
+        services = Services(store=store, queue=queue, finetuner=RecordingFineTuner(),
+                            settings=Settings(shard_rows=20), environ={LOCAL_TEACHER_URL: teacher.base_url})
+        yield services, queue, teacher, data
+
+
+def submit(services: Services, data: Path, job: str, **manifest: object) -> None:
+    for name in ("train.jsonl", "validation.jsonl"):
+        services.store.upload_from(f"input/{job}/{name}", data / name)
+    doc = {"task": "nli", "training_file": "train.jsonl", "validation_file": "validation.jsonl", "min_rows": 10,
+           "teacher": {"kind": "local", "model": "distill-test-teacher"}, "finetune": False, **manifest}
+    services.store.write(f"input/{job}/manifest.json", dumps(doc))
+    ingest(services, f"input/{job}/manifest.json")
+
+
+def run_job(services: Services, queue: LocalQueue, data: Path, job: str, **manifest: object) -> dict:
+    submit(services, data, job, **manifest)
+    for body in drain(queue, "shards"):
+        label_shard(services, body)
+    for body in drain(queue, "completions"):
+        on_completion(services, body)
+    return read_json(services.store, JobPaths("jobs", job).status)
+
+
+def test_a_second_job_with_the_same_rows_is_answered_from_the_cache(world) -> None:
+    services, queue, teacher, data = world
+    first = run_job(services, queue, data, "job-a")
+    assert teacher.requests_total == 70 and first["cache"] == {"hits": 0, "tokens_saved": 0}
+    second = run_job(services, queue, data, "job-b")
+    assert teacher.requests_total == 70
+    assert second["state"] == "dataset ready" and second["accepted"] == first["accepted"]
+    assert second["cache"]["hits"] == 70
+    assert second["cache"]["tokens_saved"] == first["tokens"]["prompt"] + first["tokens"]["completion"] > 0
+    assert second["tokens"] == {"prompt": 0, "completion": 0}
+    train = [services.store.read(f"jobs/{job}/train.jsonl").data for job in ("job-a", "job-b")]
+    assert train[0] == train[1]
+
+
+def test_no_cache_calls_the_teacher_and_keeps_nothing(world) -> None:
+    services, queue, teacher, data = world
+    run_job(services, queue, data, "job-a", cache=False)
+    run_job(services, queue, data, "job-b", cache=False)
+    assert teacher.requests_total == 140
+    assert list(services.store.list("teacher-cache/")) == []
+
+
+def test_the_key_covers_teacher_body_and_is_stable() -> None:
+    teacher = TeacherSettings(kind=TeacherKind.OPENAI_COMPATIBLE, url="http://a", model="m")
+    body = {"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": 0.0}
+    assert cache_key(teacher, body) == cache_key(teacher, json.loads(json.dumps(body)))
+    assert cache_key(teacher, body) != cache_key(teacher, {**body, "temperature": 0.5})
+    assert cache_key(teacher, body) != cache_key(teacher.model_copy(update={"url": "http://b"}), body)
+
+
+def test_concurrent_puts_keep_one_reply_and_unreadable_entries_are_misses(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    cache = ResponseCache(store, "teacher-cache")
+    reply = TeacherReply("entailment", "stop", Usage(10, 2), attempts=1, latency_s=0.1)
+    cache.put("ab" * 32, reply)
+    cache.put("ab" * 32, TeacherReply("other", "stop", Usage(1, 1), attempts=1, latency_s=0.1))
+    hit = cache.get("ab" * 32)
+    assert hit is not None and hit.content == "entailment" and hit.cached and hit.usage == Usage(10, 2)
+    store.write(cache.path("cd" * 32), b"not json")
+    assert cache.get("cd" * 32) is None
+
+
+def test_a_throttled_shard_goes_back_scheduled_and_its_answered_rows_are_not_paid_again(world) -> None:
+    services, queue, teacher, data = world
+    services.settings = Settings(shard_rows=20, defer_after_seconds=1.0)  # as in Azure: never sleep long on a lock
+    submit(services, data, "job-t", limits={"concurrency": 1})
+    [first, *_] = drain(queue, "shards")
+    paths = JobPaths("jobs", "job-t")
+    fourth = read_shard(services.store.read(paths.shard(0)).data)[3][1].messages[-1]["content"]
+    teacher.inject(Fault.RATE_LIMIT, retry_after=60, match=fourth)
+    label_shard(services, first)
+    assert teacher.requests_total == 4  # three answered, the fourth refused; the rest never sent
+    assert services.store.read(paths.result(0)) is None and queue.counts("completions")["active"] == 0
+    assert queue.counts("shards")["scheduled"] == 1
+    assert queue.next_visible_at("shards") > time.time() + 50
+
+    ratelimit._shared.clear()  # a minute later: the limiter's pause is over
+    label_shard(services, {**first, "deferrals": 1})
+    assert teacher.requests_total == 4 + 17
+    header = json.loads(services.store.read(paths.result(0)).data.splitlines()[0])
+    assert header["accepted"] == 20 and header["cache_hits"] == 3
+
+
+def test_a_throttled_shard_message_id_is_new_per_deferral_and_repeatable() -> None:
+    body = {"job": "j", "shard": 3}
+    once = deferred_shard(body, 2_000_000_000.0)
+    assert once.message_id == deferred_shard(body, 2_000_000_001.0).message_id == "j/shard/3/deferred/1"
+    assert deferred_shard(dict(once.body), 2_000_000_000.0).message_id == "j/shard/3/deferred/2"
+    assert once.scheduled_at is not None and once.scheduled_at.timestamp() == 2_000_000_000.0
