@@ -19,8 +19,8 @@ from shared.ports import Conflict, OutgoingMessage
 from shared.prompts import teacher_conversations
 from shared.rows import Row
 from shared.services import Services
-from shared.teacher.client import TeacherCallFailed, Usage
 from shared.teacher.ratelimit import Throttled
+from shared.teacher.replies import TeacherCallFailed, Usage
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """The teacher as a shard worker sees it: the job's rate limiter, the response cache, and throttled shards sent back.
 
-Every worker of a job in this process shares one limiter (per teacher address and limits) (shared.teacher.ratelimit). When the
-limiter would hold a call longer than `Settings.defer_after_seconds` (set in Azure, where a function sleeping holds
-its message lock), the row is left unlabelled and the shard message goes back to the queue scheduled for when the
-limit allows; the rows answered meanwhile are in the response cache, so the next delivery does not pay for them again.
+Every worker of a job in this process shares one limiter (shared.teacher.ratelimit), per teacher address and limits.
+When the limiter would hold a call longer than `Settings.defer_after_seconds` (set in Azure, where a function
+sleeping holds its message lock), the row is left unlabelled and the shard message goes back to the queue, scheduled
+for when the limit allows; the rows answered meanwhile are in the response cache, so the next delivery does not pay
+for them again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from shared.manifest import Manifest
 from shared.ports import OutgoingMessage
 from shared.services import Services
 from shared.teacher.cache import CachedTeacher, ResponseCache
-from shared.teacher.client import TeacherClient
 from shared.teacher.ratelimit import shared_limiter
 
 
@@ -25,6 +25,8 @@ from shared.teacher.ratelimit import shared_limiter
 async def open_teacher(services: Services, job: str, manifest: Manifest, base_url: str | None
                        ) -> AsyncIterator[CachedTeacher]:
     """The job's teacher client, paced by the job's limiter, behind the cache unless the manifest turns it off."""
+    from shared.teacher.client import TeacherClient  # openai: imported by the first shard, not by every function
+
     teacher, limits = manifest.teacher, manifest.limits
     limiter = shared_limiter((job, base_url or teacher.url or "", teacher.model),
                              limits.requests_per_minute, limits.tokens_per_minute)

@@ -14,11 +14,15 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.manifest import TeacherSettings
 from shared.ports import BlobStore, Conflict
 from shared.prompts import PROMPT_VERSION
-from shared.teacher.client import TeacherClient, TeacherReply, Usage
+from shared.teacher.replies import TeacherReply, Usage
+
+if TYPE_CHECKING:
+    from shared.teacher.client import TeacherClient
 
 log = logging.getLogger(__name__)
 

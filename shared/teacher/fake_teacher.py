@@ -448,11 +448,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", type=Task.parse, default=None, help="task for fallback answers, e.g. NLI")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    parser.add_argument("--latency-mean", type=float, default=0.0,
+                        help="mean of an exponentially distributed delay added to every reply, in seconds")
+    parser.add_argument("--rpm", type=float, help="answer 429 beyond this many requests a minute (token bucket)")
+    parser.add_argument("--burst", type=float, help="requests the bucket holds (default: ten seconds' worth)")
     args = parser.parse_args(argv)
     answers: dict[str, str] = {}
     for path in args.answers:
         answers = {**answers_from_jsonl(path), **answers}
-    with FakeTeacher(answers, task=args.task, latency=args.latency, port=args.port) as teacher:
+    limit = ServerRateLimit(args.rpm, args.burst) if args.rpm else None
+    latency = ExponentialLatency(args.latency_mean) if args.latency_mean else None
+    with FakeTeacher(answers, task=args.task, latency=args.latency, port=args.port, rate_limit=limit,
+                     random_latency=latency) as teacher:
         print(teacher.base_url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
