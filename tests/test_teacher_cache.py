@@ -1,4 +1,6 @@
-"""The response cache and throttled shards, through the real label and aggregate handlers over HTTP."""
+"""The response cache, throttled shards and batch mode, through the real label and aggregate handlers over HTTP.
+
+Batch mode runs against the test teacher's Files and Batch API."""
 
 from __future__ import annotations
 
@@ -125,3 +127,63 @@ def test_a_throttled_shard_message_id_is_new_per_deferral_and_repeatable() -> No
     assert once.message_id == deferred_shard(body, 2_000_000_001.0).message_id == "j/shard/3/deferred/1"
     assert deferred_shard(dict(once.body), 2_000_000_000.0).message_id == "j/shard/3/deferred/2"
     assert once.scheduled_at is not None and once.scheduled_at.timestamp() == 2_000_000_000.0
+
+
+BATCH = {"enabled": True, "poll_seconds": 0.01, "max_rounds": 2}
+
+
+def settle(services, queue, job: str, *, deliveries: int = 200) -> dict:
+    """Deliver shard messages (the scheduled ones as they fall due), then completions."""
+    for _ in range(deliveries):
+        if queue.idle(["shards"]):
+            break
+        for message in queue.receive("shards", 10):
+            label_shard(services, message.body)
+            queue.complete(message)
+        time.sleep(0.01)
+    for body in drain(queue, "completions"):
+        on_completion(services, body)
+    return read_json(services.store, JobPaths("jobs", job).status)
+
+
+def test_a_batch_job_labels_every_row_through_batches_and_keeps_their_ids(world) -> None:
+    services, queue, teacher, data = world
+    submit(services, data, "job-b", batch=BATCH)
+    record = settle(services, queue, "job-b")
+    assert record["state"] == "dataset ready" and record["accepted"] == {"train": 40, "validation": 30}
+    assert len(teacher.batches.batches) == record["shards"] == 4  # one batch a shard, every request in it
+    assert teacher.requests_total == 70
+    assert record["cache"]["hits"] == 0 and record["tokens"]["prompt"] > 0  # paid by this job's batches
+    assert {s["id"] for s in record["batches"].values()} == set(teacher.batches.batches)
+    assert all(s["collected"] and s["status"] == "completed" for s in record["batches"].values())
+    purposes = {purpose for purpose, _ in teacher.batches.files.values()}
+    assert "batch" in purposes
+
+
+def test_a_redelivered_shard_polls_its_batch_instead_of_submitting_another(world) -> None:
+    services, queue, teacher, data = world
+    teacher.batches.pending_polls = 3
+    submit(services, data, "job-r", batch=BATCH)
+    [first, *_] = drain(queue, "shards")
+    label_shard(services, first)  # submits
+    label_shard(services, first)  # the same message again, as after a restart: polls
+    assert len(teacher.batches.batches) == 1
+    assert queue.counts("shards")["active"] + queue.counts("shards")["scheduled"] >= 1
+    record = read_json(services.store, JobPaths("jobs", "job-r").status)
+    assert record["batches"]["0"]["round"] == 1 and not record["batches"]["0"]["collected"]
+
+
+def test_requests_a_batch_failed_go_into_the_next_round_then_are_rejected_with_the_reason(world) -> None:
+    services, queue, teacher, data = world
+    submit(services, data, "job-f", batch=BATCH)
+    paths = JobPaths("jobs", "job-f")
+    rows = read_shard(services.store.read(paths.shard(0)).data)
+    flaky, broken = (row.messages[-1]["content"] for _, row in rows[:2])
+    teacher.inject(Fault.SERVER_ERROR, times=1, match=flaky)  # fails in round 1 only
+    teacher.inject(Fault.SERVER_ERROR, times=5, status=503, match=broken)  # fails in every round
+    record = settle(services, queue, "job-f")
+    assert record["state"] == "dataset ready" and record["rejected"] == 1
+    assert record["rejected_by_reason"] == {"teacher_error": 1}
+    assert record["batches"]["0"]["round"] == 2 and record["batches"]["1"]["round"] == 1
+    [rejected] = [json.loads(line) for line in services.store.read(paths.file("rejected.jsonl")).data.splitlines()]
+    assert rejected["id"] == rows[1][1].id and "HTTP 503" in rejected["detail"]

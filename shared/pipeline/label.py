@@ -14,7 +14,7 @@ from typing import Any
 from shared.jobs import JobPaths, JobState, read_json
 from shared.manifest import Manifest, TeacherKind
 from shared.parsing import Accepted, Rejected, parse_reply
-from shared.pipeline.teacher_session import CachedTeacher, deferred_shard, latest, open_teacher
+from shared.pipeline.teacher_session import CachedTeacher, batch_step, deferred_shard, latest, open_teacher
 from shared.ports import Conflict, OutgoingMessage
 from shared.prompts import teacher_conversations
 from shared.rows import Row
@@ -58,7 +58,14 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
             return
         manifest = Manifest.model_validate(read_json(store, paths.manifest))
         rows = read_shard(store.read(paths.shard(shard)).data)
-        results = asyncio.run(label_rows(services, job, manifest, rows))
+        failed = None
+        if manifest.batch.enabled:  # batch mode: label only once the shard's batch has ended
+            step = asyncio.run(batch_step(services, paths, shard, manifest, rows, teacher_url(services, manifest)))
+            if step.wait_until is not None:
+                services.queue.send(settings.shard_queue, [deferred_shard(body, step.wait_until)])
+                return
+            failed = step.failed
+        results = asyncio.run(label_rows(services, job, manifest, rows, failed=failed))
         if (until := latest(r.deferred_until for r in results)) is not None:
             services.queue.send(settings.shard_queue, [deferred_shard(body, until)])
             return
@@ -79,12 +86,16 @@ def read_shard(data: bytes) -> list[tuple[str, Row]]:
     return rows
 
 
-async def label_rows(services: Services, job: str, manifest: Manifest, rows: list[tuple[str, Row]]
-                     ) -> list[Labelled]:
+def teacher_url(services: Services, manifest: Manifest) -> str | None:
+    """The local teacher's address (set by the local runtime); None: the manifest's."""
+    return services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
+
+
+async def label_rows(services: Services, job: str, manifest: Manifest, rows: list[tuple[str, Row]], *,
+                     failed: dict[str, str] | None = None) -> list[Labelled]:
     """Label rows with at most `limits.concurrency` teacher calls in flight; results in input order."""
     gate = asyncio.Semaphore(manifest.limits.concurrency)
-    local_url = services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
-    async with open_teacher(services, job, manifest, local_url) as client:
+    async with open_teacher(services, job, manifest, teacher_url(services, manifest), failed) as client:
 
         async def one(split: str, row: Row) -> Labelled:
             labelled = await label_row(client, gate, manifest, split, row)

@@ -10,21 +10,25 @@ for them again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.jobs import JobPaths
 from shared.manifest import Manifest
 from shared.ports import OutgoingMessage
+from shared.rows import Row
 from shared.services import Services
+from shared.teacher.batch import BatchStep, advance_batch, batch_origin
 from shared.teacher.cache import CachedTeacher, ResponseCache
 from shared.teacher.ratelimit import shared_limiter
 
 
 @contextlib.asynccontextmanager
-async def open_teacher(services: Services, job: str, manifest: Manifest, base_url: str | None
-                       ) -> AsyncIterator[CachedTeacher]:
-    """The job's teacher client, paced by the job's limiter, behind the cache unless the manifest turns it off."""
+async def open_teacher(services: Services, job: str, manifest: Manifest, base_url: str | None,
+                       failed: Mapping[str, str] | None = None) -> AsyncIterator[CachedTeacher]:
+    """The job's teacher client, paced by the job's limiter, behind the cache unless the manifest turns it off;
+    `failed`: requests batch mode gave up on (shared.teacher.batch), rejected without a call."""
     from shared.teacher.client import TeacherClient  # openai: imported by the first shard, not by every function
 
     teacher, limits = manifest.teacher, manifest.limits
@@ -33,7 +37,19 @@ async def open_teacher(services: Services, job: str, manifest: Manifest, base_ur
     cache = ResponseCache(services.store, services.settings.cache_container) if manifest.cache else None
     async with TeacherClient(teacher, manifest.inference, environ=services.environ, base_url=base_url,
                              limiter=limiter, max_wait=services.settings.defer_after_seconds) as client:
-        yield CachedTeacher(client, teacher, cache)
+        origin = batch_origin(job) if manifest.batch.enabled else None
+        yield CachedTeacher(client, teacher, cache, failed, origin)
+
+
+async def batch_step(services: Services, paths: JobPaths, shard: int, manifest: Manifest,
+                     rows: list[tuple[str, Row]], base_url: str | None) -> BatchStep:
+    """One step of the shard's batch (shared.teacher.batch)."""
+    from shared.teacher.client import TeacherClient
+
+    cache = ResponseCache(services.store, services.settings.cache_container)
+    async with TeacherClient(manifest.teacher, manifest.inference, environ=services.environ,
+                             base_url=base_url) as client:
+        return await advance_batch(client, cache, paths, shard, manifest, rows)
 
 
 def deferred_shard(body: dict[str, Any], until: float) -> OutgoingMessage:

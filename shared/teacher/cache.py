@@ -13,13 +13,15 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shared.manifest import TeacherSettings
 from shared.ports import BlobStore, Conflict
 from shared.prompts import PROMPT_VERSION
-from shared.teacher.replies import TeacherReply, Usage
+from shared.reasons import Reason
+from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
 
 if TYPE_CHECKING:
     from shared.teacher.client import TeacherClient
@@ -37,30 +39,32 @@ def cache_key(teacher: TeacherSettings, body: dict) -> str:
 
 class ResponseCache:
     def __init__(self, store: BlobStore, container: str) -> None:
-        self._store = store
+        self.store = store
         self._container = container
 
     def path(self, key: str) -> str:
         return f"{self._container}/{key[:2]}/{key}.json"
 
-    def get(self, key: str) -> TeacherReply | None:
-        blob = self._store.read(self.path(key))
+    def get(self, key: str, origin: str | None = None) -> TeacherReply | None:
+        """The kept reply; `cached` is False when it was kept for `origin` (a job's own batch: paid by that job)."""
+        blob = self.store.read(self.path(key))
         if blob is None:
             return None
         try:
             doc = json.loads(blob.data)
             usage = Usage(int(doc["prompt_tokens"]), int(doc["completion_tokens"]))
-            return TeacherReply(doc["content"], doc["finish_reason"], usage, attempts=0, latency_s=0.0, cached=True)
+            cached = origin is None or doc.get("origin") != origin
+            return TeacherReply(doc["content"], doc["finish_reason"], usage, attempts=0, latency_s=0.0, cached=cached)
         except (ValueError, KeyError, TypeError) as exc:  # an unreadable entry is a miss; the next put cannot fix it
             log.warning("teacher cache entry %s is unreadable (%s); calling the teacher", key, exc)
             return None
 
-    def put(self, key: str, reply: TeacherReply) -> None:
+    def put(self, key: str, reply: TeacherReply, origin: str | None = None) -> None:
         """Keep a reply; a reply already kept under the key stays (create-only, so safe to repeat)."""
-        doc = {"content": reply.content, "finish_reason": reply.finish_reason,
+        doc = {"content": reply.content, "finish_reason": reply.finish_reason, "origin": origin,
                "prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens}
         with contextlib.suppress(Conflict):  # another writer kept it first
-            self._store.write(self.path(key), json.dumps(doc, ensure_ascii=False).encode("utf-8"), if_absent=True)
+            self.store.write(self.path(key), json.dumps(doc, ensure_ascii=False).encode("utf-8"), if_absent=True)
 
 
 @dataclass
@@ -72,23 +76,30 @@ class CacheStats:
 class CachedTeacher:
     """A teacher client that answers from the cache when it can, and keeps every new reply in it.
 
-    `cache` None bypasses the cache (`--no-cache`): nothing is read or written.
+    `cache` None bypasses the cache (`--no-cache`): nothing is read or written. `failed` (cache key → why) names
+    requests that must not be sent (batch mode gave up on them): they fail as a teacher error.
     """
 
-    def __init__(self, client: TeacherClient, teacher: TeacherSettings, cache: ResponseCache | None) -> None:
+    def __init__(self, client: TeacherClient, teacher: TeacherSettings, cache: ResponseCache | None,
+                 failed: Mapping[str, str] | None = None, origin: str | None = None) -> None:
         self.client = client
+        self._origin = origin  # replies kept for this origin were paid by this job (its batches): not savings
         self._teacher = teacher
         self._cache = cache
+        self._failed = failed or {}
         self.stats = CacheStats()
 
     async def complete(self, messages: list[dict]) -> TeacherReply:
         if self._cache is None:
             return await self.client.complete(messages)
         key = cache_key(self._teacher, self.client.request_body(messages))
-        hit = await asyncio.to_thread(self._cache.get, key)
+        if key in self._failed:
+            raise TeacherCallFailed(Reason.TEACHER_ERROR, self._failed[key], attempts=1)
+        hit = await asyncio.to_thread(self._cache.get, key, self._origin)
         if hit is not None:
-            self.stats.hits += 1
-            self.stats.tokens_saved += hit.usage.total
+            if hit.cached:
+                self.stats.hits += 1
+                self.stats.tokens_saved += hit.usage.total
             return hit
         reply = await self.client.complete(messages)
         await asyncio.to_thread(self._cache.put, key, reply)

@@ -140,6 +140,10 @@ class TeacherClient:
                 continue
             await asyncio.sleep(self._retry.delay(attempts - 1, result.headers))
 
+    def openai_client(self) -> openai.AsyncOpenAI:
+        """The underlying openai client (built on first use), for the Files and Batch APIs (shared.teacher.batch)."""
+        return self._ensure_client()
+
     async def aclose(self) -> None:
         """Close the HTTP connections and the Azure credential, if any."""
         client, credential = self._client, self._credential

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from shared.prompts import PromptStyle, detect_style
 from shared.tasks import NLI_LABELS, Task
+from shared.teacher.fake_batches import FakeBatches
 from shared.teacher.fake_limits import ExponentialLatency, ServerRateLimit
 
 MODEL_ID = "fake-teacher"
@@ -71,6 +72,7 @@ class _Response:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     action: Literal["send", "reset", "drop"] = "send"
+    raw: bytes | None = None  # sent as is instead of the JSON payload (file contents)
 
 
 class FakeTeacher:
@@ -87,6 +89,7 @@ class FakeTeacher:
         self.answers = dict(answers or {})
         self.rate_limit = rate_limit  # a request limit answered with 429 + retry-after (benchmarks)
         self.random_latency = random_latency  # a random delay added to every reply (benchmarks)
+        self.batches = FakeBatches(self)  # /v1/files and /v1/batches
         self.task = task
         self.latency = latency
         self._port = port
@@ -397,7 +400,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: tests and benchmarks send thousands of requests."""
 
     def do_GET(self) -> None:
-        if self.path.split("?")[0].rstrip("/").endswith("/models"):
+        if FakeBatches.handles(self.path):
+            self._send(self.server.teacher.batches.get(self.path))
+        elif self.path.split("?")[0].rstrip("/").endswith("/models"):
             model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "distill"}
             self._send(_Response(payload={"object": "list", "data": [model]}))
         else:
@@ -405,6 +410,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if FakeBatches.handles(self.path):
+            self._send(self.server.teacher.batches.post(self.path, self.headers.get("Content-Type", ""), raw))
+            return
         if not self.path.split("?")[0].rstrip("/").endswith("/chat/completions"):
             self._send(_error(404, f"no such path: {self.path}", "not_found"))
             return
@@ -421,9 +429,10 @@ class _Handler(BaseHTTPRequestHandler):
         {"send": self._send, "reset": self._reset, "drop": self._drop}[response.action](response)
 
     def _send(self, response: _Response) -> None:
-        data = json.dumps(response.payload, ensure_ascii=False).encode("utf-8")
+        raw = response.raw
+        data = raw if raw is not None else json.dumps(response.payload, ensure_ascii=False).encode("utf-8")
         self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "application/json" if raw is None else "application/octet-stream")
         self.send_header("Content-Length", str(len(data)))
         for name, value in response.headers.items():
             self.send_header(name, value)
