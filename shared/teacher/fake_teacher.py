@@ -259,13 +259,14 @@ def answers_from_jsonl(path: str | Path) -> dict[str, str]:
     answer given for a question wins.
     """
     answers: dict[str, str] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        messages = json.loads(line)["messages"]
-        for asked, answered in itertools.pairwise(messages):
-            if asked["role"] == "user" and answered["role"] == "assistant":
-                answers.setdefault(asked["content"], answered["content"])
+    with Path(path).open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            messages = json.loads(line)["messages"]
+            for asked, answered in itertools.pairwise(messages):
+                if asked["role"] == "user" and answered["role"] == "assistant":
+                    answers.setdefault(asked["content"], answered["content"])
     return answers
 
 
