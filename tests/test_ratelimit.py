@@ -58,20 +58,38 @@ def test_a_429_pauses_everyone_until_the_hint_and_slows_the_pace() -> None:
     assert limiter.throttled == 1
 
 
-def test_an_unpaced_limiter_still_heeds_retry_after_and_remaining_headers() -> None:
+def test_an_unconfigured_limiter_paces_at_the_rate_that_succeeded_once_it_sees_a_429() -> None:
     clock = Clock()
     limiter = RateLimiter(clock=clock)
-    assert limiter.reserve(10) == 0.0
-    limiter.rate_limited({"Retry-After": "3"})
-    assert limiter.reserve(10) == pytest.approx(3.0)
-    clock.now += 10
+    for _ in range(5):  # five calls in 0.4 s, unpaced
+        assert limiter.reserve(10) == 0.0
+        limiter.settled(Estimate(5, 10), 5, 10, {})
+        clock.now += 0.1
+    limiter.rate_limited({"Retry-After": "3"})  # 5 a second succeeded: paced at 5 x 0.8 from now on
+    assert [limiter.reserve(10) for _ in range(3)] == pytest.approx([3.25, 3.5, 3.75])
+
+
+def test_an_unconfigured_limiter_takes_the_limit_the_endpoint_reports() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    limiter.settled(Estimate(5, 10), 5, 10, {"x-ratelimit-limit-requests": "600"})
+    waits = [limiter.reserve(10) for _ in range(12)]
+    assert waits[10:] == pytest.approx([0.1, 0.2])
+    configured = RateLimiter(rpm=60, clock=clock)  # a configured limit wins over the header
+    configured.settled(Estimate(5, 10), 5, 10, {"x-ratelimit-limit-requests": "600"})
+    assert [configured.reserve(0) for _ in range(2)] == pytest.approx([0.0, 1.0])
+
+
+def test_remaining_headers_pause_callers_until_the_reset() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rpm=60_000, clock=clock)
     limiter.settled(Estimate(5, 10), 5, 10, {"x-ratelimit-remaining-requests": "0",
                                              "x-ratelimit-reset-requests": "1m30s"})
-    assert limiter.reserve(10) == pytest.approx(90.0)
+    assert limiter.reserve(10) == pytest.approx(90.0, abs=0.01)
     clock.now += 100
     limiter.settled(Estimate(5, 500), 5, 10, {"x-ratelimit-remaining-tokens": "100",
                                               "x-ratelimit-reset-tokens": "250ms"})
-    assert limiter.reserve(10) == pytest.approx(0.25)
+    assert limiter.reserve(10) == pytest.approx(0.25, abs=0.01)
 
 
 def test_a_wait_beyond_max_wait_raises_throttled_and_reserves_nothing() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 class ServerRateLimit:
     def __init__(self, rpm: float, burst: float | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rpm = rpm
         self.rate = rpm / 60.0
         self.burst = burst if burst is not None else self.rate * 10  # ten seconds' worth
         self._level = self.burst
@@ -32,7 +33,7 @@ class ServerRateLimit:
             self._stamp = now
             if self._level >= 1:
                 self._level -= 1
-                return True, {"x-ratelimit-limit-requests": str(round(self.burst)),
+                return True, {"x-ratelimit-limit-requests": str(round(self.rpm)),
                               "x-ratelimit-remaining-requests": str(math.floor(self._level))}
             self.refused += 1
             wait = (1 - self._level) / self.rate

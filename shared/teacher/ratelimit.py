@@ -6,7 +6,9 @@ answered 429. Token use is estimated before sending (characters / 4 plus `max_to
 teacher reports what it used. The limiter adapts to what the endpoint says:
 
 - a 429 or a `retry-after` / `retry-after-ms` hint pauses every caller until then, and lowers the pace (AIMD: x0.8
-  per 429, back up by 2% of the configured rate per successful call);
+  per burst of 429s, back up by 2% of the configured rate per successful call);
+- with no configured limit, `x-ratelimit-limit-requests` / `-tokens` (OpenAI's per-minute limits) become the limits;
+  without those either, the first 429 sets the pace to the rate of the calls that succeeded in the last 10 s;
 - `x-ratelimit-remaining-requests: 0` or fewer `x-ratelimit-remaining-tokens` than a call needs pauses callers until
   the matching `x-ratelimit-reset-*` (or one second when the endpoint gives no reset).
 
@@ -21,6 +23,7 @@ import asyncio
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -32,6 +35,8 @@ BACKOFF = 0.8
 RECOVERY = 0.02
 BURST_SECONDS = 1.0  # a bucket holds this many seconds of its rate (at least one call)
 NO_RESET_PAUSE = 1.0
+SLOWDOWN_GAP = 1.0  # 429s within this many seconds of a slow-down are one episode (calls already in flight)
+LEARN_WINDOW = 10.0  # seconds of successful calls that set the pace after a first 429, when nothing else does
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -99,6 +104,9 @@ class RateLimiter:
         self._requests = _bucket(rpm)
         self._tokens = _bucket(tpm)
         self._paused_until = 0.0
+        self._learning = (rpm is None, tpm is None)  # limits not configured: taken from the endpoint
+        self._successes: deque[float] = deque()  # when recent calls succeeded (while requests are not paced)
+        self._last_slowdown = float("-inf")
         self._prompt_ratio = 1.0  # reported prompt tokens / estimated, smoothed
         self.throttled = 0  # 429s seen
         self.waited = 0.0  # seconds callers were told to wait
@@ -147,7 +155,14 @@ class RateLimiter:
                 self._requests.recover()
             if self._tokens:
                 self._tokens.recover()
-            self._heed_remaining(headers, estimate.total)
+            lower = {k.lower(): v for k, v in headers.items()}
+            self._learn_limits(lower)
+            if self._requests is None:
+                now = self._clock()
+                self._successes.append(now)
+                while self._successes[0] < now - LEARN_WINDOW:
+                    self._successes.popleft()
+            self._heed_remaining(lower, estimate.total)
 
     def rate_limited(self, headers: Mapping[str, str] | None, estimated: int = 0) -> None:
         """A 429: pause everyone until the server's hint (or a short while) and lower the pace."""
@@ -156,9 +171,14 @@ class RateLimiter:
             now = self._clock()
             hint = retry_hint(headers)
             pause = hint if hint is not None else NO_RESET_PAUSE
-            for bucket in (self._requests, self._tokens):
-                if bucket:
-                    bucket.slow_down()
+            self._learn_limits({k.lower(): v for k, v in (headers or {}).items()})
+            if self._requests is None and self._learning[0]:
+                self._requests = self._observed_pace(now)
+            if now - self._last_slowdown >= SLOWDOWN_GAP:
+                self._last_slowdown = now
+                for bucket in (self._requests, self._tokens):
+                    if bucket:
+                        bucket.slow_down()
             self._pause(now + pause)
             if self._tokens:
                 self._tokens.give_back(estimated)  # the refused call used no tokens
@@ -173,8 +193,26 @@ class RateLimiter:
             if bucket:
                 bucket.block_until(until)
 
-    def _heed_remaining(self, headers: Mapping[str, str], estimated: int) -> None:
-        lower = {k.lower(): v for k, v in headers.items()}
+    def _learn_limits(self, lower: Mapping[str, str]) -> None:
+        """Unconfigured limits follow the endpoint's `x-ratelimit-limit-*` headers (per minute, as OpenAI sends)."""
+        for index, name in enumerate(("requests", "tokens")):
+            limit = _int(lower.get(f"x-ratelimit-limit-{name}"))
+            current = self._requests if index == 0 else self._tokens
+            if not self._learning[index] or not limit or (current and round(current.limit * 60) == limit):
+                continue
+            if index == 0:
+                self._requests = _bucket(limit)
+            else:
+                self._tokens = _bucket(limit)
+
+    def _observed_pace(self, now: float) -> _Bucket:
+        """A request bucket at the rate calls succeeded lately (at least one a second)."""
+        recent = [t for t in self._successes if t >= now - LEARN_WINDOW]
+        span = max(1.0, now - recent[0]) if recent else LEARN_WINDOW
+        rate = max(1.0, len(recent) / span)
+        return _Bucket(limit=rate, rate=rate, burst=max(1.0, rate * BURST_SECONDS), tat=now)
+
+    def _heed_remaining(self, lower: Mapping[str, str], estimated: int) -> None:
         now = self._clock()
         requests_left = _int(lower.get("x-ratelimit-remaining-requests"))
         if requests_left == 0:
