@@ -24,12 +24,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--no-rpm", action="store_true", help="do not tell the run the limit: adaptive only")
+    parser.add_argument("--no-limit-headers", action="store_true",
+                        help="the teacher sends no x-ratelimit-* headers, only 429s with retry-after")
     args = parser.parse_args(argv)
     train_rows = args.rows * 9 // 10
     with workspace("throughput") as folder:
         train = write_rows(folder / "train.jsonl", train_rows, seed=1)
         validation = write_rows(folder / "validation.jsonl", args.rows - train_rows, seed=2)
-        limit = ServerRateLimit(RPM, burst=RPM / 6)
+        limit = ServerRateLimit(RPM, burst=RPM / 6, report_limit=not args.no_limit_headers)
         with FakeTeacher(task=Task.NLI, rate_limit=limit, random_latency=ExponentialLatency(0.3, seed=7)) as teacher:
             extra = [] if args.no_rpm else ["--rpm", str(RPM)]
             wall, _ = distill(folder, *run_args(train, validation, teacher.base_url, "--no-cache", *extra))

@@ -65,8 +65,9 @@ def test_an_unconfigured_limiter_paces_at_the_rate_that_succeeded_once_it_sees_a
         assert limiter.reserve(10) == 0.0
         limiter.settled(Estimate(5, 10), 5, 10, {})
         clock.now += 0.1
-    limiter.rate_limited({"Retry-After": "3"})  # 5 a second succeeded: paced at 5 x 0.8 from now on
-    assert [limiter.reserve(10) for _ in range(3)] == pytest.approx([3.25, 3.5, 3.75])
+    limiter.rate_limited({"Retry-After": "3"})  # 5 a second succeeded: paced at 5 x 0.95 x 0.8 from now on
+    step = 1 / (5 * 0.95 * 0.8)
+    assert [limiter.reserve(10) for _ in range(3)] == pytest.approx([3 + step, 3 + 2 * step, 3 + 3 * step])
 
 
 def test_an_unconfigured_limiter_takes_the_limit_the_endpoint_reports() -> None:

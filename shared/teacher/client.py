@@ -27,6 +27,7 @@ COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 AZURE_ML_SCOPE = "https://ml.azure.com/.default"
 NO_KEY = "unused"  # openai needs some api_key; endpoints without auth ignore it
 DETAIL_CHARS = 200
+MAX_PACED_429S = 20  # 429s a paced call rides out (behind the rate limiter) before its retries count them
 
 
 class TeacherConfigError(ValueError):
@@ -123,7 +124,7 @@ class TeacherClient:
         limiter = self._limiter
         estimate = limiter.estimate(messages, self._inference.max_tokens) if limiter else None
         started = time.monotonic()
-        attempts = 0
+        attempts = paced_429s = 0
         while True:
             attempts += 1
             if limiter and estimate:
@@ -133,11 +134,12 @@ class TeacherClient:
                 if limiter and estimate:
                     limiter.settled(estimate, result.usage.prompt_tokens, result.usage.total, result.rate_limits)
                 return replace(result, attempts=attempts, latency_s=time.monotonic() - started)
-            if not result.retryable or attempts > self._retry.max_retries:
-                raise TeacherCallFailed(result.reason, result.detail, attempts=attempts, status=result.status)
-            if limiter and estimate and result.status == 429:
-                limiter.rate_limited(result.headers, estimate.total)  # the limiter holds every caller back
+            if limiter and estimate and result.status == 429 and paced_429s < MAX_PACED_429S:
+                paced_429s += 1  # not a retry spent: the limiter holds every caller back and slows the pace
+                limiter.rate_limited(result.headers, estimate.total)
                 continue
+            if not result.retryable or attempts - paced_429s > self._retry.max_retries:
+                raise TeacherCallFailed(result.reason, result.detail, attempts=attempts, status=result.status)
             await asyncio.sleep(self._retry.delay(attempts - 1, result.headers))
 
     def openai_client(self) -> openai.AsyncOpenAI:

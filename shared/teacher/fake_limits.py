@@ -15,8 +15,10 @@ from collections.abc import Callable
 
 
 class ServerRateLimit:
-    def __init__(self, rpm: float, burst: float | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rpm: float, burst: float | None = None, *, report_limit: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rpm = rpm
+        self.report_limit = report_limit  # send x-ratelimit-limit-requests / -remaining- with each reply
         self.rate = rpm / 60.0
         self.burst = burst if burst is not None else self.rate * 10  # ten seconds' worth
         self._level = self.burst
@@ -33,6 +35,8 @@ class ServerRateLimit:
             self._stamp = now
             if self._level >= 1:
                 self._level -= 1
+                if not self.report_limit:
+                    return True, {}
                 return True, {"x-ratelimit-limit-requests": str(round(self.rpm)),
                               "x-ratelimit-remaining-requests": str(math.floor(self._level))}
             self.refused += 1

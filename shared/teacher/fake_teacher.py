@@ -188,7 +188,10 @@ class FakeTeacher:
         params = pending.params if pending else {}
         response = _fault_response(fault, params) or self._completion(number, body, key, fault)
         delay = self.latency + _slow_delay(fault, params) + (self.random_latency.draw() if self.random_latency else 0)
-        return replace(response, delay=response.delay + delay, headers={**response.headers, **limit_headers})
+        if self.rate_limit:  # its headers replace the default x-ratelimit-* ones
+            kept = {k: v for k, v in response.headers.items() if not k.startswith("x-ratelimit-")}
+            response = replace(response, headers={**kept, **limit_headers})
+        return replace(response, delay=response.delay + delay)
 
     def _record(self, key: str, body: dict[str, Any], headers: Mapping[str, str], path: str) -> int:
         """Count the request; returns its number (from 1)."""

@@ -8,7 +8,8 @@ teacher reports what it used. The limiter adapts to what the endpoint says:
 - a 429 or a `retry-after` / `retry-after-ms` hint pauses every caller until then, and lowers the pace (AIMD: x0.8
   per burst of 429s, back up by 2% of the configured rate per successful call);
 - with no configured limit, `x-ratelimit-limit-requests` / `-tokens` (OpenAI's per-minute limits) become the limits;
-  without those either, the first 429 sets the pace to the rate of the calls that succeeded in the last 10 s;
+  without those, or when a 429 comes at a faster pace, the pace falls to the rate of the calls that succeeded in the
+  last 10 s (the 429 episode's slow-down applied on top);
 - `x-ratelimit-remaining-requests: 0` or fewer `x-ratelimit-remaining-tokens` than a call needs pauses callers until
   the matching `x-ratelimit-reset-*` (or one second when the endpoint gives no reset).
 
@@ -36,6 +37,7 @@ RECOVERY = 0.02
 BURST_SECONDS = 1.0  # a bucket holds this many seconds of its rate (at least one call)
 NO_RESET_PAUSE = 1.0
 SLOWDOWN_GAP = 1.0  # 429s within this many seconds of a slow-down are one episode (calls already in flight)
+LEARNED_SHARE = 0.95  # a pace learned from successes stays this far under them
 LEARN_WINDOW = 10.0  # seconds of successful calls that set the pace after a first 429, when nothing else does
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -105,7 +107,8 @@ class RateLimiter:
         self._tokens = _bucket(tpm)
         self._paused_until = 0.0
         self._learning = (rpm is None, tpm is None)  # limits not configured: taken from the endpoint
-        self._successes: deque[float] = deque()  # when recent calls succeeded (while requests are not paced)
+        self._seen_limits: list[int | None] = [None, None]  # the last x-ratelimit-limit-requests / -tokens values
+        self._successes: deque[float] = deque()  # when recent calls succeeded (while learning the request pace)
         self._last_slowdown = float("-inf")
         self._prompt_ratio = 1.0  # reported prompt tokens / estimated, smoothed
         self.throttled = 0  # 429s seen
@@ -157,7 +160,7 @@ class RateLimiter:
                 self._tokens.recover()
             lower = {k.lower(): v for k, v in headers.items()}
             self._learn_limits(lower)
-            if self._requests is None:
+            if self._learning[0]:
                 now = self._clock()
                 self._successes.append(now)
                 while self._successes[0] < now - LEARN_WINDOW:
@@ -172,9 +175,11 @@ class RateLimiter:
             hint = retry_hint(headers)
             pause = hint if hint is not None else NO_RESET_PAUSE
             self._learn_limits({k.lower(): v for k, v in (headers or {}).items()})
-            if self._requests is None and self._learning[0]:
-                self._requests = self._observed_pace(now)
             if now - self._last_slowdown >= SLOWDOWN_GAP:
+                if self._learning[0]:  # a learned pace that let a 429 through falls to what actually succeeded
+                    observed = self._observed_pace(now)
+                    if self._requests is None or observed.limit < self._requests.limit:
+                        self._requests = observed
                 self._last_slowdown = now
                 for bucket in (self._requests, self._tokens):
                     if bucket:
@@ -197,19 +202,21 @@ class RateLimiter:
         """Unconfigured limits follow the endpoint's `x-ratelimit-limit-*` headers (per minute, as OpenAI sends)."""
         for index, name in enumerate(("requests", "tokens")):
             limit = _int(lower.get(f"x-ratelimit-limit-{name}"))
-            current = self._requests if index == 0 else self._tokens
-            if not self._learning[index] or not limit or (current and round(current.limit * 60) == limit):
+            if not self._learning[index] or not limit or limit == self._seen_limits[index]:
                 continue
+            self._seen_limits[index] = limit
             if index == 0:
                 self._requests = _bucket(limit)
             else:
                 self._tokens = _bucket(limit)
 
     def _observed_pace(self, now: float) -> _Bucket:
-        """A request bucket at the rate calls succeeded lately (at least one a second)."""
-        recent = [t for t in self._successes if t >= now - LEARN_WINDOW]
-        span = max(1.0, now - recent[0]) if recent else LEARN_WINDOW
-        rate = max(1.0, len(recent) / span)
+        """A request bucket a little under the rate calls succeeded since the last 429 episode (within 10 s), so
+        the endpoint's own bucket, drained by then, fills up again; at least one call a second."""
+        start = max(now - LEARN_WINDOW, self._last_slowdown)
+        recent = [t for t in self._successes if t >= start]
+        span = max(1.0, now - (recent[0] if recent else start))
+        rate = max(1.0, LEARNED_SHARE * len(recent) / span)
         return _Bucket(limit=rate, rate=rate, burst=max(1.0, rate * BURST_SECONDS), tat=now)
 
     def _heed_remaining(self, lower: Mapping[str, str], estimated: int) -> None:
