@@ -187,3 +187,30 @@ def test_requests_a_batch_failed_go_into_the_next_round_then_are_rejected_with_t
     assert record["batches"]["0"]["round"] == 2 and record["batches"]["1"]["round"] == 1
     [rejected] = [json.loads(line) for line in services.store.read(paths.file("rejected.jsonl")).data.splitlines()]
     assert rejected["id"] == rows[1][1].id and "HTTP 503" in rejected["detail"]
+
+
+def test_distill_run_restarted_pays_nothing_twice_unless_no_cache(tmp_path: Path, monkeypatch) -> None:
+    from shared.cli import main
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    write_nli_sample(tmp_path / "data", rows=40, validation_rows=30)
+    argv = ["run", "--task", "nli", "--train", str(tmp_path / "data" / "train.jsonl"), "--validation",
+            str(tmp_path / "data" / "validation.jsonl"), "--teacher", "test", "--min-rows", "10", "--no-finetune",
+            "--job", "cached", "--rpm", "6000"]
+    status = tmp_path / "home" / "storage" / "jobs" / "cached" / "status.json"
+    assert main(argv) == 0
+    assert json.loads(status.read_text())["cache"]["hits"] == 0
+    assert main([*argv, "--restart"]) == 0
+    record = json.loads(status.read_text())
+    assert record["cache"]["hits"] == 70 and record["tokens"] == {"prompt": 0, "completion": 0}
+    assert main([*argv, "--restart", "--no-cache"]) == 0
+    record = json.loads(status.read_text())
+    assert record["cache"]["hits"] == 0 and record["tokens"]["prompt"] > 0
+
+
+def test_batch_mode_needs_the_cache(tmp_path: Path) -> None:
+    from shared.manifest import ManifestError, manifest_from_dict
+
+    with pytest.raises(ManifestError, match=r"batch\.enabled: needs the response cache"):
+        manifest_from_dict({"task": "nli", "training_file": "t.jsonl", "cache": False, "batch": {"enabled": True}},
+                           tmp_path)
