@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shared.manifest import TeacherSettings
@@ -67,12 +66,6 @@ class ResponseCache:
             self.store.write(self.path(key), json.dumps(doc, ensure_ascii=False).encode("utf-8"), if_absent=True)
 
 
-@dataclass
-class CacheStats:
-    hits: int = 0
-    tokens_saved: int = 0
-
-
 class CachedTeacher:
     """A teacher client that answers from the cache when it can, and keeps every new reply in it.
 
@@ -87,7 +80,6 @@ class CachedTeacher:
         self._teacher = teacher
         self._cache = cache
         self._failed = failed or {}
-        self.stats = CacheStats()
 
     async def complete(self, messages: list[dict]) -> TeacherReply:
         if self._cache is None:
@@ -97,9 +89,6 @@ class CachedTeacher:
             raise TeacherCallFailed(Reason.TEACHER_ERROR, self._failed[key], attempts=1)
         hit = await asyncio.to_thread(self._cache.get, key, self._origin)
         if hit is not None:
-            if hit.cached:
-                self.stats.hits += 1
-                self.stats.tokens_saved += hit.usage.total
             return hit
         reply = await self.client.complete(messages)
         await asyncio.to_thread(self._cache.put, key, reply)

@@ -112,7 +112,6 @@ class RateLimiter:
         self._last_slowdown = float("-inf")
         self._prompt_ratio = 1.0  # reported prompt tokens / estimated, smoothed
         self.throttled = 0  # 429s seen
-        self.waited = 0.0  # seconds callers were told to wait
 
     def estimate(self, messages: list[dict], max_tokens: int | None) -> Estimate:
         """The estimate, corrected by how far the teacher's reported prompt tokens were from earlier estimates."""
@@ -138,7 +137,6 @@ class RateLimiter:
                 self._requests.take(1, max(now, due))
             if self._tokens:
                 self._tokens.take(tokens, max(now, due))
-            self.waited += wait
             return wait
 
     async def acquire(self, tokens: int, *, max_wait: float | None = None) -> None:
@@ -187,10 +185,6 @@ class RateLimiter:
             self._pause(now + pause)
             if self._tokens:
                 self._tokens.give_back(estimated)  # the refused call used no tokens
-
-    @property
-    def paced(self) -> bool:
-        return bool(self._requests or self._tokens)
 
     def _pause(self, until: float) -> None:
         self._paused_until = max(self._paused_until, until)
