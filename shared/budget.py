@@ -172,12 +172,11 @@ def merge_result(old: bytes, new: bytes) -> bytes:
     new_header, *new_items = (json.loads(line) for line in new.splitlines())
     fresh = {item["id"]: item for item in new_items}
     items = [fresh.get(item["id"], item) if item.get("reason") == Reason.BUDGET else item for item in old_items]
+    counted = {key: old_header.get(key, 0) + new_header.get(key, 0) for key in old_header.keys() | new_header.keys()
+               if key not in ("shard", "accepted", "rejected")}  # tokens, 429s, cache hits: both rounds'
     header = {"shard": old_header["shard"],
               "accepted": sum("answers" in item for item in items),
-              "rejected": sum("answers" not in item for item in items),
-              "prompt_tokens": old_header["prompt_tokens"] + new_header["prompt_tokens"],
-              "completion_tokens": old_header["completion_tokens"] + new_header["completion_tokens"],
-              "throttled": old_header.get("throttled", 0) + new_header.get("throttled", 0)}
+              "rejected": sum("answers" not in item for item in items), **dict(sorted(counted.items()))}
     lines = [json.dumps(header), *(json.dumps(item, ensure_ascii=False) for item in items)]
     return ("\n".join(lines) + "\n").encode("utf-8")
 

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Literal
 
 from shared.assembly import fold_system_prompt
@@ -87,18 +88,30 @@ class _Labelled:
     teacher_answer: str | None
 
 
-def evaluation_items(store: BlobStore, paths: JobPaths, manifest: Manifest) -> tuple[list[EvalItem], Mode]:
-    """The job's validation rows as evaluation items, in input order, and the mode their targets come from.
+def evaluation_items(store: BlobStore, paths: JobPaths, manifest: Manifest, limit: int | None = None
+                     ) -> tuple[list[EvalItem], Mode]:
+    """The job's validation rows (the first `limit` of them) as evaluation items, in input order, and the mode
+    their targets come from.
 
     "reference" when every validation row carries a reference answer: rows the teacher failed stay in (the
     teacher scores 0 on them). Otherwise "teacher": the target is the teacher's (last) answer and rows the
-    teacher failed are left out.
+    teacher failed are left out. The rows are streamed twice (the mode, then the items), never held all at once.
     """
-    labelled = list(_validation_rows(store, paths, manifest))
-    if labelled and all(item.row.reference is not None for item in labelled):
-        return [EvalItem(i.row.id, i.messages, i.row.reference, i.teacher_answer) for i in labelled], "reference"
-    return [EvalItem(i.row.id, i.messages, i.teacher_answer, i.teacher_answer)
-            for i in labelled if i.teacher_answer is not None], "teacher"
+    seen = False
+    for item in _validation_rows(store, paths, manifest):
+        seen = True
+        if item.row.reference is None:
+            mode: Mode = "teacher"
+            break
+    else:
+        mode = "reference" if seen else "teacher"
+    labelled = _validation_rows(store, paths, manifest)
+    if mode == "reference":
+        items = (EvalItem(i.row.id, i.messages, i.row.reference, i.teacher_answer) for i in labelled)
+    else:
+        items = (EvalItem(i.row.id, i.messages, i.teacher_answer, i.teacher_answer)
+                 for i in labelled if i.teacher_answer is not None)
+    return list(islice(items, limit)), mode
 
 
 def _validation_rows(store: BlobStore, paths: JobPaths, manifest: Manifest) -> Iterator[_Labelled]:

@@ -147,6 +147,15 @@ class Limits(_Strict):
     max_rows: int = Field(1_000_000, gt=0, description="rows per file above which a file is refused")
 
 
+class BatchSettings(_Strict):
+    enabled: bool = Field(False, description="send the teacher requests through the provider's Batch API (files "
+                          "+ batches, half price on Azure OpenAI / OpenAI) instead of one call at a time")
+    poll_seconds: float = Field(60.0, gt=0, le=3600, description="how often a pending batch is looked at")
+    completion_window: str = Field("24h", description="the Batch API's completion_window")
+    max_rounds: int = Field(3, ge=1, le=10, description="batches per shard: requests a batch did not answer go "
+                            "into the next one; after the last, their rows are rejected with the batch's error")
+
+
 class Manifest(_Strict):
     task: Task
     training_file: Path
@@ -162,6 +171,9 @@ class Manifest(_Strict):
     min_success_ratio: float = Field(0.7, ge=0, le=1)
     min_rows: int | None = Field(None, ge=1, description="default: 65, or 40 for MATH")
     limits: Limits = Field(default_factory=Limits)
+    cache: bool = Field(True, description="answer repeated teacher requests from the response cache; false (as "
+                        "`distill run --no-cache` does) calls the teacher for every request and keeps nothing")
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] | None = None
     experiment_name: str = Field("distill", min_length=1, max_length=255)
     display_name: str | None = Field(None, min_length=1, description="AzureML job display name")
@@ -193,6 +205,8 @@ class Manifest(_Strict):
             raise ValueError(f"prompt.max_len_summary: only for SUMMARIZATION, not {task}")
         if p.keep_reasoning and not p.chain_of_thought:
             raise ValueError("prompt.keep_reasoning: needs prompt.chain_of_thought")
+        if self.batch.enabled and not self.cache:
+            raise ValueError("batch.enabled: needs the response cache (batch replies are delivered through it)")
         return self
 
     @property

@@ -88,8 +88,7 @@ def evaluate_job(store: BlobStore, paths: JobPaths, manifest: Manifest, *, base_
                  distilled_model: str | Path | None, max_items: int | None = None) -> dict:
     """Score the three models on the job's validation rows, write `report.json|md|png` and return the report."""
     started = time.monotonic()
-    items, mode = evaluation_items(store, paths, manifest)
-    items = items[:max_items]
+    items, mode = evaluation_items(store, paths, manifest, max_items)
     answers: dict[str, list[str | None]] = {"teacher": [item.teacher_answer for item in items]}
     timings: dict[str, float] = {}
     limit = max_new_tokens(manifest)

@@ -82,6 +82,8 @@ def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
         doc["validation_fraction"] = args.validation_fraction
     if args.no_finetune:
         doc["finetune"] = False
+    if args.no_cache:
+        doc["cache"] = False
 
 
 def fit_local_model_teacher(manifest: Manifest, workers: int) -> Manifest:

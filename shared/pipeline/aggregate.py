@@ -94,6 +94,8 @@ def assemble(services: Services, paths: JobPaths, manifest: Manifest, shards: in
             counts["prompt_tokens"] += header["prompt_tokens"]
             counts["completion_tokens"] += header["completion_tokens"]
             counts["throttled"] += header.get("throttled", 0)
+            counts["cache_hits"] += header.get("cache_hits", 0)
+            counts["tokens_saved"] += header.get("tokens_saved", 0)
             for (split, row), result in zip(rows, results, strict=True):
                 if result["id"] != row.id:
                     raise ValueError(f"shard {index}: result for {result['id']} where {row.id} was expected")
@@ -128,7 +130,8 @@ def gate(record: Record, manifest: Manifest, summary: dict[str, Any], claim: str
                   rejected=counts.get("rejected", 0), rejected_by_reason=summary["reasons"],
                   success_ratio=round(ratio, 4),
                   tokens={"prompt": counts.get("prompt_tokens", 0), "completion": counts.get("completion_tokens", 0)},
-                  metrics=summary["metrics"])
+                  metrics=summary["metrics"],
+                  cache={"hits": counts.get("cache_hits", 0), "tokens_saved": counts.get("tokens_saved", 0)})
     record["timings"]["assembled"] = now()
     if record.get("cancel"):
         return cancelled(record)

@@ -12,7 +12,6 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
 from shared import budget, jobs, tracing
@@ -157,7 +156,9 @@ def write_shards(services: Services, paths: JobPaths, manifest: Manifest, tmp: P
     shards, batch = 0, []
     for split, row in split_rows(store, manifest, tmp, reports):
         counts[split] += 1
-        batch.append(json.dumps({"split": split, **asdict(row)}, ensure_ascii=False))
+        item = {"split": split, "id": row.id, "source": row.source, "line": row.line, "messages": row.messages,
+                "reference": row.reference}  # dataclasses.asdict deep-copies: a quarter of ingest's time
+        batch.append(json.dumps(item, ensure_ascii=False))
         if len(batch) == size:
             store.write(paths.shard(shards), ("\n".join(batch) + "\n").encode("utf-8"))
             shards, batch = shards + 1, []

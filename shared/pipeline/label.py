@@ -18,12 +18,14 @@ from shared.jobs import JobPaths, JobState, read_json
 from shared.manifest import Manifest, TeacherKind
 from shared.parsing import Accepted, Rejected, parse_reply
 from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
+from shared.pipeline.teacher_session import CachedTeacher, batch_step, deferred_shard, latest, open_teacher
 from shared.pipeline.telemetry import log_shard
 from shared.ports import Conflict, OutgoingMessage
 from shared.prompts import teacher_conversations
 from shared.rows import Row
 from shared.services import Services
-from shared.teacher.client import TeacherCallFailed, TeacherClient, Usage
+from shared.teacher.ratelimit import Throttled
+from shared.teacher.replies import TeacherCallFailed, Usage
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class Labelled:
     answers: list[Accepted] | None
     rejection: Rejected | None
     usage: Usage
+    tokens_saved: int = 0  # tokens of the replies answered from the response cache
+    cache_hits: int = 0
+    deferred_until: float | None = None  # throttled: label again at this time (epoch seconds)
 
 
 def completion_message(job: str, shard: int, round_: int = 0) -> OutgoingMessage:
@@ -63,9 +68,20 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
         manifest = Manifest.model_validate(read_json(store, paths.manifest))
         rows = [(split, row) for split, row in read_shard(store.read(paths.shard(shard)).data)
                 if earlier is None or row.id in stopped]
+        failed = None
+        if manifest.batch.enabled:  # batch mode: label only once the shard's batch has ended
+            step = asyncio.run(batch_step(services, paths, shard, manifest, rows, teacher_url(services, manifest)))
+            if step.wait_until is not None:
+                services.queue.send(settings.shard_queue, [deferred_shard(body, step.wait_until)])
+                return
+            failed = step.failed
         budget = budgets.Budget.for_shard(store, paths, shard, manifest)
         counters: Counter[str] = Counter()
-        results = asyncio.run(label_rows(services, job, manifest, rows, budget, counters))
+        results = asyncio.run(label_rows(services, job, manifest, rows, budget=budget, counters=counters,
+                                         failed=failed))
+        if (until := latest(r.deferred_until for r in results)) is not None:
+            services.queue.send(settings.shard_queue, [deferred_shard(body, until)])
+            return
         log_shard(job, shard, results, counters)
         result = encode_result(shard, results, counters)
         try:
@@ -88,9 +104,14 @@ def read_shard(data: bytes) -> list[tuple[str, Row]]:
     return rows
 
 
-async def label_rows(services: Services, job: str, manifest: Manifest, rows: list[tuple[str, Row]],
-                     budget: budgets.Budget | None = None, counters: Counter[str] | None = None
-                     ) -> list[Labelled]:
+def teacher_url(services: Services, manifest: Manifest) -> str | None:
+    """The local teacher's address (set by the local runtime); None: the manifest's."""
+    return services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
+
+
+async def label_rows(services: Services, job: str, manifest: Manifest, rows: list[tuple[str, Row]], *,
+                     budget: budgets.Budget | None = None, counters: Counter[str] | None = None,
+                     failed: dict[str, str] | None = None) -> list[Labelled]:
     """Label rows with at most `limits.concurrency` teacher calls in flight; results in input order.
 
     Rows of a cancelled job are not sent (rejected `cancelled`); `counters` gets the teacher's 429s (`throttled`).
@@ -98,9 +119,7 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
     cancel = CancelWatch(services.store, JobPaths(services.settings.jobs_container, job),
                          services.settings.cancel_check_seconds)
     gate = CancelGate(asyncio.Semaphore(manifest.limits.concurrency), cancel)
-    local_url = services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
-    async with TeacherClient(manifest.teacher, manifest.inference, environ=services.environ,
-                             base_url=local_url) as client:
+    async with open_teacher(services, job, manifest, teacher_url(services, manifest), failed) as client:
 
         async def one(split: str, row: Row) -> Labelled:
             try:
@@ -117,18 +136,18 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
 
         results = list(await asyncio.gather(*(one(split, row) for split, row in rows)))
         if counters is not None:
-            counters["throttled"] += client.throttled
+            counters["throttled"] += client.client.throttled
         return results
 
 
-async def label_row(client: TeacherClient, gate: CancelGate, manifest: Manifest, split: str, row: Row,
+async def label_row(client: CachedTeacher, gate: CancelGate, manifest: Manifest, split: str, row: Row,
                     budget: budgets.Budget | None = None) -> Labelled:
     """Ask the teacher every question the row needs (one, or one per conversation turn) and judge the replies.
 
     A spent budget stops a row before its first call, never between the turns of a conversation.
     """
     answers: list[Accepted] = []
-    prompt_tokens = completion_tokens = 0
+    prompt_tokens = completion_tokens = saved = hits = 0
     for turn, messages in enumerate(teacher_conversations(manifest.task, row, manifest.prompt)):
         try:
             async with gate:
@@ -138,14 +157,19 @@ async def label_row(client: TeacherClient, gate: CancelGate, manifest: Manifest,
         except TeacherCallFailed as exc:
             rejection = Rejected(exc.reason, exc.detail, "")
             return Labelled(row, split, None, rejection, Usage(prompt_tokens, completion_tokens))
-        prompt_tokens += reply.usage.prompt_tokens
-        completion_tokens += reply.usage.completion_tokens
+        except Throttled as exc:
+            return Labelled(row, split, None, None, Usage(prompt_tokens, completion_tokens), deferred_until=exc.until)
+        if reply.cached:
+            saved, hits = saved + reply.usage.total, hits + 1
+        else:
+            prompt_tokens += reply.usage.prompt_tokens
+            completion_tokens += reply.usage.completion_tokens
         verdict = parse_reply(manifest.task, reply.content, reply.finish_reason, question=messages[-1]["content"],
                               prompt=manifest.prompt)
         if isinstance(verdict, Rejected):
-            return Labelled(row, split, None, verdict, Usage(prompt_tokens, completion_tokens))
+            return Labelled(row, split, None, verdict, Usage(prompt_tokens, completion_tokens), saved, hits)
         answers.append(verdict)
-    return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens))
+    return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens), saved, hits)
 
 
 def encode_result(shard: int, results: list[Labelled], counters: Counter[str] | None = None) -> bytes:
@@ -157,6 +181,8 @@ def encode_result(shard: int, results: list[Labelled], counters: Counter[str] | 
         "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
         "completion_tokens": sum(r.usage.completion_tokens for r in results),
         "throttled": (counters or Counter())["throttled"],
+        "cache_hits": sum(r.cache_hits for r in results),
+        "tokens_saved": sum(r.tokens_saved for r in results),
     }
     lines = [json.dumps(header)]
     for r in results:

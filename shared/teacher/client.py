@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import openai
@@ -20,46 +20,15 @@ from openai.types.chat import ChatCompletion
 from shared import tracing
 from shared.manifest import InferenceParameters, TeacherAuth, TeacherKind, TeacherSettings
 from shared.reasons import Reason
+from shared.teacher.ratelimit import RateLimiter
+from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
 from shared.teacher.retry import RetryPolicy
 
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 AZURE_ML_SCOPE = "https://ml.azure.com/.default"
 NO_KEY = "unused"  # openai needs some api_key; endpoints without auth ignore it
 DETAIL_CHARS = 200
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class TeacherReply:
-    """A reply as the teacher sent it; judging its content is the caller's job."""
-
-    content: str | None
-    finish_reason: str | None
-    usage: Usage
-    attempts: int
-    latency_s: float  # wall time of the whole call, retries and waits included
-    rate_limits: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*, retry-after* of the last reply
-
-
-class TeacherCallFailed(Exception):
-    """The call failed for good: retries were spent, or the endpoint refused the request."""
-
-    def __init__(self, reason: Reason, detail: str, *, attempts: int, status: int | None = None) -> None:
-        super().__init__(f"{reason.value}: {detail} (after {attempts} attempt{'s' if attempts != 1 else ''})")
-        self.reason = reason
-        self.detail = detail
-        self.attempts = attempts
-        self.status = status
-        self.usage = Usage()  # failed attempts return no usage we could count
+MAX_PACED_429S = 20  # 429s a paced call rides out (behind the rate limiter) before its retries count them
 
 
 class TeacherConfigError(ValueError):
@@ -82,7 +51,8 @@ class TeacherClient:
 
     def __init__(self, settings: TeacherSettings, inference: InferenceParameters, *,
                  retry: RetryPolicy | None = None, environ: Mapping[str, str] = os.environ,
-                 base_url: str | None = None) -> None:
+                 base_url: str | None = None, limiter: RateLimiter | None = None,
+                 max_wait: float | None = None) -> None:
         url = base_url or settings.url
         if not url:
             raise TeacherConfigError("teacher.url is not set and no base URL was given")
@@ -94,6 +64,8 @@ class TeacherClient:
         self._client: openai.AsyncOpenAI | None = None
         self._credential: Any = None  # azure.identity.DefaultAzureCredential, when auth is entra
         self.throttled = 0  # 429 responses received, retried ones included
+        self._limiter = limiter  # paces every attempt; raises Throttled when the wait would exceed max_wait
+        self._max_wait = max_wait
 
     def __repr__(self) -> str:
         kind, auth = self._settings.kind.value, self._settings.effective_auth.value
@@ -147,19 +119,34 @@ class TeacherClient:
         return body
 
     async def complete(self, messages: list[dict]) -> TeacherReply:
-        """One chat completion, retried per the policy. Raises TeacherCallFailed or TeacherConfigError."""
+        """One chat completion, retried per the policy. Raises TeacherCallFailed or TeacherConfigError, and
+        shared.teacher.ratelimit.Throttled when the rate limiter would make it wait longer than `max_wait`."""
         client = self._ensure_client()
         body = self.request_body(messages)
+        limiter = self._limiter
+        estimate = limiter.estimate(messages, self._inference.max_tokens) if limiter else None
         started = time.monotonic()
-        attempts = 0
+        attempts = paced_429s = 0
         while True:
             attempts += 1
+            if limiter and estimate:
+                await limiter.acquire(estimate.total, max_wait=self._max_wait)
             result = await self._attempt(client, body)
             if isinstance(result, TeacherReply):
+                if limiter and estimate:
+                    limiter.settled(estimate, result.usage.prompt_tokens, result.usage.total, result.rate_limits)
                 return replace(result, attempts=attempts, latency_s=time.monotonic() - started)
-            if not result.retryable or attempts > self._retry.max_retries:
+            if limiter and estimate and result.status == 429 and paced_429s < MAX_PACED_429S:
+                paced_429s += 1  # not a retry spent: the limiter holds every caller back and slows the pace
+                limiter.rate_limited(result.headers, estimate.total)
+                continue
+            if not result.retryable or attempts - paced_429s > self._retry.max_retries:
                 raise TeacherCallFailed(result.reason, result.detail, attempts=attempts, status=result.status)
             await asyncio.sleep(self._retry.delay(attempts - 1, result.headers))
+
+    def openai_client(self) -> openai.AsyncOpenAI:
+        """The underlying openai client (built on first use), for the Files and Batch APIs (shared.teacher.batch)."""
+        return self._ensure_client()
 
     async def aclose(self) -> None:
         """Close the HTTP connections and the Azure credential, if any."""

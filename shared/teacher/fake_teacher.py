@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 from shared.prompts import PromptStyle, detect_style
 from shared.tasks import NLI_LABELS, Task
+from shared.teacher.fake_batches import FakeBatches
+from shared.teacher.fake_limits import ExponentialLatency, ServerRateLimit
 
 MODEL_ID = "fake-teacher"
 FALLBACK_WORDS = 40  # a summary with no reference: the article's first words
@@ -70,6 +72,7 @@ class _Response:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     action: Literal["send", "reset", "drop"] = "send"
+    raw: bytes | None = None  # sent as is instead of the JSON payload (file contents)
 
 
 class FakeTeacher:
@@ -81,8 +84,12 @@ class FakeTeacher:
     """
 
     def __init__(self, answers: Mapping[str, str] | None = None, *, task: Task | None = None,
-                 latency: float = 0.0, port: int = 0) -> None:
+                 latency: float = 0.0, port: int = 0, rate_limit: ServerRateLimit | None = None,
+                 random_latency: ExponentialLatency | None = None) -> None:
         self.answers = dict(answers or {})
+        self.rate_limit = rate_limit  # a request limit answered with 429 + retry-after (benchmarks)
+        self.random_latency = random_latency  # a random delay added to every reply (benchmarks)
+        self.batches = FakeBatches(self)  # /v1/files and /v1/batches
         self.task = task
         self.latency = latency
         self._port = port
@@ -173,11 +180,18 @@ class FakeTeacher:
             return _error(400, "messages must be a non-empty list", "invalid_request_error")
         key = _last_user(messages)
         number = self._record(key, body, headers, path)
+        allowed, limit_headers = self.rate_limit.take() if self.rate_limit else (True, {})
+        if not allowed:
+            return _error(429, "Requests exceed the rate limit of this deployment; retry later.", "429", limit_headers)
         pending = self._take_fault(key)
         fault = pending.fault if pending else None
         params = pending.params if pending else {}
         response = _fault_response(fault, params) or self._completion(number, body, key, fault)
-        return replace(response, delay=response.delay + self.latency + _slow_delay(fault, params))
+        delay = self.latency + _slow_delay(fault, params) + (self.random_latency.draw() if self.random_latency else 0)
+        if self.rate_limit:  # its headers replace the default x-ratelimit-* ones
+            kept = {k: v for k, v in response.headers.items() if not k.startswith("x-ratelimit-")}
+            response = replace(response, headers={**kept, **limit_headers})
+        return replace(response, delay=response.delay + delay)
 
     def _record(self, key: str, body: dict[str, Any], headers: Mapping[str, str], path: str) -> int:
         """Count the request; returns its number (from 1)."""
@@ -248,13 +262,14 @@ def answers_from_jsonl(path: str | Path) -> dict[str, str]:
     answer given for a question wins.
     """
     answers: dict[str, str] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        messages = json.loads(line)["messages"]
-        for asked, answered in itertools.pairwise(messages):
-            if asked["role"] == "user" and answered["role"] == "assistant":
-                answers.setdefault(asked["content"], answered["content"])
+    with Path(path).open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            messages = json.loads(line)["messages"]
+            for asked, answered in itertools.pairwise(messages):
+                if asked["role"] == "user" and answered["role"] == "assistant":
+                    answers.setdefault(asked["content"], answered["content"])
     return answers
 
 
@@ -389,7 +404,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: tests and benchmarks send thousands of requests."""
 
     def do_GET(self) -> None:
-        if self.path.split("?")[0].rstrip("/").endswith("/models"):
+        if FakeBatches.handles(self.path):
+            self._send(self.server.teacher.batches.get(self.path))
+        elif self.path.split("?")[0].rstrip("/").endswith("/models"):
             model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "distill"}
             self._send(_Response(payload={"object": "list", "data": [model]}))
         else:
@@ -397,6 +414,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if FakeBatches.handles(self.path):
+            self._send(self.server.teacher.batches.post(self.path, self.headers.get("Content-Type", ""), raw))
+            return
         if not self.path.split("?")[0].rstrip("/").endswith("/chat/completions"):
             self._send(_error(404, f"no such path: {self.path}", "not_found"))
             return
@@ -413,9 +433,10 @@ class _Handler(BaseHTTPRequestHandler):
         {"send": self._send, "reset": self._reset, "drop": self._drop}[response.action](response)
 
     def _send(self, response: _Response) -> None:
-        data = json.dumps(response.payload, ensure_ascii=False).encode("utf-8")
+        raw = response.raw
+        data = raw if raw is not None else json.dumps(response.payload, ensure_ascii=False).encode("utf-8")
         self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "application/json" if raw is None else "application/octet-stream")
         self.send_header("Content-Length", str(len(data)))
         for name, value in response.headers.items():
             self.send_header(name, value)
@@ -440,11 +461,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", type=Task.parse, default=None, help="task for fallback answers, e.g. NLI")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    parser.add_argument("--latency-mean", type=float, default=0.0,
+                        help="mean of an exponentially distributed delay added to every reply, in seconds")
+    parser.add_argument("--rpm", type=float, help="answer 429 beyond this many requests a minute (token bucket)")
+    parser.add_argument("--burst", type=float, help="requests the bucket holds (default: ten seconds' worth)")
     args = parser.parse_args(argv)
     answers: dict[str, str] = {}
     for path in args.answers:
         answers = {**answers_from_jsonl(path), **answers}
-    with FakeTeacher(answers, task=args.task, latency=args.latency, port=args.port) as teacher:
+    limit = ServerRateLimit(args.rpm, args.burst) if args.rpm else None
+    latency = ExponentialLatency(args.latency_mean) if args.latency_mean else None
+    with FakeTeacher(answers, task=args.task, latency=args.latency, port=args.port, rate_limit=limit,
+                     random_latency=latency) as teacher:
         print(teacher.base_url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()

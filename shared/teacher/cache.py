@@ -1,0 +1,95 @@
+"""A content-addressed cache of teacher replies in blob storage: the same question is never paid for twice.
+
+The key is the SHA-256 of everything that determines a reply: the teacher (kind, URL, model), the exact request body
+(model, messages, inference parameters) and the prompt version. A reply lands at `<container>/<2 hex>/<key>.json` by
+a create-only write, so concurrent writers of the same key cannot clash: the first one wins, and every copy of a reply
+for one key is as good as any other. Only replies the teacher actually sent (HTTP 2xx) are kept; failed calls are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from shared.manifest import TeacherSettings
+from shared.ports import BlobStore, Conflict
+from shared.prompts import PROMPT_VERSION
+from shared.reasons import Reason
+from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
+
+if TYPE_CHECKING:
+    from shared.teacher.client import TeacherClient
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(teacher: TeacherSettings, body: dict) -> str:
+    """The key of a request: sha256 over teacher, request body and prompt version (canonical JSON)."""
+    identity = {"teacher": {"kind": teacher.kind.value, "url": teacher.url, "model": teacher.model},
+                "body": body, "prompt_version": PROMPT_VERSION}
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, store: BlobStore, container: str) -> None:
+        self.store = store
+        self._container = container
+
+    def path(self, key: str) -> str:
+        return f"{self._container}/{key[:2]}/{key}.json"
+
+    def get(self, key: str, origin: str | None = None) -> TeacherReply | None:
+        """The kept reply; `cached` is False when it was kept for `origin` (a job's own batch: paid by that job)."""
+        blob = self.store.read(self.path(key))
+        if blob is None:
+            return None
+        try:
+            doc = json.loads(blob.data)
+            usage = Usage(int(doc["prompt_tokens"]), int(doc["completion_tokens"]))
+            cached = origin is None or doc.get("origin") != origin
+            return TeacherReply(doc["content"], doc["finish_reason"], usage, attempts=0, latency_s=0.0, cached=cached)
+        except (ValueError, KeyError, TypeError) as exc:  # an unreadable entry is a miss; the next put cannot fix it
+            log.warning("teacher cache entry %s is unreadable (%s); calling the teacher", key, exc)
+            return None
+
+    def put(self, key: str, reply: TeacherReply, origin: str | None = None) -> None:
+        """Keep a reply; a reply already kept under the key stays (create-only, so safe to repeat)."""
+        doc = {"content": reply.content, "finish_reason": reply.finish_reason, "origin": origin,
+               "prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens}
+        with contextlib.suppress(Conflict):  # another writer kept it first
+            self.store.write(self.path(key), json.dumps(doc, ensure_ascii=False).encode("utf-8"), if_absent=True)
+
+
+class CachedTeacher:
+    """A teacher client that answers from the cache when it can, and keeps every new reply in it.
+
+    `cache` None bypasses the cache (`--no-cache`): nothing is read or written. `failed` (cache key → why) names
+    requests that must not be sent (batch mode gave up on them): they fail as a teacher error.
+    """
+
+    def __init__(self, client: TeacherClient, teacher: TeacherSettings, cache: ResponseCache | None,
+                 failed: Mapping[str, str] | None = None, origin: str | None = None) -> None:
+        self.client = client
+        self._origin = origin  # replies kept for this origin were paid by this job (its batches): not savings
+        self._teacher = teacher
+        self._cache = cache
+        self._failed = failed or {}
+
+    async def complete(self, messages: list[dict]) -> TeacherReply:
+        if self._cache is None:
+            return await self.client.complete(messages)
+        key = cache_key(self._teacher, self.client.request_body(messages))
+        if key in self._failed:
+            raise TeacherCallFailed(Reason.TEACHER_ERROR, self._failed[key], attempts=1)
+        hit = await asyncio.to_thread(self._cache.get, key, self._origin)
+        if hit is not None:
+            return hit
+        reply = await self.client.complete(messages)
+        await asyncio.to_thread(self._cache.put, key, reply)
+        return reply

@@ -1,0 +1,42 @@
+"""What a teacher call gives back, and how it fails: light types (no openai import) for the pipeline's handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.reasons import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TeacherReply:
+    """A reply as the teacher sent it; judging its content is the caller's job."""
+
+    content: str | None
+    finish_reason: str | None
+    usage: Usage
+    attempts: int
+    latency_s: float  # wall time of the whole call, retries and waits included
+    rate_limits: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*, retry-after* of the last reply
+    cached: bool = False  # answered from the response cache (shared.teacher.cache): nothing was paid for it
+
+
+class TeacherCallFailed(Exception):
+    """The call failed for good: retries were spent, or the endpoint refused the request."""
+
+    def __init__(self, reason: Reason, detail: str, *, attempts: int, status: int | None = None) -> None:
+        super().__init__(f"{reason.value}: {detail} (after {attempts} attempt{'s' if attempts != 1 else ''})")
+        self.reason = reason
+        self.detail = detail
+        self.attempts = attempts
+        self.status = status
+        self.usage = Usage()  # failed attempts return no usage we could count

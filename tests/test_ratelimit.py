@@ -1,0 +1,137 @@
+"""The rate limiter: pacing, headers and 429s with a fake clock; over real HTTP, a 429 pauses every caller."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.manifest import InferenceParameters, TeacherKind, TeacherSettings
+from shared.teacher.client import TeacherClient
+from shared.teacher.fake_limits import ServerRateLimit
+from shared.teacher.fake_teacher import FakeTeacher
+from shared.teacher.ratelimit import Estimate, RateLimiter, Throttled, estimate_tokens
+from shared.teacher.retry import RetryPolicy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_requests_are_spaced_at_the_configured_rate_after_a_one_second_burst() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rpm=600, clock=clock)  # 10 a second, burst of 10
+    waits = [limiter.reserve(0) for _ in range(30)]
+    assert waits[:10] == pytest.approx([0.0] * 10, abs=1e-9)
+    assert waits[10:] == pytest.approx([0.1 * i for i in range(1, 21)])
+
+
+def test_tokens_are_paced_and_corrected_by_the_reported_usage() -> None:
+    clock = Clock()
+    limiter = RateLimiter(tpm=6000, clock=clock)  # 100 tokens a second, burst 100
+    assert limiter.reserve(100) == 0.0
+    assert limiter.reserve(100) == pytest.approx(1.0)
+    limiter.settled(Estimate(50, 100), 20, 30, {})  # both calls used 30 of the 100 reserved
+    limiter.settled(Estimate(50, 100), 20, 30, {})
+    assert limiter.reserve(100) == pytest.approx(0.6)  # 60 of the 100-token burst used: 60 to wait for
+
+
+def test_reported_prompt_tokens_correct_later_estimates() -> None:
+    limiter = RateLimiter(tpm=6000, clock=Clock())
+    messages = [{"role": "user", "content": "x" * 400}]
+    first = limiter.estimate(messages, 10)
+    assert first.total == estimate_tokens(messages, 10) == 114
+    for _ in range(30):
+        limiter.settled(first, first.prompt * 2, first.prompt * 2 + 10, {})
+    assert limiter.estimate(messages, 10).total > first.total * 1.8
+
+
+def test_a_429_pauses_everyone_until_the_hint_and_slows_the_pace() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rpm=600, clock=clock)
+    limiter.rate_limited({"retry-after-ms": "2500"})
+    assert limiter.reserve(0) == pytest.approx(2.5 + 0.1 / 0.8)
+    assert limiter.throttled == 1
+
+
+def test_an_unconfigured_limiter_paces_at_the_rate_that_succeeded_once_it_sees_a_429() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    for _ in range(5):  # five calls in 0.4 s, unpaced
+        assert limiter.reserve(10) == 0.0
+        limiter.settled(Estimate(5, 10), 5, 10, {})
+        clock.now += 0.1
+    limiter.rate_limited({"Retry-After": "3"})  # 5 a second succeeded: paced at 5 x 0.95 x 0.8 from now on
+    step = 1 / (5 * 0.95 * 0.8)
+    assert [limiter.reserve(10) for _ in range(3)] == pytest.approx([3 + step, 3 + 2 * step, 3 + 3 * step])
+
+
+def test_an_unconfigured_limiter_takes_the_limit_the_endpoint_reports() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    limiter.settled(Estimate(5, 10), 5, 10, {"x-ratelimit-limit-requests": "600"})
+    waits = [limiter.reserve(10) for _ in range(12)]
+    assert waits[10:] == pytest.approx([0.1, 0.2])
+    configured = RateLimiter(rpm=60, clock=clock)  # a configured limit wins over the header
+    configured.settled(Estimate(5, 10), 5, 10, {"x-ratelimit-limit-requests": "600"})
+    assert [configured.reserve(0) for _ in range(2)] == pytest.approx([0.0, 1.0])
+
+
+def test_remaining_headers_pause_callers_until_the_reset() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rpm=60_000, clock=clock)
+    limiter.settled(Estimate(5, 10), 5, 10, {"x-ratelimit-remaining-requests": "0",
+                                             "x-ratelimit-reset-requests": "1m30s"})
+    assert limiter.reserve(10) == pytest.approx(90.0, abs=0.01)
+    clock.now += 100
+    limiter.settled(Estimate(5, 500), 5, 10, {"x-ratelimit-remaining-tokens": "100",
+                                              "x-ratelimit-reset-tokens": "250ms"})
+    assert limiter.reserve(10) == pytest.approx(0.25, abs=0.01)
+
+
+def test_a_wait_beyond_max_wait_raises_throttled_and_reserves_nothing() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rpm=60, clock=clock)  # one a second
+    assert limiter.reserve(0, max_wait=5) == 0.0
+    limiter.rate_limited({"retry-after": "30"})
+    with pytest.raises(Throttled) as caught:
+        limiter.reserve(0, max_wait=5)
+    assert caught.value.until >= clock.now + 30
+    clock.now += 31.5
+    assert limiter.reserve(0, max_wait=5) <= 1.0
+
+
+def test_the_server_bucket_answers_429_with_the_wait_until_its_next_token() -> None:
+    clock = Clock()
+    bucket = ServerRateLimit(rpm=60, burst=2, clock=clock)
+    assert bucket.take()[0] and bucket.take()[0]
+    allowed, headers = bucket.take()
+    assert not allowed and headers["retry-after-ms"] == "1000" and bucket.refused == 1
+    clock.now += 1
+    assert bucket.take()[0]
+
+
+def test_over_http_a_paced_client_is_not_refused_and_a_refused_one_recovers() -> None:
+    """Twenty calls at once against a 120 rpm teacher with a burst of 2: the client's own 429 handling
+    (pause + retry without backoff) gets every call through."""
+    settings = TeacherSettings(kind=TeacherKind.OPENAI_COMPATIBLE, url="http://unused", max_retries=20)
+
+    async def calls(url: str, limiter: RateLimiter) -> list[str | None]:
+        async with TeacherClient(settings, InferenceParameters(), base_url=url, limiter=limiter,
+                                 retry=RetryPolicy(base_delay=0.01)) as client:
+            replies = await asyncio.gather(*(client.complete([{"role": "user", "content": f"q{i}"}])
+                                             for i in range(8)))
+        return [r.content for r in replies]
+
+    with FakeTeacher(task=None, rate_limit=ServerRateLimit(rpm=600, burst=2)) as teacher:
+        limiter = RateLimiter()  # no configured limit: learns from the 429s
+        assert asyncio.run(calls(teacher.base_url, limiter)) == ["ok"] * 8
+        assert limiter.throttled >= 1
+        refused = teacher.rate_limit.refused
+    with FakeTeacher(task=None, rate_limit=ServerRateLimit(rpm=600, burst=10)) as teacher:
+        assert asyncio.run(calls(teacher.base_url, RateLimiter(rpm=540))) == ["ok"] * 8
+        assert teacher.rate_limit.refused == 0 < refused
