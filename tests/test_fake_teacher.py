@@ -310,4 +310,8 @@ def test_command_line_serves_until_interrupted(tmp_path: Path) -> None:
                 assert json.loads(connection.getresponse().read())["choices"][0]["message"]["content"] == "a"
         finally:
             process.send_signal(signal.SIGINT)
-        assert process.wait(5) == 0
+        try:
+            assert process.wait(15) == 0
+        except subprocess.TimeoutExpired:
+            process.kill()  # fail without leaving the suite waiting on a server that did not stop
+            raise

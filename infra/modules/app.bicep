@@ -252,6 +252,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DISTILL_SHARD_ROWS: string(shardRows)
     DISTILL_FINETUNE_CLAIM_SECONDS: '600'
     DISTILL_CANCEL_CHECK_SECONDS: '2' // how soon teacher workers notice `distill cancel`
+    // A rate-limit wait longer than this sends the shard back to Service Bus as a scheduled message instead of
+    // holding its lock while sleeping.
+    DISTILL_DEFER_AFTER_SECONDS: '20'
     // Teacher prices per 1,000 tokens, for the cost metric; empty leaves cost out of status.json.
     DISTILL_PRICE_PROMPT_PER_1K: ''
     DISTILL_PRICE_COMPLETION_PER_1K: ''

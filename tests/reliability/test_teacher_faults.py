@@ -30,7 +30,8 @@ class Case(NamedTuple):
 CASES = [
     Case(Fault.RATE_LIMIT, {"retry_after": 1}, 2, "accepted", 3, 0.95, 1.5),  # Retry-After: 1 (seconds)
     Case(Fault.RATE_LIMIT, {"retry_after_ms": 250}, 2, "accepted", 3, 0.24, 0.5),  # below the backoff floor
-    Case(Fault.RATE_LIMIT, {"retry_after_ms": 100}, 3, "rate_limited", 3, 0.09, 0.5),
+    # a 429 is paced by the job's rate limiter, not a retry spent (shared.teacher.client.MAX_PACED_429S)
+    Case(Fault.RATE_LIMIT, {"retry_after_ms": 100}, 3, "accepted", 4, 0.09, 0.5),
     Case(Fault.SERVER_ERROR, {"status": 500}, 1, "accepted", 2, 0.49, 1.5),  # backoff: at least base_delay / 2
     Case(Fault.SERVER_ERROR, {"status": 502}, 1, "accepted", 2, 0.49, 1.5),
     Case(Fault.SERVER_ERROR, {"status": 503}, 1, "accepted", 2, 0.49, 1.5),
@@ -47,10 +48,12 @@ CASES = [
     Case(Fault.REFUSE, {"status": 400}, 1, "refused", 1),
 ]
 TRAIN_ROWS, VALIDATION_ROWS = 30, 10
-LOAD_SLACK = 10.0  # a loaded 2-core machine delays a retry by seconds; the upper bound only catches runaway waits
+# A loaded 2-core machine delays a retry by seconds, and after a 429 the job's rate limiter may pace later calls
+# (shared.teacher.ratelimit): the upper bound only catches runaway waits.
+LOAD_SLACK = 30.0
 
 
-@pytest.mark.parametrize(("min_success_ratio", "state"), [(0.7, "dataset ready"), (0.8, "failed")])
+@pytest.mark.parametrize(("min_success_ratio", "state"), [(0.8, "dataset ready"), (0.85, "failed")])
 def test_every_fault_ends_each_row_once_with_its_reason(tmp_path: Path, figures, min_success_ratio: float,
                                                         state: str) -> None:
     train, answers = qa_rows(TRAIN_ROWS, "T")
@@ -80,10 +83,10 @@ def test_every_fault_ends_each_row_once_with_its_reason(tmp_path: Path, figures,
     failures = [c for c in CASES if c.outcome != "accepted"]
     assert record["rejected"] == len(failures) and len(rejected) == len(failures)
     assert record["accepted"] == {"train": TRAIN_ROWS - len(failures), "validation": VALIDATION_ROWS}
-    assert record["success_ratio"] == round(31 / 40, 4)
+    assert record["success_ratio"] == round(32 / 40, 4)
     assert record["state"] == state
     if state == "failed":
-        assert record["errors"] == ["only 77.5% of rows were labelled; the job needs 80% (min_success_ratio); "
+        assert record["errors"] == ["only 80.0% of rows were labelled; the job needs 85% (min_success_ratio); "
                                     "see rejected.jsonl"]
     counts = tally(store, "faults", {"train.jsonl": train, "validation.jsonl": validation})
     assert counts == {"rows_processed": 40, "rows_lost": 0, "rows_duplicated": 0}
