@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_pipeline import RecordingFineTuner, drain
 
 from shared.jobs import JobPaths, dumps, read_json
 from shared.manifest import TeacherKind, TeacherSettings
@@ -25,7 +26,6 @@ from shared.teacher import ratelimit
 from shared.teacher.cache import ResponseCache, cache_key
 from shared.teacher.client import TeacherReply, Usage
 from shared.teacher.fake_teacher import FakeTeacher, Fault, answers_from_jsonl
-from tests.test_pipeline import RecordingFineTuner, drain
 
 
 @pytest.fixture()
