@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import re
+import signal
 import socket
 import struct
 import sys
@@ -473,9 +474,12 @@ def main(argv: list[str] | None = None) -> None:
     latency = ExponentialLatency(args.latency_mean) if args.latency_mean else None
     with FakeTeacher(answers, task=args.task, latency=args.latency, port=args.port, rate_limit=limit,
                      random_latency=latency) as teacher:
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # explicit handlers: inherited dispositions don't matter
+            signal.signal(signum, lambda *_: stop.set())
         print(teacher.base_url, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        while not stop.wait(0.2):  # a timed wait: the handler runs within 0.2 s of the signal
+            pass
 
 
 if __name__ == "__main__":
