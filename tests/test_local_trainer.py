@@ -326,3 +326,18 @@ def test_state_of_an_unknown_run_raises_lookup_error(tmp_path: Path) -> None:
 def test_a_name_that_is_not_a_path_segment_is_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="run name"):
         new_run(tmp_path).trainer.start(request(name=name))
+
+
+def test_before_training_runs_first_and_only_when_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(local_trainer, "fine_tune", lambda *args: calls.append("trained") or {"train": []})
+    store = LocalBlobStore(tmp_path / "store")
+    store.write(f"jobs/{JOB}/train.jsonl", jsonl(TRAIN))
+    store.write(f"jobs/{JOB}/validation.jsonl", jsonl(VALIDATION))
+    trainer = LocalTrainer(store, lambda event: None, TOPIC, tmp_path / "models",
+                           before_training=lambda: calls.append("teacher stopped"))
+
+    trainer.start(request())
+    trainer.start(request())  # finished: not trained again
+
+    assert calls == ["teacher stopped", "trained"]

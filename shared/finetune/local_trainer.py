@@ -85,11 +85,13 @@ class Hyperparameters:
 class LocalTrainer:
     """A FineTuner that trains the student on this machine and saves it as a standard HF folder."""
 
-    def __init__(self, store: BlobStore, publish: Publish, workspace_topic: str, output_root: Path) -> None:
+    def __init__(self, store: BlobStore, publish: Publish, workspace_topic: str, output_root: Path,
+                 before_training: Callable[[], None] | None = None) -> None:
         self._store = store
         self._publish = publish
         self._topic = workspace_topic
         self._output_root = Path(output_root)
+        self._before_training = before_training  # e.g. stop a local teacher: its memory is free for training
 
     def start(self, request: FineTuneRequest) -> str:
         """Train once per run name and publish the run's final status; a finished run is not trained again.
@@ -132,6 +134,8 @@ class LocalTrainer:
     def _run(self, request: FineTuneRequest) -> tuple[str | None, str | None]:
         """Download, train, save and write the metrics: (output folder, None), or (None, the failure reason)."""
         output = self._output_root / request.name
+        if self._before_training is not None:
+            self._before_training()
         with tempfile.TemporaryDirectory(prefix="distill-train-") as tmp:
             files = {"train": Path(tmp) / "train.jsonl", "validation": Path(tmp) / "validation.jsonl"}
             for blob, local in zip((request.train_path, request.validation_path), files.values(), strict=True):

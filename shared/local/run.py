@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,11 +201,13 @@ def run(args: argparse.Namespace) -> int:
         labeling = record is None or record["state"] in (JobState.INGESTING, JobState.LABELING,
                                                          JobState.BUDGET_SPENT)
         print(f"job {job}: {len(files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
+        teacher = stack.enter_context(contextlib.ExitStack())  # closed early once training starts
         if labeling and manifest.teacher.kind is TeacherKind.LOCAL:
-            environ[LOCAL_TEACHER_URL] = stack.enter_context(start_teacher(manifest, files))
+            environ[LOCAL_TEACHER_URL] = teacher.enter_context(start_teacher(manifest, files))
         bar = ProgressBar(0)
+        finetuner = finetuner_for(manifest, root, args.export_only, before_training=teacher.close)
         runtime = LocalRuntime(store, root / "queues" / f"{job}.db", environ=environ, progress=bar.add,
-                               workers=args.workers, finetuner=finetuner_for(manifest, root, args.export_only))
+                               workers=args.workers, finetuner=finetuner)
         stack.callback(runtime.close)
         if labeling:
             runtime.blob_created(upload_job(store, job, manifest, files))
@@ -227,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
     return 0 if record["state"] == goal else 1
 
 
-def finetuner_for(manifest: Manifest, root: Path, export_only: bool) -> Any:
+def finetuner_for(manifest: Manifest, root: Path, export_only: bool,
+                  before_training: Callable[[], None] | None = None) -> Any:
     """Local training for a local student; export only when asked, or for a registry student (AzureML)."""
     from shared.finetune.export_only import ExportOnlyFineTuner
 
@@ -235,7 +238,8 @@ def finetuner_for(manifest: Manifest, root: Path, export_only: bool) -> Any:
         return ExportOnlyFineTuner
     from shared.finetune.local_trainer import LocalTrainer
 
-    return lambda store, publish, topic: LocalTrainer(store, publish, topic, output_root=root / "models")
+    return lambda store, publish, topic: LocalTrainer(store, publish, topic, output_root=root / "models",
+                                                      before_training=before_training)
 
 
 def report_for(store: BlobStore, paths: JobPaths, manifest: Manifest, distilled: str) -> str:
