@@ -151,7 +151,7 @@ def code_needs() -> Needs:
     needs = Needs()
     settings = Settings()
     needs.queues |= {settings.shard_queue, settings.completion_queue}  # what the pipeline sends to
-    needs.containers |= {settings.input_container, settings.jobs_container}
+    needs.containers |= {settings.input_container, settings.jobs_container, settings.cache_container}
     for b in registered_bindings():
         if b["type"] == "serviceBusTrigger":
             needs.queues.add(b["queueName"].split("/")[0])  # "<queue>/$DeadLetterQueue" is a sub-queue

@@ -19,6 +19,7 @@ var roles = loadJsonContent('../roles.json')
 // Fixed by the code: shared/settings.py (containers, queues), functions/*.py (bindings).
 var inputContainer = 'input'
 var jobsContainer = 'jobs'
+var cacheContainer = 'teacher-cache' // the response cache: teacher replies by content hash
 var shardQueue = 'shards'
 var completionQueue = 'completions'
 // Fixed here: the app package, and the BlobCreated events Event Grid could not deliver.
@@ -84,6 +85,11 @@ resource input 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-0
 resource jobs 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: dataBlobs
   name: jobsContainer
+}
+
+resource teacherCache 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: dataBlobs
+  name: cacheContainer
 }
 
 resource eventDeadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
