@@ -21,16 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable
 from typing import Any
 
-from shared import tracing
-from shared.jobs import JobPaths, JobState, Record, dumps, now, read_json, update_record
+from shared.jobs import JobPaths, JobState, Record, dumps, now, read_json, update_json, update_record
 from shared.manifest import Manifest
 from shared.parsing import Rejected
-from shared.ports import BlobStore, Conflict, OutgoingMessage
+from shared.ports import BlobStore
 from shared.reasons import Reason
-from shared.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +120,7 @@ class Budget:
             rows.update(mine)
             return ledger
 
-        rows = _update(self.store, rows_path(self.paths, self.shard), merge).get("rows", {})
+        rows = update_json(self.store, rows_path(self.paths, self.shard), merge, create=True).get("rows", {})
         with self._lock:
             self._rows.update({k: v for k, v in rows.items() if k not in self._rows})
             total = sum(self._rows.values())
@@ -136,27 +133,9 @@ class Budget:
             shards[key] = total
             return ledger
 
-        ledger = _update(self.store, ledger_path(self.paths), put)
+        ledger = update_json(self.store, ledger_path(self.paths), put, create=True)
         with self._lock:
             self._others = sum(v for k, v in ledger.get("shards", {}).items() if k != key)
-
-
-def _update(store: BlobStore, path: str, change: Any) -> dict[str, Any]:
-    """Compare-and-swap on a JSON blob (created on first use); returns it as stored."""
-    while True:
-        blob = store.read(path)
-        ledger = json.loads(blob.data) if blob else {}
-        updated = change(json.loads(blob.data) if blob else {})
-        if updated is None:
-            return ledger
-        try:
-            if blob is None:
-                store.write(path, dumps(updated), if_absent=True)
-            else:
-                store.write(path, dumps(updated), if_match=blob.etag)
-        except Conflict:
-            continue
-        return updated
 
 
 # --- a shard result with rows the budget stopped ------------------------------------------------------------
@@ -194,14 +173,17 @@ def stop(record: Record, manifest: Manifest, stopped: int, tokens_spent: int) ->
     return record
 
 
-def resume(services: Services, paths: JobPaths, manifest: Manifest) -> bool:
-    """Continue a `budget spent` job under this manifest's budget; False when that budget is spent already."""
-    store = services.store
+def resume(store: BlobStore, paths: JobPaths, manifest: Manifest) -> tuple[int, list[int]] | None:
+    """Put a `budget spent` job back to labelling under this manifest's budget, as a new round.
+
+    Returns the round and the shards to send again, or None when that budget is spent already (or the job has
+    moved on).
+    """
     budget = manifest.limits.budget_tokens
     used = spent(store, paths)
     if budget is not None and budget <= used:
         log.info("job %s: the budget of %d tokens is spent (%d used); not resuming", paths.job, budget, used)
-        return False
+        return None
     stored = read_json(store, paths.manifest)
     stored.setdefault("limits", {})["budget_tokens"] = budget
     store.write(paths.manifest, dumps(stored))
@@ -220,27 +202,18 @@ def resume(services: Services, paths: JobPaths, manifest: Manifest) -> bool:
         return record
 
     record = update_record(store, paths, resumed)
-    if record["state"] == JobState.LABELING:
-        send_round(services, paths.job, again, record.get("round", 0))
-    return True
+    return (record.get("round", 0), again) if record["state"] == JobState.LABELING else None
 
 
-def resend_round(services: Services, record: Record) -> None:
-    """Send a resumed round's unfinished shards again (its resume was cut short before they were all sent)."""
+def unfinished(record: Record) -> list[int]:
+    """A resumed round's shards not done yet (to send again when its resume was cut short)."""
     done = set(record.get("shards_done", []))
-    send_round(services, record["job"], [i for i in range(record["shards"]) if i not in done], record["round"])
+    return [i for i in range(record["shards"]) if i not in done]
 
 
-def send_round(services: Services, job: str, shards: Iterable[int], round_: int) -> None:
-    """Shard messages of a resumed round: new ids, so the queue's duplicate detection lets them through."""
-    messages = [OutgoingMessage({"job": job, "shard": i, "round": round_}, message_id=f"{job}/shard/{i}/r{round_}",
-                                properties=tracing.message_properties()) for i in shards]
-    services.queue.send(services.settings.shard_queue, messages)
-
-
-def message_suffix(body: dict[str, Any]) -> str:
-    """The id suffix of a message answering a resumed round's shard message ('' in the first round)."""
-    round_ = int(body.get("round") or 0)
+def round_suffix(round_: int) -> str:
+    """The id suffix of the messages of a resumed round ('' in the first round): new ids, so the queue's duplicate
+    detection lets them through."""
     return f"/r{round_}" if round_ else ""
 
 

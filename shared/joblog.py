@@ -32,7 +32,12 @@ def fields(job: str, shard: int | None = None, row: str | None = None, **more: A
 
 def emit_metrics(log: logging.Logger, job: str, scope: str, metrics: Metrics, shard: int | None = None) -> None:
     """One record with every counter as a dimension `metric_<name>` (Application Insights: customDimensions)."""
-    text = ", ".join(f"{name} {value:g}" for name, value in metrics.items())
+    text = metrics_text(metrics)
     where = f"job {job}" if shard is None else f"job {job} shard {shard}"
     log.info("%s %s metrics: %s", where, scope, text,
              extra=fields(job, shard, metric_scope=scope, **{f"metric_{k}": v for k, v in metrics.items()}))
+
+
+def metrics_text(metrics: Metrics) -> str:
+    """Counters as one readable phrase: `rows_accepted 10, throttled 0`."""
+    return ", ".join(f"{name} {value:g}" for name, value in metrics.items())

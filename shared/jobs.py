@@ -109,17 +109,31 @@ def update_record(store: BlobStore, paths: JobPaths, change: Callable[[Record], 
 
     `change` gets a copy and returns the new record, or None to leave it as it is. Returns the record as stored.
     """
+    return update_json(store, paths.status, change, stamp=True)
+
+
+def update_json(store: BlobStore, path: str, change: Callable[[dict], dict | None], *, create: bool = False,
+                stamp: bool = False) -> dict:
+    """Apply `change` to a JSON blob by ETag compare-and-swap, retried on conflict; returns the blob as stored.
+
+    `change` gets a copy and returns the new value, or None to leave it as it is. A missing blob starts as `{}` when
+    `create`, else raises LookupError. `stamp` sets "updated" on every write.
+    """
     while True:
-        blob = store.read(paths.status)
-        if blob is None:
-            raise LookupError(f"job record {paths.status} does not exist")
-        current = json.loads(blob.data)
-        updated = change(json.loads(blob.data))
+        blob = store.read(path)
+        if blob is None and not create:
+            raise LookupError(f"{path} does not exist")
+        current = json.loads(blob.data) if blob else {}
+        updated = change(json.loads(blob.data) if blob else {})
         if updated is None or updated == current:
             return current
-        updated["updated"] = now()
+        if stamp:
+            updated["updated"] = now()
         try:
-            store.write(paths.status, dumps(updated), if_match=blob.etag)
+            if blob is None:
+                store.write(path, dumps(updated), if_absent=True)
+            else:
+                store.write(path, dumps(updated), if_match=blob.etag)
         except Conflict:
             continue
         return updated

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from shared.joblog import metrics_text
 from shared.jobs import JOB_ID_RULE, JobPaths, JobState, Record, dumps, is_job_id, read_json
 from shared.manifest import Manifest, TeacherKind
 from shared.pipeline.cancel import request_cancel
@@ -215,7 +216,7 @@ def describe(record: Record, folder: str) -> str:
 
     lines = [summary(record, folder)]
     if metrics := record.get("metrics"):
-        lines.append("  metrics: " + ", ".join(f"{k} {v:g}" for k, v in metrics.items()))
+        lines.append(f"  metrics: {metrics_text(metrics)}")
     if record.get("trace_id"):
         lines.append(f"  trace: {record['trace_id']} (Application Insights operation id)")
     return "\n".join(lines)

@@ -10,9 +10,10 @@ is also made OpenTelemetry's current context, so spans that instrumented librari
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -96,12 +97,23 @@ def _new_id(size: int) -> str:
     return value if set(value) != {"0"} else _new_id(size)
 
 
-def _attach_opentelemetry(context: SpanContext):
-    """Make the span OpenTelemetry's current context when opentelemetry-api is installed; returns the undo."""
+@functools.cache
+def _opentelemetry() -> tuple[Any, Any] | None:
+    """OpenTelemetry's context module and a traceparent propagator; None without opentelemetry-api (looked up once,
+    not on every span)."""
     try:
         from opentelemetry import context as otel_context
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
+        return None
+    return otel_context, TraceContextTextMapPropagator()
+
+
+def _attach_opentelemetry(context: SpanContext) -> Callable[[], None]:
+    """Make the span OpenTelemetry's current context when opentelemetry-api is installed; returns the undo."""
+    otel = _opentelemetry()
+    if otel is None:
         return lambda: None
-    token = otel_context.attach(TraceContextTextMapPropagator().extract({TRACEPARENT: context.traceparent}))
+    otel_context, propagator = otel
+    token = otel_context.attach(propagator.extract({TRACEPARENT: context.traceparent}))
     return lambda: otel_context.detach(token)

@@ -30,8 +30,6 @@ TEST_TEACHER = "distill-test-teacher"
 DEFAULT_LOCAL_TEACHER = "Qwen2.5-Coder-1.5B-Instruct"
 STORAGE_CONNECTION = "DISTILL_STORAGE_CONNECTION_STRING"
 OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "status.json")
-
-
 LOCAL_TEACHER_TIMEOUT = 1800.0
 
 

@@ -41,7 +41,7 @@ def request_cancel(store: BlobStore, paths: JobPaths) -> CancelOutcome:
     mark = {"requested": now()}
     fresh = {"job": paths.job, "state": JobState.INGESTING, "created": now(), "timings": {}, "errors": [],
              "cancel": mark}
-    if read_json(store, paths.status) is None and create_record(store, paths, fresh):
+    if create_record(store, paths, fresh):  # written only if there is no record yet
         return CancelOutcome(fresh, True)
 
     def marked(record: Record) -> Record | None:

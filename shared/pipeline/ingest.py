@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from shared import budget, jobs, tracing
@@ -61,16 +61,20 @@ def ingest_job(services: Services, paths: JobPaths, record: dict | None, blob_pa
     store, job = services.store, paths.job
     if record is not None and record["state"] == JobState.LABELING:  # cut short after the plan: send again
         if record.get("round"):  # in a round resumed with a higher budget
-            budget.resend_round(services, record)
+            send_shards(services, job, budget.unfinished(record), record["round"])
         else:
-            send_shards(services, job, read_json(store, paths.plan)["shards"])
+            send_shards(services, job, range(read_json(store, paths.plan)["shards"]))
         return job
     if record is not None and record["state"] == JobState.BUDGET_SPENT:  # run again, perhaps with a higher budget
         try:
-            budget.resume(services, paths, manifest_of(store, blob_path))
+            resumed = budget.resume(store, paths, manifest_of(store, blob_path))
         except ManifestError as exc:
             log.warning("job %s: the manifest uploaded again is invalid (%s); the job stays %s", job,
                         exc.problems[0], record["state"])
+            return job
+        if resumed is not None:
+            round_, shards = resumed
+            send_shards(services, job, shards, round_)
         return job
     if record is not None and record["state"] != JobState.INGESTING:
         log.info("job %s: manifest event repeated; the job is already %s", job, record["state"])
@@ -99,14 +103,17 @@ def ingest_job(services: Services, paths: JobPaths, record: dict | None, blob_pa
         return job
     store.write(paths.plan, dumps(plan))
     update_record(store, paths, lambda r: labeling(r, plan, trace_id))
-    send_shards(services, job, plan["shards"])
+    send_shards(services, job, range(plan["shards"]))
     return job
 
 
-def send_shards(services: Services, job: str, shards: int) -> None:
-    """One message per shard; ids derive from job and shard, so the queue drops repeats."""
-    messages = [OutgoingMessage({"job": job, "shard": i}, message_id=f"{job}/shard/{i}",
-                                properties=tracing.message_properties()) for i in range(shards)]
+def send_shards(services: Services, job: str, shards: Iterable[int], round_: int = 0) -> None:
+    """One message per shard; ids derive from job, shard and round, so the queue drops repeats, and a round resumed
+    with a higher budget (shared.budget) gets new ids that its duplicate detection lets through."""
+    messages = [OutgoingMessage({"job": job, "shard": i, **({"round": round_} if round_ else {})},
+                                message_id=f"{job}/shard/{i}{budget.round_suffix(round_)}",
+                                properties=tracing.message_properties())
+                for i in shards]
     services.queue.send(services.settings.shard_queue, messages)
 
 

@@ -48,7 +48,7 @@ class Labelled:
 
 def completion_message(job: str, shard: int, round_: int = 0) -> OutgoingMessage:
     body = {"job": job, "shard": shard, **({"round": round_} if round_ else {})}
-    return OutgoingMessage(body, message_id=f"{job}/done/{shard}{budgets.message_suffix(body)}",
+    return OutgoingMessage(body, message_id=f"{job}/done/{shard}{budgets.round_suffix(round_)}",
                            properties=tracing.message_properties())
 
 

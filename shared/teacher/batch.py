@@ -55,6 +55,7 @@ async def advance_batch(client: TeacherClient, cache: ResponseCache, paths: JobP
     api = client.openai_client()
     state = (read_json(store, paths.status) or {}).get("batches", {}).get(str(shard), {})
     errors_blob = paths.file(f"batches/{shard:05d}-errors.json")
+    errors: dict[str, str] | None = None  # the last collected batch's failures, once read or collected
     if state.get("id") and not state.get("collected"):
         batch = await api.batches.retrieve(state["id"])
         if batch.status not in TERMINAL:
@@ -68,7 +69,8 @@ async def advance_batch(client: TeacherClient, cache: ResponseCache, paths: JobP
         return BatchStep(None)
     rounds = int(state.get("round", 0))
     if rounds >= manifest.batch.max_rounds:
-        errors = read_json(store, errors_blob) or {}
+        if errors is None:
+            errors = read_json(store, errors_blob) or {}
         default = errors.get("*", f"no reply in {rounds} batches")
         return BatchStep(None, {key: errors.get(key, default) for key in pending})
     url = "/chat/completions" if manifest.teacher.kind is TeacherKind.AZURE_OPENAI else "/v1/chat/completions"

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from shared.jobs import dumps
 from shared.manifest import TeacherSettings
 from shared.ports import BlobStore, Conflict
 from shared.prompts import PROMPT_VERSION
@@ -63,7 +64,7 @@ class ResponseCache:
         doc = {"content": reply.content, "finish_reason": reply.finish_reason, "origin": origin,
                "prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens}
         with contextlib.suppress(Conflict):  # another writer kept it first
-            self.store.write(self.path(key), json.dumps(doc, ensure_ascii=False).encode("utf-8"), if_absent=True)
+            self.store.write(self.path(key), dumps(doc), if_absent=True)
 
 
 class CachedTeacher:
