@@ -10,10 +10,13 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-NLI_SYSTEM = "You are a careful reader. Reply with one label only: entailment, contradiction or neutral."
-NLI_INSTRUCTION = (
-    "Decide how the hypothesis relates to the premise. Answer 'entailment' when the premise makes the hypothesis "
-    "true, 'contradiction' when the premise makes it false, and 'neutral' when the premise does not settle it."
+# Worded for the default 1.5B teacher, which is sensitive to it: with the instruction before the pair it answered
+# "neutral" to every entailment; with the question after the pair and this system prompt it labelled 49 of 54
+# generated pairs right (other system prompts moved it to "contradiction" for the neutral ones).
+NLI_SYSTEM = "You label premise-hypothesis pairs."
+NLI_QUESTION = (
+    "If the premise is true, is the hypothesis certainly true (entailment), certainly false (contradiction), "
+    "or could it be either (neutral)? Answer with one word: entailment, contradiction or neutral."
 )
 
 _NAMES = ["Maria", "Tom", "Aisha", "Kenji", "Lena", "Omar", "Priya", "Diego", "Sofia", "Jonas", "Mei", "Samuel"]
@@ -26,13 +29,12 @@ _ACTS = [
     ("borrowed", "borrow", "ladder"), ("photographed", "photograph", "bridge"), ("baked", "bake", "cake"),
     ("washed", "wash", "car"),
 ]
-_REASONS = ["because it was raining", "to surprise a friend", "before going on holiday", "for the first time"]
 
 _HYPOTHESES = {
     "entailment": [
-        "{name} {past} the {obj}.",
-        "Someone {past} a {obj} on {day}.",
-        "{name} was at the {place} on {day}.",
+        "On {day}, {name} {past} the {obj} at the {place}.",
+        "The {obj} was {past} by {name}.",
+        "Someone {past} the {obj} at the {place}.",
     ],
     "contradiction": [
         "{name} did not {base} anything on {day}.",
@@ -40,9 +42,9 @@ _HYPOTHESES = {
         "{name} stayed at home all day on {day} and never went to the {place}.",
     ],
     "neutral": [
-        "{name} {past} the {obj} {reason}.",
+        "{name} was happy with the {obj}.",
+        "{name} enjoyed the visit to the {place}.",
         "{name} went to the {place} with a friend.",
-        "{name} had never {past} a {obj} before.",
     ],
 }
 
@@ -55,7 +57,7 @@ def nli_pairs(seed: int = 0) -> Iterator[tuple[str, str, str]]:
     while True:
         past, base, obj = rng.choice(_ACTS)
         slots = {"name": rng.choice(_NAMES), "place": rng.choice(_PLACES), "day": rng.choice(_DAYS),
-                 "past": past, "base": base, "obj": obj, "reason": rng.choice(_REASONS)}
+                 "past": past, "base": base, "obj": obj}
         label = labels[i % len(labels)]
         premise = "{name} {past} the {obj} at the {place} on {day}.".format(**slots)
         yield premise, rng.choice(_HYPOTHESES[label]).format(**slots), label
@@ -64,7 +66,7 @@ def nli_pairs(seed: int = 0) -> Iterator[tuple[str, str, str]]:
 
 def nli_row(premise: str, hypothesis: str, label: str) -> dict[str, list[dict[str, str]]]:
     """A chat row with the label as its reference answer."""
-    user = f"{NLI_INSTRUCTION}\n\nPremise: {premise}\nHypothesis: {hypothesis}"
+    user = f"Premise: {premise}\nHypothesis: {hypothesis}\n\n{NLI_QUESTION}"
     return {"messages": [{"role": "system", "content": NLI_SYSTEM}, {"role": "user", "content": user},
                          {"role": "assistant", "content": label}]}
 
