@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli import main
+from shared.samples import NLI_SYSTEM
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "azureml"
 FAKE_KEY = "sk-distill-test-4f2c9e7a1b"
@@ -72,7 +73,7 @@ def test_sample_validate_preview_the_demo_path(capsys: pytest.CaptureFixture[str
     assert code == 0, out
     assert out.count("POST http://127.0.0.1:8000/v1/chat/completions") == 2
     bodies = request_bodies(out)
-    assert bodies[0]["messages"][0]["content"].startswith("You are a careful reader.")
+    assert bodies[0]["messages"][0]["content"] == NLI_SYSTEM
     assert bodies[0]["model"] == "Qwen2.5-Coder-1.5B-Instruct" and bodies[0]["max_tokens"] == 16
     assert all(m["role"] != "assistant" for b in bodies for m in b["messages"])
 
