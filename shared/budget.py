@@ -211,12 +211,6 @@ def unfinished(record: Record) -> list[int]:
     return [i for i in range(record["shards"]) if i not in done]
 
 
-def round_suffix(round_: int) -> str:
-    """The id suffix of the messages of a resumed round ('' in the first round): new ids, so the queue's duplicate
-    detection lets them through."""
-    return f"/r{round_}" if round_ else ""
-
-
 def current_round(body: dict[str, Any], record: Record) -> bool:
     """Whether a completion belongs to the job's current round (a late one from an earlier round is ignored)."""
     return int(body.get("round") or 0) >= int(record.get("round") or 0)

@@ -19,7 +19,8 @@ from shared.assembly import held_out
 from shared.joblog import fields
 from shared.jobs import JobPaths, JobState, create_record, dumps, fail, now, read_json, update_record
 from shared.manifest import Manifest, ManifestError, is_data_asset, manifest_from_text
-from shared.ports import BlobStore, OutgoingMessage
+from shared.pipeline.messages import shard_message
+from shared.ports import BlobStore
 from shared.rows import Row
 from shared.services import Services
 from shared.validation import FileLimits, FileReport, finish_report, read_rows
@@ -108,13 +109,8 @@ def ingest_job(services: Services, paths: JobPaths, record: dict | None, blob_pa
 
 
 def send_shards(services: Services, job: str, shards: Iterable[int], round_: int = 0) -> None:
-    """One message per shard; ids derive from job, shard and round, so the queue drops repeats, and a round resumed
-    with a higher budget (shared.budget) gets new ids that its duplicate detection lets through."""
-    messages = [OutgoingMessage({"job": job, "shard": i, **({"round": round_} if round_ else {})},
-                                message_id=f"{job}/shard/{i}{budget.round_suffix(round_)}",
-                                properties=tracing.message_properties())
-                for i in shards]
-    services.queue.send(services.settings.shard_queue, messages)
+    """One message per shard (shared.pipeline.messages: repeats are dropped by id)."""
+    services.queue.send(services.settings.shard_queue, [shard_message("shard", job, i, round_) for i in shards])
 
 
 def labeling(record: dict, plan: dict, trace_id: str) -> dict | None:

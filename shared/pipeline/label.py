@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import budget as budgets
-from shared import tracing
 from shared.jobs import JobPaths, JobState, read_json
 from shared.manifest import Manifest, TeacherKind
 from shared.parsing import Accepted, Rejected, parse_reply
 from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
+from shared.pipeline.messages import shard_message
 from shared.pipeline.teacher_session import CachedTeacher, batch_step, deferred_shard, latest, open_teacher
 from shared.pipeline.telemetry import log_shard
-from shared.ports import Conflict, OutgoingMessage
+from shared.ports import Conflict
 from shared.prompts import teacher_conversations
 from shared.rows import Row
 from shared.services import Services
@@ -44,12 +44,6 @@ class Labelled:
     tokens_saved: int = 0  # tokens of the replies answered from the response cache
     cache_hits: int = 0
     deferred_until: float | None = None  # throttled: label again at this time (epoch seconds)
-
-
-def completion_message(job: str, shard: int, round_: int = 0) -> OutgoingMessage:
-    body = {"job": job, "shard": shard, **({"round": round_} if round_ else {})}
-    return OutgoingMessage(body, message_id=f"{job}/done/{shard}{budgets.round_suffix(round_)}",
-                           properties=tracing.message_properties())
 
 
 def label_shard(services: Services, body: dict[str, Any]) -> None:
@@ -91,7 +85,7 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
                 store.write(paths.result(shard), budgets.merge_result(earlier.data, result), if_match=earlier.etag)
         except Conflict:
             log.info("job %s shard %d: another delivery wrote the result first", job, shard)
-    services.queue.send(settings.completion_queue, [completion_message(job, shard, int(body.get("round") or 0))])
+    services.queue.send(settings.completion_queue, [shard_message("done", job, shard, int(body.get("round") or 0))])
 
 
 def read_shard(data: bytes) -> list[tuple[str, Row]]:
