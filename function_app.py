@@ -1,13 +1,13 @@
-"""The Distill Functions app: blob upload → ingest → shards → teacher → aggregate → fine-tune → run events.
+"""The Distill Functions app: blob upload → ingest → shards → label → aggregate → fine-tune → run events.
 
-Each blueprint in `functions/` is one trigger; the logic lives in `shared/`. `distill run` drives these very
-functions on one machine (shared.local.runtime).
+Each blueprint in `functions/` is one trigger, named for the pipeline step in `shared/pipeline/` it calls. `distill run`
+drives these very functions on one machine (shared.local.runtime).
 """
 
 import azure.functions as func
 
-from functions import aggregate, dead_letters, ingest, job_events, status, teacher
+from functions import aggregate, dead_letters, ingest, label, run_events, status
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (ingest.bp, teacher.bp, aggregate.bp, job_events.bp, status.bp, dead_letters.bp):
+for blueprint in (ingest.bp, label.bp, aggregate.bp, run_events.bp, status.bp, dead_letters.bp):
     app.register_functions(blueprint)

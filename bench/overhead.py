@@ -13,7 +13,7 @@ import argparse
 
 from bench.common import distill, job_record, run_args, workspace, write_rows
 from shared.tasks import Task
-from shared.teacher.fake_teacher import FakeTeacher
+from shared.testkit.teacher import FakeTeacher
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,8 +14,8 @@ import argparse
 
 from bench.common import distill, job_record, run_args, workspace, write_rows
 from shared.tasks import Task
-from shared.teacher.fake_limits import ExponentialLatency, ServerRateLimit
-from shared.teacher.fake_teacher import FakeTeacher
+from shared.testkit.limits import ExponentialLatency, ServerRateLimit
+from shared.testkit.teacher import FakeTeacher
 
 RPM = 600
 

@@ -3,7 +3,7 @@
 import azure.functions as func
 
 from shared import services
-from shared.pipeline.poison import on_dead_letter
+from shared.pipeline.dead_letters import on_dead_letter
 from shared.queueing import decode_body
 
 bp = func.Blueprint()

@@ -8,9 +8,9 @@ param identityId string
 param workspaceResourceGroup string
 param workspaceEventsTopicName string
 
-// Fixed by the code: functions/ingest.py, functions/job_events.py, shared/settings.py, shared/pipeline/ingest.py.
-var ingestFunction = 'ingest_blob'
-var runEventsFunction = 'job_events'
+// Fixed by the code: functions/ingest.py, functions/run_events.py, shared/settings.py, shared/pipeline/ingest.py.
+var ingestFunction = 'ingest'
+var runEventsFunction = 'run_events'
 var inputContainer = 'input'
 var eventDeadLetterContainer = 'event-dead-letters'
 
@@ -75,7 +75,7 @@ resource manifests 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-
   }
 }
 
-// The workspace's run events reach job_events; its topic may live in another resource group.
+// The workspace's run events reach run_events; its topic may live in another resource group.
 module runEvents 'modules/workspace-events.bicep' = {
   name: 'distill-run-events'
   scope: resourceGroup(workspaceResourceGroup)

@@ -40,7 +40,7 @@ class JobState(StrEnum):
     ASSEMBLING = "assembling"
     FINE_TUNING = "fine-tuning"
     DATASET_READY = "dataset ready"  # goal state of --no-finetune
-    BUDGET_SPENT = "budget spent"  # stopped by the token budget; a run with a higher budget goes on (shared.budget)
+    BUDGET_SPENT = "budget spent"  # stopped by the token budget; a higher budget goes on (pipeline.budget)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"  # `distill cancel`: generation stopped, the rows labelled so far assembled, no fine-tune

@@ -14,7 +14,7 @@ from shared.pipeline.label import LOCAL_TEACHER_URL
 from shared.samples import write_nli_sample
 from shared.storage.local import LocalBlobStore
 from shared.tasks import Task
-from shared.teacher.fake_teacher import FakeTeacher, Fault
+from shared.testkit.teacher import FakeTeacher, Fault
 
 PLAIN = PromptSettings()
 QA = "Where do you borrow books?\n(A) bank\n(B) library\n(C) garden"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from shared.finetune.export_only import DESCRIPTION, ExportOnlyFineTuner
+from shared.finetune.run_events import RUN_STATUS_CHANGED, RunUpdate, interpret
+from shared.local.export_only import DESCRIPTION, ExportOnlyFineTuner
 from shared.ports import Blob, Conflict, FineTuneRequest, RunState
-from shared.run_events import RUN_STATUS_CHANGED, RunUpdate, interpret
 
 TOPIC = "local://distill/workspace"
 JOB = "nli-1a2b3c4d5e6f"

@@ -18,7 +18,7 @@ import pytest
 
 from shared.prompts import chain_of_density_system, chain_of_thought_system
 from shared.tasks import NLI_LABELS, Task
-from shared.teacher.fake_teacher import FakeTeacher, Fault, answers_from_jsonl
+from shared.testkit.teacher import FakeTeacher, Fault, answers_from_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "Premise: it rains. Hypothesis: the street is wet."
@@ -297,7 +297,7 @@ def test_command_line_serves_until_interrupted(tmp_path: Path) -> None:
     gold = tmp_path / "gold.jsonl"
     row = [msg("system", "s"), msg("user", "q"), msg("assistant", "a")]
     gold.write_text(json.dumps({"messages": row}) + "\n", encoding="utf-8")
-    command = [sys.executable, "-m", "shared.teacher.fake_teacher", "--answers", str(gold), "--task", "nli"]
+    command = [sys.executable, "-m", "shared.testkit.teacher", "--answers", str(gold), "--task", "nli"]
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.finetune.run_events import JOB_TAG, RUN_STATUS_CHANGED
 from shared.pipeline.ingest import MANIFEST_NAMES
 from shared.ports import TERMINAL_STATUSES
-from shared.run_events import JOB_TAG, RUN_STATUS_CHANGED
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -418,8 +418,8 @@ def test_the_code_needs_what_the_pipeline_is_built_on(needs: Needs) -> None:
     assert {"shards", "completions"} <= needs.queues
     assert {"input", "jobs"} <= needs.containers
     assert needs.connections == {"DistillStorage": "blob", "DistillServiceBus": "serviceBus"}
-    assert needs.blob_events == {"ingest_blob": "input"}
-    assert needs.grid_functions == {"job_events"}
+    assert needs.blob_events == {"ingest": "input"}
+    assert needs.grid_functions == {"run_events"}
     assert {"AZUREML_WORKSPACE", "DISTILL_WORKSPACE_TOPIC", "DistillServiceBus__fullyQualifiedNamespace"} <= \
         needs.settings
     assert needs.key_settings == {"TEACHER_API_KEY"}
@@ -464,17 +464,17 @@ MUTATIONS = [
      "  scope: hostStorage\n  properties: {\n    roleDefinitionId: subscriptionResourceId("
      "'Microsoft.Authorization/roleDefinitions', roles['Storage Blob Data Contributor'])\n    principalId: identity",
      "role Storage Blob Data Contributor: no assignment on the Microsoft.Storage/storageAccounts dataStorage"),
-    ("events.bicep", "'PutBlockList', ", "", "function ingest_blob: the data.api filter must admit"),
+    ("events.bicep", "'PutBlockList', ", "", "function ingest: the data.api filter must admit"),
     ("events.bicep", "var inputContainer = 'input'", "var inputContainer = 'jobs'",
-     "function ingest_blob: subjectBeginsWith must select the input container"),
-    ("events.bicep", "var ingestFunction = 'ingest_blob'", "var ingestFunction = 'ingest'",
-     "function ingest_blob: no Event Grid subscription calls its blob extension webhook"),
+     "function ingest: subjectBeginsWith must select the input container"),
+    ("events.bicep", "var ingestFunction = 'ingest'", "var ingestFunction = 'ingest_blob'",
+     "function ingest: no Event Grid subscription calls its blob extension webhook"),
     ("modules/workspace-events.bicep", "'Paused'", "'Running'", "run events: the runStatus filter"),
     ("modules/app.bicep", "    AZURE_CLIENT_ID: identity",
      "    FUNCTIONS_WORKER_RUNTIME: 'python'\n    AZURE_CLIENT_ID: identity",
      "app setting FUNCTIONS_WORKER_RUNTIME: Flex Consumption refuses it"),
-    ("events.bicep", "var runEventsFunction = 'job_events'", "var runEventsFunction = 'events'",
-     "function job_events: no Event Grid subscription delivers to it"),
+    ("events.bicep", "var runEventsFunction = 'run_events'", "var runEventsFunction = 'job_events'",
+     "function run_events: no Event Grid subscription delivers to it"),
 ]
 
 

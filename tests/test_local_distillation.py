@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from shared.cli import main
-from shared.local_models import model_folder
+from shared.local.models import model_folder
 
 THINGS = ["apple", "river", "violin", "bicycle", "library", "volcano", "compass", "candle", "bridge", "garden",
           "rocket", "teapot", "island", "ladder", "mirror", "pencil", "glacier", "lantern", "harbour", "kite",
@@ -57,7 +57,7 @@ def test_a_small_real_distillation(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     status = json.loads((tmp_path / "out" / "status.json").read_text())
     assert code == 0, out + json.dumps(status["errors"])
     assert status["state"] == "succeeded"
-    assert status["finetune"]["status"] == "Completed"  # the run event reached job_events
+    assert status["finetune"]["status"] == "Completed"  # the run event reached run_events
     trained = Path(status["finetune"]["output_model"])
     base = load_file(model_folder("SmolLM2-135M-Instruct") / "model.safetensors")
     tuned = load_file(trained / "model.safetensors")

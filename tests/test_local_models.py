@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.local_models import STUDENT, ModelUnavailable, assembled, model_folder
+from shared.local.models import STUDENT, ModelUnavailable, assembled, model_folder
 
 
 def test_the_packaged_student_becomes_a_hugging_face_folder_once() -> None:

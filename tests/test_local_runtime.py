@@ -12,7 +12,7 @@ from shared.local.runtime import LocalRuntime, registered_functions
 from shared.pipeline.label import LOCAL_TEACHER_URL
 from shared.samples import write_nli_sample
 from shared.storage.local import LocalBlobStore
-from shared.teacher.fake_teacher import FakeTeacher, answers_from_jsonl
+from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 
 
 @pytest.fixture()

@@ -18,10 +18,10 @@ from typing import Any
 import openai
 import pytest
 
-from shared.local_models import STUDENT, model_folder
+from shared.local.model_server import BadRequest, Sampling, parse_body, start_local_teacher
+from shared.local.models import STUDENT, model_folder
 from shared.manifest import InferenceParameters, TeacherKind, TeacherSettings
 from shared.teacher.client import TeacherClient, TeacherReply
-from shared.teacher.local_server import BadRequest, Sampling, parse_body, start_local_teacher
 from shared.teacher.retry import RetryPolicy
 
 MODEL = STUDENT.name

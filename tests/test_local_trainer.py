@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from shared.finetune import local_trainer
-from shared.finetune.local_trainer import (
+from shared.finetune.run_events import RUN_STATUS_CHANGED, RunUpdate, interpret
+from shared.local import trainer as local_trainer
+from shared.local.models import ModelUnavailable, model_folder
+from shared.local.trainer import (
     Hyperparameters,
     LocalTrainer,
     TrainingDataError,
@@ -22,9 +24,7 @@ from shared.finetune.local_trainer import (
     resolve_hyperparameters,
     to_prompt_completion,
 )
-from shared.local_models import ModelUnavailable, model_folder
 from shared.ports import FineTuneRequest, RunState
-from shared.run_events import RUN_STATUS_CHANGED, RunUpdate, interpret
 from shared.storage.local import LocalBlobStore
 
 TOPIC = "local://distill/workspace"

@@ -20,7 +20,7 @@ from shared.queueing.local import LocalQueue
 from shared.queueing.servicebus import to_servicebus_message
 from shared.samples import write_nli_sample
 from shared.storage.local import LocalBlobStore
-from shared.teacher.fake_teacher import FakeTeacher, Fault, answers_from_jsonl
+from shared.testkit.teacher import FakeTeacher, Fault, answers_from_jsonl
 
 SECRET = "sk-distill-observability-secret-0123456789"
 

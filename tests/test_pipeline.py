@@ -9,16 +9,16 @@ import pytest
 
 from shared.jobs import JobPaths, dumps, read_json
 from shared.pipeline.aggregate import on_completion
-from shared.pipeline.finish import on_run_event
 from shared.pipeline.ingest import ingest
 from shared.pipeline.label import LOCAL_TEACHER_URL, label_shard
+from shared.pipeline.run_events import on_run_event
 from shared.ports import FineTuneRequest, RunState
 from shared.queueing.local import LocalQueue
 from shared.samples import write_nli_sample
 from shared.services import Services
 from shared.settings import Settings
 from shared.storage.local import LocalBlobStore
-from shared.teacher.fake_teacher import FakeTeacher, answers_from_jsonl
+from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 
 WORKSPACE = "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"
 
@@ -162,7 +162,7 @@ def test_a_repeated_or_late_event_changes_nothing(fine_tuning) -> None:
 
 
 def test_the_poller_finishes_a_job_whose_event_never_came(fine_tuning) -> None:
-    from shared.pipeline.finish import poll_unfinished
+    from shared.pipeline.run_events import poll_unfinished
 
     assert poll_unfinished(fine_tuning) == ["job1"]
     record = state(fine_tuning)

@@ -8,10 +8,10 @@ import pytest
 
 from shared.manifest import InferenceParameters, TeacherKind, TeacherSettings
 from shared.teacher.client import TeacherClient
-from shared.teacher.fake_limits import ServerRateLimit
-from shared.teacher.fake_teacher import FakeTeacher
 from shared.teacher.ratelimit import Estimate, RateLimiter, Throttled, estimate_tokens
 from shared.teacher.retry import RetryPolicy
+from shared.testkit.limits import ServerRateLimit
+from shared.testkit.teacher import FakeTeacher
 
 
 class Clock:

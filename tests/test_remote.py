@@ -18,7 +18,7 @@ from shared.local.runtime import LocalRuntime
 from shared.ports import FineTuneRequest, RunState
 from shared.samples import write_nli_sample
 from shared.storage.azure_blob import AzureBlobStore
-from shared.teacher.fake_teacher import FakeTeacher, answers_from_jsonl
+from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 
 
 class RecordingFineTuner:

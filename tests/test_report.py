@@ -11,6 +11,7 @@ from test_evaluation import answers_of, nli_sample, run_job
 
 from shared.evaluation import EvalItem
 from shared.jobs import JobPaths, dumps, read_json
+from shared.local.models import STUDENT
 from shared.local.report import (
     Curve,
     build_report,
@@ -21,7 +22,6 @@ from shared.local.report import (
     max_new_tokens,
     write_report,
 )
-from shared.local_models import STUDENT
 from shared.manifest import Manifest, PromptSettings
 from shared.storage.local import LocalBlobStore
 from shared.tasks import Task

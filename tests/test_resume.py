@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.teacher.fake_teacher import FakeTeacher, answers_from_jsonl
+from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 
 
 def test_a_killed_run_continues_without_losing_or_repeating_rows(shared_data: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.run_events import RUN_COMPLETED, RUN_STATUS_CHANGED, RunUpdate, from_functions_event, interpret
+from shared.finetune.run_events import RUN_COMPLETED, RUN_STATUS_CHANGED, RunUpdate, from_functions_event, interpret
 
 TOPIC = ("/subscriptions/0000/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/distill-ws")
 EXPERIMENT_ID = "0fa9dfaa-cba3-4fa7-b590-23e48548f5c1"
@@ -139,7 +139,7 @@ def test_interpret_is_stateless_and_leaves_the_event_alone() -> None:
 
 
 def test_run_properties_are_never_logged(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="shared.run_events")
+    caplog.set_level(logging.DEBUG, logger="shared.finetune.run_events")
 
     interpret(event("Running"), workspace_topic=TOPIC)
     interpret(event(topic="/elsewhere"), workspace_topic=TOPIC)
@@ -170,6 +170,6 @@ def test_a_functions_event_becomes_the_dict_interpret_takes() -> None:
 
 
 def test_the_run_events_module_imports_no_azure_package() -> None:
-    code = "import sys, shared.run_events; print(sorted(m for m in sys.modules if m.startswith('azure')))"
+    code = "import sys, shared.finetune.run_events; print(sorted(m for m in sys.modules if m.startswith('azure')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -25,7 +25,7 @@ from shared.storage.local import LocalBlobStore
 from shared.teacher import ratelimit
 from shared.teacher.cache import ResponseCache, cache_key
 from shared.teacher.client import TeacherReply, Usage
-from shared.teacher.fake_teacher import FakeTeacher, Fault, answers_from_jsonl
+from shared.testkit.teacher import FakeTeacher, Fault, answers_from_jsonl
 
 
 @pytest.fixture()

@@ -23,8 +23,8 @@ from shared.teacher.client import (
     TeacherConfigError,
     TeacherReply,
 )
-from shared.teacher.fake_teacher import FakeTeacher, Fault
 from shared.teacher.retry import RetryPolicy
+from shared.testkit.teacher import FakeTeacher, Fault
 
 FAST = RetryPolicy(base_delay=0.01)
 QUESTION = "Premise: it rains. Hypothesis: the street is wet."

@@ -1,4 +1,4 @@
-// The AzureML workspace's run events to the job_events function. Only Distill's runs (tagged distill_job by
+// The AzureML workspace's run events to the run_events function. Only Distill's runs (tagged distill_job by
 // shared/finetune/azureml.py) reaching a terminal status (shared/ports.py TERMINAL_STATUSES) are delivered.
 param topicName string
 @description('Resource id of the Event Grid-triggered function: <site id>/functions/<name>.')

@@ -1,9 +1,5 @@
-"""Fine-tuners (`shared.ports.FineTuner`): AzureML fine-tuning jobs, and the local export-only stand-in.
+"""The Azure fine-tuner (`shared.ports.FineTuner` on AzureML fine-tuning jobs) and the AzureML run events that tell
+how a fine-tune ended. The local mode's fine-tuners are in `shared.local` (trainer, export_only).
 
 Importing this package stays light: azure-ai-ml is imported only when an AzureML job is built or submitted.
 """
-
-from shared.finetune.azureml import AzureMLFineTuner
-from shared.finetune.export_only import ExportOnlyFineTuner
-
-__all__ = ["AzureMLFineTuner", "ExportOnlyFineTuner"]

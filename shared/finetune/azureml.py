@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.finetune.run_events import JOB_TAG, normalise_status
 from shared.ports import TERMINAL_STATUSES, BlobStore, FineTuneRequest, RunState
-from shared.run_events import JOB_TAG, normalise_status
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient

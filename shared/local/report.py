@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.evaluation import LABEL_TASKS, EvalItem, Mode, evaluation_items, score
 from shared.jobs import JobPaths, dumps, now, read_json
-from shared.local_models import model_folder, native_dtype, prepare_torch
+from shared.local.models import model_folder, native_dtype, prepare_torch
 from shared.manifest import Manifest
 from shared.parsing import excerpt
 from shared.ports import BlobStore

@@ -88,7 +88,7 @@ def fit_local_model_teacher(manifest: Manifest, workers: int) -> Manifest:
     """A model served on this machine answers `max_batch` requests at a time; more in flight only queue there
     until they time out. So requests in flight are capped at its batch, and the timeout is at least
     LOCAL_TEACHER_TIMEOUT: a long reply on a busy CPU takes minutes, and a local server does not hang up."""
-    from shared.teacher.local_server import DEFAULT_MAX_BATCH
+    from shared.local.model_server import DEFAULT_MAX_BATCH
 
     if manifest.teacher.kind is not TeacherKind.LOCAL or manifest.teacher.model == TEST_TEACHER:
         return manifest
@@ -230,11 +230,11 @@ def run(args: argparse.Namespace) -> int:
 def finetuner_for(manifest: Manifest, root: Path, export_only: bool,
                   before_training: Callable[[], None] | None = None) -> Any:
     """Local training for a local student; export only when asked, or for a registry student (AzureML)."""
-    from shared.finetune.export_only import ExportOnlyFineTuner
+    from shared.local.export_only import ExportOnlyFineTuner
 
     if export_only or not manifest.finetune or manifest.student.backend != "local":
         return ExportOnlyFineTuner
-    from shared.finetune.local_trainer import LocalTrainer
+    from shared.local.trainer import LocalTrainer
 
     return lambda store, publish, topic: LocalTrainer(store, publish, topic, output_root=root / "models",
                                                       before_training=before_training)
@@ -262,13 +262,13 @@ def describe_teacher(manifest: Manifest) -> str:
 def start_teacher(manifest: Manifest, files: dict[str, Path]) -> Iterator[str]:
     """The local teacher for this run: the test teacher, or a local model served by `distill teacher serve`."""
     if manifest.teacher.model != TEST_TEACHER:
-        from shared.teacher.local_server import start_local_teacher
+        from shared.local.model_server import start_local_teacher
 
         print(f"starting the local teacher {manifest.teacher.model} (loading it takes a minute)", file=sys.stderr)
         with start_local_teacher(manifest.teacher.model) as url:
             yield url
         return
-    from shared.teacher.fake_teacher import FakeTeacher, answers_from_jsonl
+    from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 
     answers: dict[str, str] = {}
     for path in files.values():

@@ -21,7 +21,7 @@ from azure.functions.blob import InputStream
 from azure.functions.servicebus import ServiceBusMessage
 
 from shared import services
-from shared.finetune.export_only import ExportOnlyFineTuner
+from shared.local.export_only import ExportOnlyFineTuner
 from shared.ports import BlobStore, FineTuner, OutgoingMessage
 from shared.queueing.local import LocalQueue, LockLost, ReceivedMessage
 from shared.services import Progress, Services

@@ -17,12 +17,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from shared import budget
 from shared.assembly import training_record
 from shared.joblog import fields
 from shared.jobs import JobPaths, JobState, Record, fail, now, read_json, update_record
 from shared.manifest import Manifest
 from shared.parsing import Accepted
+from shared.pipeline import budget
 from shared.pipeline.cancel import cancelled
 from shared.pipeline.label import read_shard
 from shared.pipeline.telemetry import job_metrics, log_job_metrics

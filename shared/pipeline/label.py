@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from shared import budget as budgets
 from shared.jobs import JobPaths, JobState, read_json
 from shared.manifest import Manifest, TeacherKind
 from shared.parsing import Accepted, Rejected, parse_reply
+from shared.pipeline import budget as budgets
 from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
 from shared.pipeline.messages import shard_message
 from shared.pipeline.teacher_session import CachedTeacher, batch_step, deferred_shard, latest, open_teacher

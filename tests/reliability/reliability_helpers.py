@@ -14,7 +14,7 @@ from shared.jobs import JobPaths, JobState, dumps, read_json
 from shared.local.runtime import LocalRuntime
 from shared.ports import BlobStore
 from shared.tasks import Task
-from shared.teacher.fake_teacher import FakeTeacher
+from shared.testkit.teacher import FakeTeacher
 
 QA_SYSTEM = "Answer with the letter of the right option only."
 FIGURES = Path(__file__).with_name("figures.json")

@@ -11,9 +11,9 @@ import pytest
 from reliability_helpers import jsonl, put_job, qa_manifest, qa_rows, qa_teacher, run_job, tally, user_of
 from test_delivery_faults import FaultyStore
 
-from shared.budget import spent
 from shared.cli import main
 from shared.jobs import JobPaths, read_json
+from shared.pipeline.budget import spent
 from shared.pipeline.label import label_shard
 from shared.services import Services
 from shared.settings import Settings

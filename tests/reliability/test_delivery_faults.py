@@ -17,9 +17,9 @@ from test_pipeline import WORKSPACE, RecordingFineTuner, run_event
 from shared.jobs import JobPaths, JobState, read_json
 from shared.local.runtime import LocalRuntime
 from shared.pipeline.aggregate import on_completion
-from shared.pipeline.finish import on_run_event
 from shared.pipeline.ingest import ingest
 from shared.pipeline.label import label_shard, read_shard
+from shared.pipeline.run_events import on_run_event
 from shared.queueing.local import LocalQueue, ReceivedMessage
 from shared.services import Services
 from shared.settings import Settings

@@ -19,12 +19,12 @@ from test_pipeline import run_event
 from shared.finetune.azureml import AzureMLFineTuner
 from shared.jobs import JobPaths, read_json
 from shared.local.runtime import LOCAL_WORKSPACE
-from shared.pipeline.finish import on_run_event
+from shared.pipeline.run_events import on_run_event
 from shared.queueing.local import LocalQueue
 from shared.services import Services
 from shared.settings import Settings
 from shared.storage.azure_blob import AzureBlobStore
-from shared.teacher.fake_teacher import Fault
+from shared.testkit.teacher import Fault
 
 TEACHER_KEY = "sk-distill-FAKE-teacher-key-7f3a9c2e41b8"
 KEY_SETTING = "DISTILL_RELIABILITY_TEACHER_KEY"

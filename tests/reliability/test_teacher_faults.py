@@ -11,7 +11,7 @@ import pytest
 from reliability_helpers import jsonl, output_lines, put_job, qa_manifest, qa_rows, qa_teacher, run_job, tally, user_of
 
 from shared.storage.local import LocalBlobStore
-from shared.teacher.fake_teacher import Fault
+from shared.testkit.teacher import Fault
 
 MAX_RETRIES = 2  # 3 attempts at most
 TIMEOUT = 1.0

@@ -122,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher_serve(args: argparse.Namespace) -> int:
-    from shared.teacher.local_server import main as serve
+    from shared.local.model_server import main as serve
 
     argv = ["--model", args.model, "--host", args.host, "--port", str(args.port)]
     if args.max_batch:
@@ -139,7 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_remote(args: argparse.Namespace) -> int:
-    from shared.remote import command
+    from shared.cli.remote import command
 
     return command(args)
 
@@ -222,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_remote_commands(sub: argparse._SubParsersAction) -> None:
-    """submit, watch, download, cancel: a deployed app's jobs, through its storage account (shared.remote)."""
+    """submit, watch, download, cancel: a deployed app's jobs, through its storage account (shared.cli.remote)."""
     su = sub.add_parser("submit", help="upload a manifest's data, then the manifest, to the deployed app")
     su.add_argument("manifest", type=Path)
     su.add_argument("--job", help="the job's id (default: derived from what determines its results)")

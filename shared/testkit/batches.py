@@ -16,8 +16,10 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import TYPE_CHECKING, Any
 
+from shared.testkit.responses import Response, error
+
 if TYPE_CHECKING:
-    from shared.teacher.fake_teacher import FakeTeacher, _Response
+    from shared.testkit.teacher import FakeTeacher
 
 
 class FakeBatches:
@@ -34,32 +36,28 @@ class FakeBatches:
     def handles(path: str) -> bool:
         return "/files" in path or "/batches" in path
 
-    def get(self, path: str) -> _Response:
-        from shared.teacher.fake_teacher import _error, _Response
-
+    def get(self, path: str) -> Response:
         parts = path.split("?")[0].rstrip("/").split("/")
         if parts[-1] == "content" and parts[-3] == "files" and parts[-2] in self.files:
-            return _Response(payload=None, raw=self.files[parts[-2]][1])
+            return Response(payload=None, raw=self.files[parts[-2]][1])
         if parts[-2] == "batches" and parts[-1] in self.batches:
-            return _Response(payload=self._poll(parts[-1]))
-        return _error(404, f"no such path: {path}", "not_found")
+            return Response(payload=self._poll(parts[-1]))
+        return error(404, f"no such path: {path}", "not_found")
 
-    def post(self, path: str, content_type: str, raw: bytes) -> _Response:
-        from shared.teacher.fake_teacher import _error, _Response
-
+    def post(self, path: str, content_type: str, raw: bytes) -> Response:
         endpoint = path.split("?")[0].rstrip("/")
         if endpoint.endswith("/files"):
             form = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
             fields = {part.get_param("name", header="content-disposition"): part for part in form.iter_parts()}
             purpose = str(fields["purpose"].get_content()).strip() if "purpose" in fields else ""
             data = fields["file"].get_payload(decode=True) if "file" in fields else b""
-            return _Response(payload=self._file(purpose, data, fields["file"].get_filename() or "upload.jsonl"))
+            return Response(payload=self._file(purpose, data, fields["file"].get_filename() or "upload.jsonl"))
         if endpoint.endswith("/batches"):
             body = json.loads(raw)
             if body.get("input_file_id") not in self.files:
-                return _error(400, "input_file_id does not name an uploaded file", "invalid_request_error")
-            return _Response(payload=self._create(body))
-        return _error(404, f"no such path: {path}", "not_found")
+                return error(400, "input_file_id does not name an uploaded file", "invalid_request_error")
+            return Response(payload=self._create(body))
+        return error(404, f"no such path: {path}", "not_found")
 
     def _file(self, purpose: str, data: bytes, name: str) -> dict[str, Any]:
         with self._lock:

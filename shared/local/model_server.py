@@ -6,7 +6,7 @@ leaves the batch at once, and requests that arrive meanwhile wait for the next b
 POST /v1/chat/completions (non-streaming; the body's `model` is ignored), GET /v1/models and GET /v1/stats
 (requests and batches served, tokens, busy seconds).
 
-    python -m shared.teacher.local_server --model Qwen2.5-Coder-1.5B-Instruct --port 8000
+    python -m shared.local.model_server --model Qwen2.5-Coder-1.5B-Instruct --port 8000
 
 Weights run in bfloat16 where the CPU has native bfloat16 arithmetic (several times faster than float32 there),
 else in float32; idle OpenMP threads sleep rather than spin, which keeps a busy machine from slowing it 5x.
@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from shared.local_models import ModelUnavailable, model_folder, native_dtype, prepare_torch
+from shared.local.models import ModelUnavailable, model_folder, native_dtype, prepare_torch
 
 if TYPE_CHECKING:
     import torch
@@ -474,7 +474,7 @@ def load_model(model: str, dtype: str = "auto") -> LocalModel:
 def start_local_teacher(model: str, *, port: int = 0, max_batch: int | None = None, dtype: str = "auto",
                         timeout: float = 600) -> Iterator[str]:
     """Run the server for `model` in a subprocess; yields its base URL (…/v1) once it serves, stops it on exit."""
-    command = [sys.executable, "-m", "shared.teacher.local_server", "--model", model,
+    command = [sys.executable, "-m", "shared.local.model_server", "--model", model,
                "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype]
     if max_batch is not None:
         command += ["--max-batch", str(max_batch)]

@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.finetune.run_events import ERROR_FIELD, JOB_TAG, RUN_STATUS_CHANGED
 from shared.jobs import dumps
 from shared.ports import BlobStore, Conflict, FineTuneRequest, RunState
-from shared.run_events import ERROR_FIELD, JOB_TAG, RUN_STATUS_CHANGED
 
 DESCRIPTION = "export only: no training ran"
 RUN_TYPE = "distill.export_only"

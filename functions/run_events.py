@@ -1,16 +1,17 @@
-"""Event Grid trigger for AzureML run events, and a timer that polls unfinished fine-tunes as a fallback."""
+"""Event Grid trigger for AzureML's run events, and a timer that polls unfinished fine-tunes as a fallback
+(shared.pipeline.run_events)."""
 
 import azure.functions as func
 
 from shared import services
-from shared.pipeline.finish import on_run_event, poll_unfinished
-from shared.run_events import from_functions_event
+from shared.finetune.run_events import from_functions_event
+from shared.pipeline.run_events import on_run_event, poll_unfinished
 
 bp = func.Blueprint()
 
 
 @bp.event_grid_trigger(arg_name="event")
-def job_events(event: func.EventGridEvent) -> None:
+def run_events(event: func.EventGridEvent) -> None:
     on_run_event(services.current(), from_functions_event(event))
 
 

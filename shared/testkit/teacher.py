@@ -5,7 +5,7 @@ answers keyed by the last user message, or with a fixed per-task fallback. Fault
 reproduce what real endpoints do: rate limits, server errors, refusals, resets, hangs, cut-off or garbled
 replies.
 
-    python -m shared.teacher.fake_teacher --answers ../shared/data/gold/nli/train.jsonl --task NLI --port 8011
+    python -m shared.testkit.teacher --answers ../shared/data/gold/nli/train.jsonl --task NLI --port 8011
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from shared.prompts import PromptStyle, detect_style
 from shared.tasks import NLI_LABELS, Task
-from shared.teacher.fake_batches import FakeBatches
-from shared.teacher.fake_limits import ExponentialLatency, ServerRateLimit
+from shared.testkit.batches import FakeBatches
+from shared.testkit.limits import ExponentialLatency, ServerRateLimit
+from shared.testkit.responses import Response, error
 
 MODEL_ID = "fake-teacher"
 FALLBACK_WORDS = 40  # a summary with no reference: the article's first words
@@ -62,18 +63,6 @@ class _Pending:
     remaining: int
     match: str | None
     params: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class _Response:
-    """What the handler does with one request."""
-
-    status: int = 200
-    payload: dict[str, Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    action: Literal["send", "reset", "drop"] = "send"
-    raw: bytes | None = None  # sent as is instead of the JSON payload (file contents)
 
 
 class FakeTeacher:
@@ -174,16 +163,16 @@ class FakeTeacher:
         return None
 
     # --- answering ------------------------------------------------------------------------------------
-    def respond(self, body: dict[str, Any], headers: Mapping[str, str], path: str) -> _Response:
+    def respond(self, body: dict[str, Any], headers: Mapping[str, str], path: str) -> Response:
         """Record one chat request and decide its response (called by the HTTP handler)."""
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            return _error(400, "messages must be a non-empty list", "invalid_request_error")
+            return error(400, "messages must be a non-empty list", "invalid_request_error")
         key = _last_user(messages)
         number = self._record(key, body, headers, path)
         allowed, limit_headers = self.rate_limit.take() if self.rate_limit else (True, {})
         if not allowed:
-            return _error(429, "Requests exceed the rate limit of this deployment; retry later.", "429", limit_headers)
+            return error(429, "Requests exceed the rate limit of this deployment; retry later.", "429", limit_headers)
         pending = self._take_fault(key)
         fault = pending.fault if pending else None
         params = pending.params if pending else {}
@@ -204,7 +193,7 @@ class FakeTeacher:
             self.last_body = body
             return self.requests_total
 
-    def _completion(self, number: int, body: dict[str, Any], key: str, fault: Fault | None) -> _Response:
+    def _completion(self, number: int, body: dict[str, Any], key: str, fault: Fault | None) -> Response:
         messages = body["messages"]
         style = detect_style(messages)
         answer = self.answer_for(key, style)
@@ -224,7 +213,7 @@ class FakeTeacher:
         remaining = max(0, REQUEST_LIMIT - number)
         headers = {"x-ratelimit-limit-requests": str(REQUEST_LIMIT),
                    "x-ratelimit-remaining-requests": str(remaining)}
-        return _Response(payload=payload, headers=headers)
+        return Response(payload=payload, headers=headers)
 
     def answer_for(self, user: str, style: PromptStyle = PromptStyle.PLAIN) -> str:
         """The reference answer for this user message, or the deterministic fallback."""
@@ -332,18 +321,18 @@ def _slow_delay(fault: Fault | None, params: Mapping[str, Any]) -> float:
     return float(params.get("seconds", 1.0)) if fault is Fault.SLOW else 0.0
 
 
-def _fault_response(fault: Fault | None, params: Mapping[str, Any]) -> _Response | None:
+def _fault_response(fault: Fault | None, params: Mapping[str, Any]) -> Response | None:
     """The response of a fault that replaces the answer, or None when the answer is still sent."""
     if fault is Fault.RATE_LIMIT:
-        return _error(429, "Rate limit reached; retry later.", "rate_limit_exceeded", _retry_headers(params))
+        return error(429, "Rate limit reached; retry later.", "rate_limit_exceeded", _retry_headers(params))
     if fault is Fault.SERVER_ERROR:
-        return _error(int(params.get("status", 500)), "The server had an error.", "server_error")
+        return error(int(params.get("status", 500)), "The server had an error.", "server_error")
     if fault is Fault.REFUSE:
-        return _error(int(params.get("status", 400)), "The request was refused.", "invalid_request_error")
+        return error(int(params.get("status", 400)), "The request was refused.", "invalid_request_error")
     if fault is Fault.RESET:
-        return _Response(action="reset")
+        return Response(action="reset")
     if fault is Fault.HANG:
-        return _Response(action="drop", delay=float(params.get("seconds", 5.0)))
+        return Response(action="drop", delay=float(params.get("seconds", 5.0)))
     return None
 
 
@@ -354,11 +343,6 @@ def _retry_headers(params: Mapping[str, Any]) -> dict[str, str]:
     if params.get("retry_after_ms") is not None:
         headers["retry-after-ms"] = str(params["retry_after_ms"])
     return headers
-
-
-def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> _Response:
-    payload = {"error": {"message": message, "type": code, "param": None, "code": code}}
-    return _Response(status=status, payload=payload, headers=headers or {})
 
 
 # --- HTTP -----------------------------------------------------------------------------------------
@@ -380,10 +364,10 @@ class _Server(ThreadingHTTPServer):
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handleerror(self, request: Any, client_address: Any) -> None:
         """A client that went away is normal here (timeouts, resets); anything else is reported."""
         if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
+            super().handleerror(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -409,9 +393,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(self.server.teacher.batches.get(self.path))
         elif self.path.split("?")[0].rstrip("/").endswith("/models"):
             model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "distill"}
-            self._send(_Response(payload={"object": "list", "data": [model]}))
+            self._send(Response(payload={"object": "list", "data": [model]}))
         else:
-            self._send(_error(404, f"no such path: {self.path}", "not_found"))
+            self._send(error(404, f"no such path: {self.path}", "not_found"))
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -419,21 +403,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(self.server.teacher.batches.post(self.path, self.headers.get("Content-Type", ""), raw))
             return
         if not self.path.split("?")[0].rstrip("/").endswith("/chat/completions"):
-            self._send(_error(404, f"no such path: {self.path}", "not_found"))
+            self._send(error(404, f"no such path: {self.path}", "not_found"))
             return
         try:
             body = json.loads(raw)
         except ValueError:
-            self._send(_error(400, "the body is not JSON", "invalid_request_error"))
+            self._send(error(400, "the body is not JSON", "invalid_request_error"))
             return
         if not isinstance(body, dict):
-            self._send(_error(400, "the body is not a JSON object", "invalid_request_error"))
+            self._send(error(400, "the body is not a JSON object", "invalid_request_error"))
             return
         response = self.server.teacher.respond(body, self.headers, self.path)
         self.server.teacher.pause(response.delay)
         {"send": self._send, "reset": self._reset, "drop": self._drop}[response.action](response)
 
-    def _send(self, response: _Response) -> None:
+    def _send(self, response: Response) -> None:
         raw = response.raw
         data = raw if raw is not None else json.dumps(response.payload, ensure_ascii=False).encode("utf-8")
         self.send_response(response.status)
@@ -444,18 +428,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _reset(self, _: _Response) -> None:
+    def _reset(self, _: Response) -> None:
         """Close with SO_LINGER 0: the kernel sends RST, and the client sees a connection reset."""
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
         self.connection.close()  # the descriptor closes once finish() has closed rfile and wfile
 
-    def _drop(self, _: _Response) -> None:
+    def _drop(self, _: Response) -> None:
         self.close_connection = True
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shared.teacher.fake_teacher",
+    parser = argparse.ArgumentParser(prog="python -m shared.testkit.teacher",
                                      description="Serve the test teacher until interrupted.")
     parser.add_argument("--answers", action="append", default=[], metavar="FILE",
                         help="JSONL of rows with reference answers (repeatable)")

@@ -9,9 +9,9 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from shared.finetune.run_events import interpret
 from shared.jobs import JobPaths, JobState, Record, fail, now, read_json, update_record
 from shared.ports import TERMINAL_STATUSES, RunState
-from shared.run_events import interpret
 from shared.services import Services
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Service Bus trigger on the shard queue: the teacher labels one shard."""
+"""Service Bus trigger on the shard queue: the teacher labels one shard (shared.pipeline.label)."""
 
 import azure.functions as func
 
@@ -10,6 +10,6 @@ bp = func.Blueprint()
 
 
 @bp.service_bus_queue_trigger(arg_name="msg", queue_name="shards", connection="DistillServiceBus")
-def teacher(msg: func.ServiceBusMessage) -> None:
+def label(msg: func.ServiceBusMessage) -> None:
     with tracing.span(tracing.traceparent_of(msg)):  # continues the job's trace from the sender's span
         label_shard(services.current(), decode_body(msg))
