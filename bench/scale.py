@@ -29,8 +29,7 @@ SIZES = (100_000, 1_000_000)
 def measure(rows: int) -> dict[str, float]:
     """One size, in this process: seconds per stage and peak RSS in MB."""
     from shared.jobs import JobPaths, dumps
-    from shared.manifest import Manifest
-    from shared.parsing import Accepted
+    from shared.manifest.model import Manifest
     from shared.pipeline.aggregate import assemble
     from shared.pipeline.ingest import ingest
     from shared.pipeline.label import Labelled, encode_result, read_shard
@@ -39,6 +38,7 @@ def measure(rows: int) -> dict[str, float]:
     from shared.settings import Settings
     from shared.storage.local import LocalBlobStore
     from shared.tasks import Task
+    from shared.tasks.base import Accepted
     from shared.teacher.replies import Usage
     from shared.validation import validate_file
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.manifest import PromptSettings, StudentSettings
-from shared.parsing import Accepted
+from shared.manifest.model import PromptSettings, StudentSettings
 from shared.rows import Message, Row
 from shared.tasks import Task
+from shared.tasks.base import Accepted
 
 
 def student_answer(answer: Accepted, prompt: PromptSettings) -> str:
@@ -24,15 +24,16 @@ def training_record(task: Task, row: Row, answers: Sequence[Accepted], *, prompt
     A single-turn row takes one answer. A conversation takes one per assistant turn, in order, each replacing the
     original turn.
     """
-    turns = sum(m["role"] == "assistant" for m in row.messages) if task is Task.CONVERSATION else 1
+    single = task.rules.single_turn
+    turns = 1 if single else sum(m["role"] == "assistant" for m in row.messages)
     if len(answers) != turns:
         raise ValueError(f"row {row.id}: {len(answers)} answers for {turns} assistant turns")
     texts = iter(student_answer(a, prompt) for a in answers)
-    if task is Task.CONVERSATION:
+    if single:
+        messages = [*row.messages, {"role": "assistant", "content": next(texts)}]
+    else:
         messages = [{"role": m["role"], "content": next(texts) if m["role"] == "assistant" else m["content"]}
                     for m in row.messages]
-    else:
-        messages = [*row.messages, {"role": "assistant", "content": next(texts)}]
     if not student.takes_system_prompt:
         messages = fold_system_prompt(messages)
     return {"messages": messages}

@@ -16,16 +16,16 @@ from typing import Any, Literal
 
 from shared.assembly import fold_system_prompt
 from shared.jobs import JobPaths, read_json
-from shared.manifest import Manifest, PromptSettings
-from shared.parsing import Accepted, parse_reply
+from shared.manifest.model import Manifest, PromptSettings
+from shared.parsing import parse_reply
 from shared.pipeline.label import read_shard
 from shared.ports import BlobStore
 from shared.prompts import teacher_conversations
 from shared.rows import Message, Row
 from shared.tasks import Task
+from shared.tasks.base import Accepted
 
 Mode = Literal["reference", "teacher"]
-LABEL_TASKS = (Task.NLI, Task.NLU_QA, Task.MATH)  # scored by exact answer; the others by ROUGE-L
 _WORD = re.compile(r"\w+")
 _PLAIN = PromptSettings()
 
@@ -58,7 +58,7 @@ def score(task: Task, answer_text: str | None, target: str, *, question: str, pr
     original system prompt, and one trained with `keep_reasoning` ends its reply with "Answer: X", which plain
     parsing reads. A target that does not parse is compared as written.
     """
-    if task not in LABEL_TASKS:
+    if task.rules.metric == "rouge_l":
         return rouge_l(answer_text or "", target)
     answer = parse_reply(task, answer_text, "stop", question=question, prompt=_PLAIN)
     expected = parse_reply(task, target, "stop", question=question, prompt=_PLAIN)

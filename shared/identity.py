@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from shared.manifest import Manifest
+from shared.manifest.model import Manifest
 from shared.prompts import PROMPT_VERSION
 
 _CHUNK = 1 << 20

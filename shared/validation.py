@@ -24,9 +24,10 @@ Rules, errors unless marked:
                                  assistant] where the assistant message is a reference answer
   conversation-turns             CONVERSATION: the system message, then complete user/assistant pairs (one
                                  at least)
-  options                        NLU_QA: fewer than 2 options, or options not consecutive letters from A
-  reference                      a reference answer that cannot be right: not one of the options (NLU_QA), not
-                                 an NLI label (any case), not a number such as 27, -3, 7.5, 1,000 (MATH)
+  options, reference, ...        the task's own rules (`row_problems` in its module under shared/tasks/): NLU_QA
+                                 needs at least 2 options, consecutive letters from A; a reference answer must be
+                                 able to be right: one of the options (NLU_QA), an NLI label (any case), a number
+                                 such as 27, -3, 7.5, 1,000 (MATH)
   duplicate-row (warning)        the same input as an earlier row; both stay rows (ids -0, -1, ...)
   too-few-rows                   fewer valid rows than min_rows (default: the task's)
   empty-file                     no line with content at all
@@ -45,14 +46,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from shared.rows import Message, Row, RowIds
-from shared.tasks import NLI_LABELS, Task, choice_letters
+from shared.tasks import Task
+from shared.tasks.base import shown_value
 
 MAX_PROBLEMS = 200  # problems kept per file; the rest are only counted
 MAX_TRACKED_INPUTS = 1_000_000  # inputs whose first line is remembered, to name it in duplicate-row
 ROLES = ("system", "user", "assistant")
 MESSAGE_FIELDS = frozenset({"role", "content", "name"})
 _SKIP_CHUNK = 1 << 16
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
                bool: "a boolean", type(None): "null"}
@@ -129,12 +130,6 @@ class _RawLine(NamedTuple):
     number: int
     body: bytes | None  # without its line end; None when the line is too long
     size: int  # bytes, without the line end
-
-
-def _show(value: object, width: int = 40) -> str:
-    """A value for a detail: its repr, cut short."""
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _json_type(value: object) -> str:
@@ -214,7 +209,7 @@ def _unknown_fields(record: dict[str, Any]) -> list[_Issue]:
     where = [("the row", key) for key in record if key != "messages"]
     where += [(f"message {i}", key) for i, m in enumerate(record["messages"], 1) for key in m
               if key not in MESSAGE_FIELDS]
-    return [_Issue("unknown-field", f"{place} has unknown field {_show(key)} (ignored)", Severity.WARNING)
+    return [_Issue("unknown-field", f"{place} has unknown field {shown_value(key)} (ignored)", Severity.WARNING)
             for place, key in where]
 
 
@@ -230,7 +225,7 @@ def _roles(messages: list[Message]) -> list[_Issue]:
     """unknown-role, first-not-system or role-order: the first that applies."""
     for i, m in enumerate(messages, 1):
         if m["role"] not in ROLES:
-            return [_Issue("unknown-role", f"message {i} has role {_show(m['role'])}; "
+            return [_Issue("unknown-role", f"message {i} has role {shown_value(m['role'])}; "
                                            "expected system, user or assistant")]
     first = messages[0]["role"]
     if first != "system":
@@ -246,52 +241,22 @@ def _roles(messages: list[Message]) -> list[_Issue]:
 def _turns(messages: list[Message], task: Task) -> list[_Issue]:
     """The number of turns the task allows, for roles already in order."""
     count, last = len(messages), messages[-1]["role"]
-    if task.single_turn and count not in (2, 3):
+    if task.rules.single_turn and count not in (2, 3):
         return [_Issue("single-turn", f"{task.value} rows are [system, user] and an optional assistant "
                                       f"reference answer; message count: {count}")]
-    if not task.single_turn and (count < 3 or last != "assistant"):
+    if not task.rules.single_turn and (count < 3 or last != "assistant"):
         detail = (f"a conversation is the system message then complete user/assistant pairs; message count: "
                   f"{count}, the last is {last}")
         return [_Issue("conversation-turns", detail)]
     return []
 
 
-def _options(question: str) -> tuple[list[str], list[_Issue]]:
-    """The question's option letters, and what is wrong with them."""
-    letters = choice_letters(question)
-    if len(letters) < 2:
-        needed = 'at least 2 lines such as "(A) ..." are needed'
-        return letters, [_Issue("options", f"the question has {len(letters)} options; {needed}")]
-    if letters != [chr(ord("A") + i) for i in range(len(letters))]:
-        shown = ", ".join(letters)
-        return letters, [_Issue("options", f"options {shown} are not consecutive letters from A")]
-    return letters, []
-
-
-def _reference(answer: str, task: Task, letters: list[str]) -> list[_Issue]:
-    """Whether a reference answer can be right for its task (an empty one is already empty-content)."""
-    text = answer.strip()
-    if not text:
-        return []
-    if task is Task.NLU_QA and text.upper() not in letters:
-        return [_Issue("reference", f"reference answer {_show(text)} is not one of the options "
-                                    f"{letters[0]}–{letters[-1]}")]
-    if task is Task.NLI and text.lower() not in NLI_LABELS:
-        return [_Issue("reference", f"reference answer {_show(text)} is not one of {', '.join(NLI_LABELS)}")]
-    if task is Task.MATH and not _NUMBER.fullmatch(text):
-        return [_Issue("reference", f"reference answer {_show(text)} is not a number")]
-    return []
-
-
 def _task_rules(messages: list[Message], task: Task) -> list[_Issue]:
-    """options and reference, for a row whose roles and turns are right."""
-    letters: list[str] = []
-    issues: list[_Issue] = []
-    if task is Task.NLU_QA:
-        letters, issues = _options(messages[1]["content"])
-    if task.single_turn and len(messages) == 3 and not issues:
-        issues = _reference(messages[2]["content"], task, letters)
-    return issues
+    """The task's own rules (its question, its reference answer) for a single-turn row whose roles are right."""
+    if not task.rules.single_turn:
+        return []
+    reference = messages[2]["content"] if len(messages) == 3 else None
+    return [_Issue(rule, detail) for rule, detail in task.rules.row_problems(messages[1]["content"], reference)]
 
 
 def _check(text: str, task: Task) -> tuple[list[Message], list[_Issue]]:
@@ -309,7 +274,7 @@ def _check(text: str, task: Task) -> tuple[list[Message], list[_Issue]]:
 
 def _make_row(messages: list[Message], task: Task, ids: RowIds, source: str, line: int) -> Row:
     """A valid line as a Row: a single-turn row's trailing assistant message becomes its reference."""
-    has_reference = task.single_turn and messages[-1]["role"] == "assistant"
+    has_reference = task.rules.single_turn and messages[-1]["role"] == "assistant"
     kept = messages[:2] if has_reference else messages
     inputs = tuple({"role": m["role"], "content": m["content"]} for m in kept)
     reference = messages[-1]["content"] if has_reference else None
@@ -388,7 +353,7 @@ def finish_report(report: FileReport, min_rows: int | None = None) -> FileReport
     """The file-level rules, once every row of the file has been read: empty-file and too-few-rows."""
     if report.stopped_by is not None:
         return report
-    needed = report.task.default_min_rows if min_rows is None else min_rows
+    needed = report.task.rules.min_rows if min_rows is None else min_rows
     if report.rows == 0 and report.errors == 0:
         report.add(0, "empty-file", "the file has no rows")
     elif report.rows < needed:

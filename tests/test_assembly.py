@@ -3,10 +3,10 @@
 import pytest
 
 from shared.assembly import held_out, training_record
-from shared.manifest import PromptSettings, StudentSettings
-from shared.parsing import Accepted
+from shared.manifest.model import PromptSettings, StudentSettings
 from shared.rows import Row, RowIds
 from shared.tasks import Task
+from shared.tasks.base import Accepted
 
 SYSTEM = {"role": "system", "content": "Answer with a number."}
 USER = {"role": "user", "content": "What is 2 + 3?"}

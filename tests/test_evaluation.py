@@ -9,7 +9,7 @@ import pytest
 from shared.evaluation import evaluation_items, rouge_l, score
 from shared.jobs import JobPaths, dumps, read_json
 from shared.local.runtime import LocalRuntime
-from shared.manifest import Manifest, PromptSettings
+from shared.manifest.model import Manifest, PromptSettings
 from shared.pipeline.label import LOCAL_TEACHER_URL
 from shared.samples import write_nli_sample
 from shared.storage.local import LocalBlobStore

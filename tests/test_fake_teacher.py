@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prompt_texts import cod_system, cot_system
 
-from shared.prompts import chain_of_density_system, chain_of_thought_system
-from shared.tasks import NLI_LABELS, Task
+from shared.tasks import Task
+from shared.tasks.nli import LABELS
 from shared.testkit.teacher import FakeTeacher, Fault, answers_from_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,13 +75,13 @@ def test_plain_answer_is_a_chat_completion(fake: FakeTeacher) -> None:
 
 
 def test_chain_of_thought_is_answered_as_a_json_object(fake: FakeTeacher) -> None:
-    reply = json.loads(content(fake, system=chain_of_thought_system(Task.NLI)))
+    reply = json.loads(content(fake, system=cot_system(Task.NLI)))
     assert reply["answer"] == "entailment" and reply["reasoning"]
 
 
 def test_chain_of_thought_math_answer_is_a_json_number() -> None:
     with FakeTeacher({"2 + 40?": "42", "half of 5?": "2.5"}, task=Task.MATH) as teacher:
-        system = chain_of_thought_system(Task.MATH)
+        system = cot_system(Task.MATH)
         assert json.loads(content(teacher, "2 + 40?", system))["answer"] == 42
         assert json.loads(content(teacher, "half of 5?", system))["answer"] == 2.5
 
@@ -88,8 +89,8 @@ def test_chain_of_thought_math_answer_is_a_json_number() -> None:
 def test_chain_of_density_is_four_steps_ending_with_the_reference() -> None:
     summary = "Alice met Bob in Paris to sign the Treaty of Words."
     with FakeTeacher({ARTICLE: summary}, task=Task.SUMMARIZATION) as teacher:
-        steps = json.loads(content(teacher, ARTICLE, chain_of_density_system(80)))
-        unknown = json.loads(content(teacher, "Another article " + ARTICLE, chain_of_density_system(80)))
+        steps = json.loads(content(teacher, ARTICLE, cod_system(80)))
+        unknown = json.loads(content(teacher, "Another article " + ARTICLE, cod_system(80)))
     assert len(steps) == 4 and all(set(s) == {"missing_entities", "denser_summary"} for s in steps)
     assert steps[-1]["denser_summary"] == summary
     lengths = [len(s["denser_summary"].split()) for s in steps]
@@ -128,7 +129,7 @@ def test_answers_from_jsonl(tmp_path: Path) -> None:
 def test_answers_from_a_gold_file(shared_data: Path) -> None:
     gold = shared_data / "gold" / "nli" / "validation.jsonl"
     answers = answers_from_jsonl(gold)
-    assert len(answers) > 100 and set(answers.values()) <= set(NLI_LABELS)
+    assert len(answers) > 100 and set(answers.values()) <= set(LABELS)
 
 
 # --- faults ------------------------------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def test_stop_wakes_a_hanging_request() -> None:
 
 
 def test_truncate_cuts_the_content_in_half(fake: FakeTeacher) -> None:
-    system = chain_of_thought_system(Task.NLI)
+    system = cot_system(Task.NLI)
     full = content(fake, system=system)
     fake.inject(Fault.TRUNCATE)
     choice = post(fake, system=system)[2]["choices"][0]
@@ -196,14 +197,14 @@ def test_truncate_cuts_the_content_in_half(fake: FakeTeacher) -> None:
 
 def test_invalid_json_is_garbled(fake: FakeTeacher) -> None:
     fake.inject(Fault.INVALID_JSON)
-    garbled = content(fake, system=chain_of_thought_system(Task.NLI))
+    garbled = content(fake, system=cot_system(Task.NLI))
     with pytest.raises(json.JSONDecodeError):
         json.loads(garbled)
     assert "entailment" not in garbled
 
 
 @pytest.mark.parametrize(("task", "reference", "check"), [
-    (Task.NLI, "entailment", lambda a: a in NLI_LABELS and a != "entailment"),
+    (Task.NLI, "entailment", lambda a: a in LABELS and a != "entailment"),
     (Task.NLU_QA, "B", lambda a: a == "Z"),
     (Task.MATH, "42", lambda a: a == "abc"),
     (Task.SUMMARIZATION, "A short summary.", lambda a: len(a.split()) > 2000),
@@ -216,8 +217,8 @@ def test_wrong_label_is_well_formed_but_wrong(task: Task, reference: str, check:
 
 def test_wrong_label_keeps_the_chain_of_thought_format(fake: FakeTeacher) -> None:
     fake.inject(Fault.WRONG_LABEL)
-    reply = json.loads(content(fake, system=chain_of_thought_system(Task.NLI)))
-    assert reply["answer"] in NLI_LABELS and reply["answer"] != "entailment"
+    reply = json.loads(content(fake, system=cot_system(Task.NLI)))
+    assert reply["answer"] in LABELS and reply["answer"] != "entailment"
 
 
 def test_empty(fake: FakeTeacher) -> None:

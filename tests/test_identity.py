@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from shared.identity import file_digest, job_id
-from shared.manifest import Manifest
+from shared.manifest.model import Manifest
 
 
 def manifest(**fields: object) -> Manifest:

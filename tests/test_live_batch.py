@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shared.jobs import JobPaths, create_record
-from shared.manifest import manifest_from_dict
+from shared.manifest.load import manifest_from_dict
 from shared.rows import Row
 from shared.storage.local import LocalBlobStore
 from shared.teacher.batch import advance_batch

@@ -134,7 +134,7 @@ def test_a_dataset_ready_job_goes_on_to_the_fine_tune_when_run_without_no_finetu
 def test_a_local_model_teacher_gets_no_more_requests_than_it_batches(workers: int, concurrency: int,
                                                                       in_flight: int) -> None:
     from shared.local.run import LOCAL_TEACHER_TIMEOUT, TEST_TEACHER, fit_local_model_teacher
-    from shared.manifest import manifest_from_dict
+    from shared.manifest.load import manifest_from_dict
 
     def manifest(model: str):
         return manifest_from_dict({"task": "nli", "training_file": "t.jsonl", "limits": {"concurrency": concurrency},

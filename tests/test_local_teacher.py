@@ -20,7 +20,7 @@ import pytest
 
 from shared.local.model_server import BadRequest, Sampling, parse_body, start_local_teacher
 from shared.local.models import STUDENT, model_folder
-from shared.manifest import InferenceParameters, TeacherKind, TeacherSettings
+from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
 from shared.teacher.client import TeacherClient, TeacherReply
 from shared.teacher.retry import RetryPolicy
 

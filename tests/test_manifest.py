@@ -11,16 +11,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from shared.azureml_yaml import FIELD_MAP, azure_path, from_azureml
-from shared.manifest import (
-    Manifest,
-    ManifestError,
-    TeacherAuth,
-    TeacherKind,
-    is_data_asset,
-    load_manifest,
-    manifest_from_dict,
-)
+from shared.manifest.azureml import FIELD_MAP, azure_path, from_azureml
+from shared.manifest.load import is_data_asset, load_manifest, manifest_from_dict
+from shared.manifest.model import Manifest, ManifestError, TeacherAuth, TeacherKind
 from shared.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,10 +5,12 @@ import time
 
 import pytest
 
-from shared.manifest import PromptSettings
-from shared.parsing import Accepted, Rejected, excerpt, parse_reply
+from shared.manifest.model import PromptSettings
+from shared.parsing import parse_reply
 from shared.reasons import Reason
 from shared.tasks import Task
+from shared.tasks.base import Accepted, Rejected
+from shared.tasks.reading import excerpt
 
 PLAIN = PromptSettings()
 COT = PromptSettings(chain_of_thought=True)

@@ -1,17 +1,14 @@
 """Teacher prompts: what each row sends to the teacher."""
 
 import pytest
+from prompt_texts import cod_system, cot_system
 
-from shared.manifest import PromptSettings
-from shared.prompts import (
-    PromptStyle,
-    chain_of_density_system,
-    chain_of_thought_system,
-    detect_style,
-    teacher_conversations,
-)
+from shared.manifest.model import PromptSettings
+from shared.prompts import teacher_conversations
 from shared.rows import Row
 from shared.tasks import Task
+from shared.tasks.base import PromptStyle
+from shared.testkit.teacher import detect_style
 
 SYSTEM = {"role": "system", "content": "Only answer with the label."}
 USER = {"role": "user", "content": "Premise: A. Hypothesis: B."}
@@ -30,7 +27,7 @@ def test_plain_rows_go_to_the_teacher_as_they_are() -> None:
                                            (Task.MATH, "plain number")])
 def test_chain_of_thought_replaces_the_system_prompt_for_the_teacher(task: Task, expected: str) -> None:
     [sent] = teacher_conversations(task, row(SYSTEM, USER), PromptSettings(chain_of_thought=True))
-    assert sent[0] == {"role": "system", "content": chain_of_thought_system(task)}
+    assert sent[0] == {"role": "system", "content": cot_system(task)}
     assert sent[1:] == [USER]
     assert expected in sent[0]["content"] and '"answer"' in sent[0]["content"]
     assert detect_style(sent) is PromptStyle.CHAIN_OF_THOUGHT
@@ -39,7 +36,7 @@ def test_chain_of_thought_replaces_the_system_prompt_for_the_teacher(task: Task,
 def test_chain_of_density_asks_for_four_summaries_within_the_word_limit() -> None:
     settings = PromptSettings(chain_of_density=True, max_len_summary=60)
     [sent] = teacher_conversations(Task.SUMMARIZATION, row(SYSTEM, USER), settings)
-    assert sent[0]["content"] == chain_of_density_system(60)
+    assert sent[0]["content"] == cod_system(60)
     assert "at most 60 words" in sent[0]["content"] and "four" in sent[0]["content"]
     assert detect_style(sent) is PromptStyle.CHAIN_OF_DENSITY
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shared.manifest import InferenceParameters, TeacherKind, TeacherSettings
+from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
 from shared.teacher.client import TeacherClient
 from shared.teacher.ratelimit import Estimate, RateLimiter, Throttled, estimate_tokens
 from shared.teacher.retry import RetryPolicy

@@ -19,10 +19,9 @@ from shared.local.report import (
     evaluate_job,
     format_table,
     loss_curves,
-    max_new_tokens,
     write_report,
 )
-from shared.manifest import Manifest, PromptSettings
+from shared.manifest.model import Manifest, PromptSettings
 from shared.storage.local import LocalBlobStore
 from shared.tasks import Task
 
@@ -90,14 +89,6 @@ def test_an_unreadable_metrics_file_leaves_the_loss_curves_out(tmp_path: Path) -
     assert "![Scores](report.png)" in markdown
     assert "| distilled student | not run | - |" in markdown
     assert store.read(paths.file("report.png")).data.startswith(PNG)
-
-
-@pytest.mark.parametrize(("task", "prompt", "tokens"), [
-    (Task.NLI, {}, 32), (Task.MATH, {"chain_of_thought": True, "keep_reasoning": True}, 256),
-    (Task.SUMMARIZATION, {"max_len_summary": 100}, 216), (Task.CONVERSATION, {}, 256)])
-def test_students_get_room_for_the_answer_they_were_trained_to_give(task: Task, prompt: dict, tokens: int) -> None:
-    manifest = Manifest(task=task, training_file=Path("t.jsonl"), prompt=PromptSettings(**prompt))
-    assert max_new_tokens(manifest) == tokens
 
 
 # --- a real evaluation: the test teacher's job, SmolLM2-135M as base and "distilled" student ------------------

@@ -12,7 +12,7 @@ import pytest
 from test_pipeline import RecordingFineTuner, drain
 
 from shared.jobs import JobPaths, dumps, read_json
-from shared.manifest import TeacherKind, TeacherSettings
+from shared.manifest.model import TeacherKind, TeacherSettings
 from shared.pipeline.aggregate import on_completion
 from shared.pipeline.ingest import ingest
 from shared.pipeline.label import LOCAL_TEACHER_URL, label_shard, read_shard
@@ -209,7 +209,8 @@ def test_distill_run_restarted_pays_nothing_twice_unless_no_cache(tmp_path: Path
 
 
 def test_batch_mode_needs_the_cache(tmp_path: Path) -> None:
-    from shared.manifest import ManifestError, manifest_from_dict
+    from shared.manifest.load import manifest_from_dict
+    from shared.manifest.model import ManifestError
 
     with pytest.raises(ManifestError, match=r"batch\.enabled: needs the response cache"):
         manifest_from_dict({"task": "nli", "training_file": "t.jsonl", "cache": False, "batch": {"enabled": True}},

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from shared.manifest import InferenceParameters, TeacherAuth, TeacherKind, TeacherSettings
+from shared.manifest.model import InferenceParameters, TeacherAuth, TeacherKind, TeacherSettings
 from shared.reasons import Reason
 from shared.tasks import Task
 from shared.teacher.client import (

@@ -10,7 +10,8 @@ from itertools import islice
 from pathlib import Path
 
 from shared.identity import file_digest, job_id
-from shared.manifest import Manifest, ManifestError, TeacherKind, load_manifest
+from shared.manifest.load import load_manifest
+from shared.manifest.model import Manifest, ManifestError, TeacherKind
 from shared.prompts import PROMPT_VERSION, teacher_conversations
 from shared.tasks import Task
 from shared.validation import FileLimits, FileReport, read_rows, validate_file

@@ -20,7 +20,7 @@ from typing import TextIO
 
 from shared.joblog import metrics_text
 from shared.jobs import JOB_ID_RULE, JobPaths, JobState, Record, dumps, is_job_id, read_json
-from shared.manifest import Manifest, TeacherKind
+from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline.cancel import request_cancel
 from shared.pipeline.ingest import MANIFEST_NAMES
 from shared.settings import Settings

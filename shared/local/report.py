@@ -17,21 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.evaluation import LABEL_TASKS, EvalItem, Mode, evaluation_items, score
+from shared.evaluation import EvalItem, Mode, evaluation_items, score
 from shared.jobs import JobPaths, dumps, now, read_json
 from shared.local.models import model_folder, native_dtype, prepare_torch
-from shared.manifest import Manifest
-from shared.parsing import excerpt
+from shared.manifest.model import Manifest
 from shared.ports import BlobStore
-from shared.tasks import Task
+from shared.tasks.reading import excerpt
 
 ROLES = ("teacher", "base", "distilled")
 LABELS = {"teacher": "teacher", "base": "base student", "distilled": "distilled student"}
 COLORS = {"teacher": "#7a7a7a", "base": "#d08c3a", "distilled": "#3a7bd0"}
 EXAMPLES = 3
-SHORT_ANSWER_TOKENS = 32  # a label, letter or number; room for a short lead-in such as "The answer is"
-REASONING_TOKENS = 256  # reasoning of at most 80 words, then "Answer: X"
-CONVERSATION_TOKENS = 256
 METRICS_FILE = "finetune/metrics.json"
 
 
@@ -74,15 +70,6 @@ def _batch_replies(llm: Any, tokenizer: Any, prompts: list[str], max_new_tokens:
     return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
-def max_new_tokens(manifest: Manifest) -> int:
-    """Room for the answer the student was trained to give."""
-    if manifest.task is Task.SUMMARIZATION:
-        return 2 * manifest.prompt.max_len_summary + 16  # ~1.3 tokens a word, with margin
-    if manifest.task is Task.CONVERSATION:
-        return CONVERSATION_TOKENS
-    return REASONING_TOKENS if manifest.prompt.keep_reasoning else SHORT_ANSWER_TOKENS
-
-
 # --- evaluation --------------------------------------------------------------------------------------------
 def evaluate_job(store: BlobStore, paths: JobPaths, manifest: Manifest, *, base_model: str,
                  distilled_model: str | Path | None, max_items: int | None = None) -> dict:
@@ -91,7 +78,7 @@ def evaluate_job(store: BlobStore, paths: JobPaths, manifest: Manifest, *, base_
     items, mode = evaluation_items(store, paths, manifest, max_items)
     answers: dict[str, list[str | None]] = {"teacher": [item.teacher_answer for item in items]}
     timings: dict[str, float] = {}
-    limit = max_new_tokens(manifest)
+    limit = manifest.task.rules.answer_tokens(manifest.prompt)  # room for the answer a student learnt to give
     for role, model in (("base", base_model), ("distilled", distilled_model)):
         if model is not None:
             begun = time.monotonic()
@@ -119,7 +106,7 @@ def build_report(job: str, manifest: Manifest, mode: Mode, items: Sequence[EvalI
                            "answer": reply, "score": round(point, 4)}
                           for item, reply, point in zip(items[:EXAMPLES], replies, points, strict=False)]
     return {"job": job, "task": manifest.task.value, "mode": mode,
-            "metric": "accuracy" if manifest.task in LABEL_TASKS else "rouge_l", "n": len(items),
+            "metric": manifest.task.rules.metric, "n": len(items),
             "models": models, "scores": scores, "examples": examples, "created": now()}
 
 

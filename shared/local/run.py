@@ -20,7 +20,8 @@ from typing import Any
 
 from shared.identity import file_digest, job_id
 from shared.jobs import JOB_ID_RULE, JobPaths, JobState, dumps, is_job_id, read_json
-from shared.manifest import Manifest, TeacherKind, load_manifest, manifest_from_dict
+from shared.manifest.load import load_manifest, manifest_from_dict
+from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline.aggregate import finetune_dataset_ready
 from shared.pipeline.label import LOCAL_TEACHER_URL
 from shared.ports import BlobStore

@@ -20,8 +20,7 @@ from typing import Any
 from shared.assembly import training_record
 from shared.joblog import fields
 from shared.jobs import JobPaths, JobState, Record, fail, now, read_json, update_record
-from shared.manifest import Manifest
-from shared.parsing import Accepted
+from shared.manifest.model import Manifest
 from shared.pipeline import budget
 from shared.pipeline.cancel import cancelled
 from shared.pipeline.label import read_shard
@@ -29,6 +28,7 @@ from shared.pipeline.telemetry import job_metrics, log_job_metrics
 from shared.ports import FineTuneRequest
 from shared.reasons import Reason
 from shared.services import Services
+from shared.tasks.base import Accepted
 
 log = logging.getLogger(__name__)
 

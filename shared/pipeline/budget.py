@@ -24,10 +24,10 @@ import threading
 from typing import Any
 
 from shared.jobs import JobPaths, JobState, Record, dumps, now, read_json, update_json, update_record
-from shared.manifest import Manifest
-from shared.parsing import Rejected
+from shared.manifest.model import Manifest
 from shared.ports import BlobStore
 from shared.reasons import Reason
+from shared.tasks.base import Rejected
 
 log = logging.getLogger(__name__)
 

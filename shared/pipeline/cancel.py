@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.jobs import JobPaths, JobState, Record, create_record, now, read_json, update_record
-from shared.parsing import Rejected
 from shared.ports import BlobStore
 from shared.reasons import Reason
+from shared.tasks.base import Rejected
 
 SKIPPED = Rejected(Reason.CANCELLED, "the job was cancelled before this row was sent to the teacher", "")
 

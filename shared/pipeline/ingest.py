@@ -18,7 +18,8 @@ from shared import jobs, tracing
 from shared.assembly import held_out
 from shared.joblog import fields
 from shared.jobs import JobPaths, JobState, create_record, dumps, fail, now, read_json, update_record
-from shared.manifest import Manifest, ManifestError, is_data_asset, manifest_from_text
+from shared.manifest.load import is_data_asset, manifest_from_text
+from shared.manifest.model import Manifest, ManifestError
 from shared.pipeline import budget
 from shared.pipeline.messages import shard_message
 from shared.ports import BlobStore

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.jobs import JobPaths, JobState, read_json
-from shared.manifest import Manifest, TeacherKind
-from shared.parsing import Accepted, Rejected, parse_reply
+from shared.manifest.model import Manifest, TeacherKind
+from shared.parsing import parse_reply
 from shared.pipeline import budget as budgets
 from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
 from shared.pipeline.messages import shard_message
@@ -24,6 +24,7 @@ from shared.ports import Conflict
 from shared.prompts import teacher_conversations
 from shared.rows import Row
 from shared.services import Services
+from shared.tasks.base import Accepted, Rejected
 from shared.teacher.ratelimit import Throttled
 from shared.teacher.replies import TeacherCallFailed, Usage
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.jobs import JobPaths
-from shared.manifest import Manifest
+from shared.manifest.model import Manifest
 from shared.ports import OutgoingMessage
 from shared.rows import Row
 from shared.services import Services

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.jobs import JobPaths, Record, dumps, read_json, update_record
-from shared.manifest import Manifest, TeacherKind
+from shared.manifest.model import Manifest, TeacherKind
 from shared.prompts import teacher_conversations
 from shared.rows import Row
 from shared.teacher.cache import ResponseCache, cache_key

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from shared.jobs import dumps
-from shared.manifest import TeacherSettings
+from shared.manifest.model import TeacherSettings
 from shared.ports import BlobStore, Conflict
 from shared.prompts import PROMPT_VERSION
 from shared.reasons import Reason

@@ -18,7 +18,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from shared import tracing
-from shared.manifest import InferenceParameters, TeacherAuth, TeacherKind, TeacherSettings
+from shared.manifest.model import InferenceParameters, TeacherAuth, TeacherKind, TeacherSettings
 from shared.reasons import Reason
 from shared.teacher.ratelimit import RateLimiter
 from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage

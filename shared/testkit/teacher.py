@@ -30,15 +30,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from shared.prompts import PromptStyle, detect_style
-from shared.tasks import NLI_LABELS, Task
+from shared.tasks import Task
+from shared.tasks.base import COT_MARKER, PromptStyle
+from shared.tasks.summarization import COD_MARKER, TEST_SUMMARY_WORDS
 from shared.testkit.batches import FakeBatches
 from shared.testkit.limits import ExponentialLatency, ServerRateLimit
 from shared.testkit.responses import Response, error
 
 MODEL_ID = "fake-teacher"
-FALLBACK_WORDS = 40  # a summary with no reference: the article's first words
-TOO_LONG_WORDS = 2001  # more words than any allowed max_len_summary
 GARBLED = '{"reasoning": "The answer depends on'  # unterminated JSON with no answer in it
 REQUEST_LIMIT = 1_000_000  # reported in x-ratelimit-limit-requests
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
@@ -216,23 +215,17 @@ class FakeTeacher:
         return Response(payload=payload, headers=headers)
 
     def answer_for(self, user: str, style: PromptStyle = PromptStyle.PLAIN) -> str:
-        """The reference answer for this user message, or the deterministic fallback."""
+        """The reference answer for this user message, or the task's deterministic fallback."""
         if user in self.answers:
             return self.answers[user]
-        if self.task is Task.SUMMARIZATION or style is PromptStyle.CHAIN_OF_DENSITY:
-            return _first_words(user, FALLBACK_WORDS)
-        if self.task is Task.CONVERSATION:
-            return f'Thanks for your message about "{_first_words(user, 8)}". Here is a short reply.'
-        return {Task.NLI: "neutral", Task.NLU_QA: "A", Task.MATH: "0"}.get(self.task, "ok")
+        if self.task is not None:
+            return self.task.rules.test_answer(user)
+        return _first_words(user, TEST_SUMMARY_WORDS) if style is PromptStyle.CHAIN_OF_DENSITY else "ok"
 
     def _wrong(self, answer: str, user: str) -> str:
-        if self.task is Task.NLI:
-            index = NLI_LABELS.index(answer) if answer in NLI_LABELS else 0
-            return NLI_LABELS[(index + 1) % len(NLI_LABELS)]
-        if self.task is Task.SUMMARIZATION:
-            words = user.split() or ["word"]
-            return " ".join(words[i % len(words)] for i in range(TOO_LONG_WORDS))
-        return {Task.NLU_QA: "Z", Task.MATH: "abc"}.get(self.task, "Let us talk about something else.")
+        if self.task is not None:
+            return self.task.rules.wrong_answer(answer, user)
+        return "Let us talk about something else."
 
 
 def styled(style: PromptStyle, answer: str) -> str:
@@ -243,6 +236,16 @@ def styled(style: PromptStyle, answer: str) -> str:
     if style is PromptStyle.CHAIN_OF_DENSITY:
         return json.dumps(_density_steps(answer), ensure_ascii=False)
     return answer
+
+
+def detect_style(messages: list[dict[str, Any]]) -> PromptStyle:
+    """Which of our prompts a request carries, so the answer comes in kind."""
+    system = messages[0].get("content") if messages and messages[0].get("role") == "system" else ""
+    if COD_MARKER in str(system):
+        return PromptStyle.CHAIN_OF_DENSITY
+    if COT_MARKER in str(system):
+        return PromptStyle.CHAIN_OF_THOUGHT
+    return PromptStyle.PLAIN
 
 
 def answers_from_jsonl(path: str | Path) -> dict[str, str]:

@@ -1,28 +1,24 @@
-"""The job manifest: one typed, validated description of a distillation job.
+"""The job manifest's schema: one typed, validated description of a distillation job.
 
 Every field has a documented default; `docs/manifest.md` lists them. Secrets never live here: a teacher key is
-named by `teacher.key_setting` (an environment variable or app setting), never written.
-
-`load_manifest` reads a native manifest (YAML or JSON) or an AzureML `type: distillation` job YAML. Every
-problem is reported as `<file>: <field.path>: <what is wrong>` and never repeats the value that was written.
+named by `teacher.key_setting` (an environment variable or app setting), never written. Every problem is reported as
+`<file>: <field.path>: <what is wrong>` and never repeats the value that was written. Reading manifest files (native,
+or AzureML's distillation YAML) is shared.manifest.load.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
-import os
 import re
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.tasks import DEFAULT_MAX_LEN_SUMMARY, Task
+from shared.tasks import Task
+from shared.tasks.summarization import DEFAULT_MAX_LEN_SUMMARY
 
 
 class _Strict(BaseModel):
@@ -156,6 +152,11 @@ class BatchSettings(_Strict):
                             "into the next one; after the last, their rows are rejected with the batch's error")
 
 
+def tasks_with(rule: str) -> str:
+    """The tasks whose rules allow `rule` (a TaskRules flag), for an error message: "SUMMARIZATION"."""
+    return ", ".join(t.value for t in Task if getattr(t.rules, rule))
+
+
 class Manifest(_Strict):
     task: Task
     training_file: Path
@@ -195,14 +196,14 @@ class Manifest(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Manifest:
-        p, task = self.prompt, self.task.value
-        if p.chain_of_thought and not self.task.allows_chain_of_thought:
-            allowed = ", ".join(t.value for t in Task if t.allows_chain_of_thought)
-            raise ValueError(f"prompt.chain_of_thought: not available for {task} (only for {allowed})")
-        if p.chain_of_density and not self.task.allows_chain_of_density:
-            raise ValueError(f"prompt.chain_of_density: only for SUMMARIZATION, not {task}")
-        if p.max_len_summary != DEFAULT_MAX_LEN_SUMMARY and self.task is not Task.SUMMARIZATION:
-            raise ValueError(f"prompt.max_len_summary: only for SUMMARIZATION, not {task}")
+        p, task, rules = self.prompt, self.task.value, self.task.rules
+        if p.chain_of_thought and not rules.chain_of_thought:
+            raise ValueError(f"prompt.chain_of_thought: not available for {task} (only for "
+                             f"{tasks_with('chain_of_thought')})")
+        if p.chain_of_density and not rules.chain_of_density:
+            raise ValueError(f"prompt.chain_of_density: only for {tasks_with('chain_of_density')}, not {task}")
+        if p.max_len_summary != DEFAULT_MAX_LEN_SUMMARY and not rules.summary_length:
+            raise ValueError(f"prompt.max_len_summary: only for {tasks_with('summary_length')}, not {task}")
         if p.keep_reasoning and not p.chain_of_thought:
             raise ValueError("prompt.keep_reasoning: needs prompt.chain_of_thought")
         if self.batch.enabled and not self.cache:
@@ -219,15 +220,13 @@ class Manifest(_Strict):
 
     @property
     def effective_min_rows(self) -> int:
-        return self.min_rows if self.min_rows is not None else self.task.default_min_rows
+        return self.min_rows if self.min_rows is not None else self.task.rules.min_rows
 
     def with_overrides(self, **changes: Any) -> Manifest:
         """A copy with fields replaced, validated again (for command-line flags); raises ManifestError."""
         return validate_manifest({**self.model_dump(), **changes}, source="overrides")
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Errors
 
 
 class ManifestError(ValueError):
@@ -245,7 +244,7 @@ Loc = tuple[str | int, ...]
 Rename = Callable[[str], str]
 
 
-def _dotted(loc: Loc) -> str:
+def dotted(loc: Loc) -> str:
     """("inference", "stop", 0) -> "inference.stop[0]"."""
     text = ""
     for part in loc:
@@ -253,227 +252,25 @@ def _dotted(loc: Loc) -> str:
     return text
 
 
-def _located(source: str | None, path: str, message: str) -> str:
+def located(source: str | None, path: str, message: str) -> str:
     return ": ".join(part for part in (source, path, message) if part)
 
 
-def _same(path: str) -> str:
+def same_path(path: str) -> str:
     return path
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Secrets: refused before any validation, by field name and by URLs that carry credentials
-
-SECRET_FIELDS = frozenset({
-    "api_key", "key", "apikey", "secret", "password", "token", "connection_string",
-    "access_token", "client_secret", "account_key", "sas_token", "subscription_key", "authorization",
-})
-_SECRET_QUERY = SECRET_FIELDS | {"code", "sig"}
-_SETTING_FIELDS = frozenset({"key_setting", "api_key_setting"})
-NATIVE_KEY_ADVICE = ("a key must never be written in a manifest; store it in an environment variable or app "
-                     "setting and name that setting in teacher.key_setting (for example "
-                     "`key_setting: TEACHER_API_KEY`)")
 
 
-def find_secrets(doc: Any, advice: str) -> list[str]:
-    """One problem per secret written in `doc`: a filled secret-named field, a setting name that is really a
-    key, or a URL carrying a password or key. Each names the field and gives `advice`, never the value."""
-    problems = []
-    for loc, value in _entries(doc, ()):
-        name = _normal(loc[-1]) if isinstance(loc[-1], str) else ""
-        if isinstance(loc[-1], str) and _looks_like_key(loc[-1]):
-            where = _dotted(loc[:-1]) or "top level"
-            problems.append(f"{where}: a field name here looks like a key; {advice}")
-        elif name in SECRET_FIELDS and _filled(value):
-            problems.append(f"{_dotted(loc)}: {advice}")
-        elif name in _SETTING_FIELDS and isinstance(value, str) and _looks_like_key(value):
-            problems.append(f"{_dotted(loc)}: this looks like a key, not the NAME of a setting; {advice}")
-        elif isinstance(value, str) and (carried := _url_credential(value)):
-            problems.append(f"{_dotted(loc)}: this URL carries {carried}; remove it from the URL; {advice}")
-    return problems
-
-
-def _entries(node: Any, loc: Loc) -> Iterator[tuple[Loc, Any]]:
-    """Every (location, value) below a mapping or list, depth first."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in items:
-        child = (*loc, key if isinstance(node, list) else str(key))
-        yield child, value
-        yield from _entries(value, child)
-
-
-def _normal(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
-
-
-def _filled(value: Any) -> bool:
-    return bool(value.strip()) if isinstance(value, str) else value not in (None, {}, [])
-
-
-def _looks_like_key(name: str) -> bool:
-    """Setting names are words joined by `_`; a long run of letters and digits is a key pasted by mistake."""
-    mixed = any(c.isdigit() for c in name) and any(c.isalpha() for c in name)
-    return len(name) >= 24 and "_" not in name and mixed
-
-
-def _url_credential(text: str) -> str | None:
-    """What credential a URL carries (a password, or a key-like query parameter), or None."""
-    if "://" not in text:
-        return None
-    try:
-        parts = urlsplit(text.strip())
-    except ValueError:
-        return None
-    if parts.password:
-        return "a password"
-    names = [name for name, _ in parse_qsl(parts.query) if _normal(name) in _SECRET_QUERY]
-    return f"a key (query parameter `{names[0]}`)" if names else None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Loading
-
-
-def load_manifest(path: Path) -> Manifest:
-    """Read a manifest file (YAML or JSON, UTF-8): native, or an AzureML `type: distillation` job YAML.
-
-    Relative data paths are resolved against the manifest's folder. Raises ManifestError.
-    """
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        problem = f"cannot read the file ({exc.strerror or type(exc).__name__})"
-    except UnicodeDecodeError as exc:
-        problem = f"not UTF-8 text (byte {exc.start})"
-    else:
-        return manifest_from_text(text, path.resolve().parent, str(path), is_json=path.suffix.lower() == ".json")
-    raise ManifestError([_located(str(path), "", problem)])
-
-
-def manifest_from_text(text: str, base: Path, source: str, *, is_json: bool = False) -> Manifest:
-    """A manifest from its YAML or JSON text (JSON when `is_json` or it starts with `{`). Raises ManifestError."""
-    if not text.strip():
-        raise ManifestError([_located(source, "", "the file is empty")])
-    is_json = is_json or text.lstrip().startswith("{")
-    doc = _parse_json(text, source) if is_json else _parse_yaml(text, source)
-    return manifest_from_dict(doc, base, source=source)
-
-
-def manifest_from_dict(doc: Any, base: Path, source: str = "manifest") -> Manifest:
-    """Validate a manifest already parsed into a dict; relative data paths are resolved against `base`."""
-    from shared import azureml_yaml
-
-    if not isinstance(doc, dict):
-        raise ManifestError([_located(source, "", "must be a mapping of fields")])
-    rename: Rename = _same
-    if azureml_yaml.is_azureml(doc):
-        doc, rename = azureml_yaml.from_azureml(doc, source=source), azureml_yaml.azure_path
-    elif secrets := find_secrets(doc, NATIVE_KEY_ADVICE):
-        raise ManifestError([_located(source, "", p) for p in secrets])
-    doc, path_problems = _resolve_data_paths(doc, Path(base))
-    manifest, problems = _validated(doc, rename)
-    problems = [(rename(_dotted(loc)), msg) for loc, msg in path_problems] + problems
-    if problems or manifest is None:
-        raise ManifestError([_located(source, path, msg) for path, msg in problems])
-    return manifest
-
-
-def is_data_asset(path: Path | str | None) -> bool:
-    """An AzureML data asset reference (`azureml:<name>:<version>`): remote, never resolved or read here."""
-    return path is not None and str(path).startswith("azureml:")
-
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def _resolve_data_paths(doc: dict, base: Path) -> tuple[dict, list[tuple[Loc, str]]]:
-    """A copy of `doc` whose relative data paths are absolute under `base`, and the problems found."""
-    doc, problems = dict(doc), []
-    for field in ("training_file", "validation_file"):
-        value = doc.get(field)
-        if not isinstance(value, str | os.PathLike):
-            continue
-        text = os.fspath(value)
-        if not text.strip():
-            problems.append(((field,), "must not be empty"))
-        elif _URL.match(text):
-            problems.append(((field,), "a URL is not read; give a local file, or an AzureML data asset as "
-                                       "`azureml:<name>:<version>`"))
-        elif not is_data_asset(text):
-            local = Path(text).expanduser()
-            doc[field] = local if local.is_absolute() else (base / local).resolve()
-    return doc, problems
-
-
-def _parse_json(text: str, source: str) -> Any:
-    try:
-        return json.loads(text, object_pairs_hook=_unique_pairs)
-    except json.JSONDecodeError as exc:
-        problem = f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
-    except _DuplicateField as exc:
-        problem = f"{source}: invalid JSON: duplicate field `{exc.name}`"
-    raise ManifestError([problem])
-
-
-class _DuplicateField(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateField(key)
-        result[key] = value
-    return result
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = f"{where}: invalid YAML: {exc.problem or 'cannot be parsed'}"
-    except yaml.YAMLError:
-        problem = f"{source}: invalid YAML: unreadable characters"
-    raise ManifestError([problem])
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a field written twice in one mapping (PyYAML silently keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Hashable] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue  # SafeLoader itself reports an unhashable key
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate field `{key}`",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Validation with readable, value-free messages
-
-
-def validate_manifest(doc: dict, source: str = "manifest", rename: Rename = _same) -> Manifest:
+def validate_manifest(doc: dict, source: str = "manifest", rename: Rename = same_path) -> Manifest:
     """Manifest.model_validate, raising ManifestError instead of pydantic's ValidationError."""
-    manifest, problems = _validated(doc, rename)
+    manifest, problems = validated(doc, rename)
     if manifest is None:
-        raise ManifestError([_located(source, path, msg) for path, msg in problems])
+        raise ManifestError([located(source, path, msg) for path, msg in problems])
     return manifest
 
 
-def _validated(doc: dict, rename: Rename) -> tuple[Manifest | None, list[tuple[str, str]]]:
+def validated(doc: dict, rename: Rename) -> tuple[Manifest | None, list[tuple[str, str]]]:
     """The manifest, or None and its (field path, problem) pairs: pydantic's errors rewritten from `loc` and
     `msg` alone (its own text repeats the input), each path renamed by `rename` to the path the user wrote."""
     try:
@@ -489,10 +286,10 @@ _PLAIN = {"missing": "required", "path_type": "must be a file path"}
 def _describe(loc: Loc, msg: str, kind: str, rename: Rename) -> tuple[str, str]:
     """(field path, problem) for one pydantic error."""
     if kind == "extra_forbidden":
-        return rename(_dotted(loc)), _unknown_field(str(loc[-1]), _fields_at(Manifest, loc[:-1]))
+        return rename(dotted(loc)), _unknown_field(str(loc[-1]), _fields_at(Manifest, loc[:-1]))
     if kind in ("value_error", "assertion_error"):
         loc, msg = _split_path(loc, re.sub(r"^(Value error|Assertion failed), ", "", msg))
-    return rename(_dotted(loc)), _PLAIN.get(kind) or re.sub(r"^\w+ should ", "must ", msg)
+    return rename(dotted(loc)), _PLAIN.get(kind) or re.sub(r"^\w+ should ", "must ", msg)
 
 
 def _split_path(loc: Loc, msg: str) -> tuple[Loc, str]:

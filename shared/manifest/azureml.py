@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from shared.manifest import InferenceParameters, ManifestError, find_secrets
+from shared.manifest.model import InferenceParameters, ManifestError, tasks_with
+from shared.manifest.secrets import find_secrets
 from shared.tasks import Task
 
 AZURE_KEY_ADVICE = ("a key must never be written in a manifest; remove it, keep the key in an environment "
@@ -135,8 +136,9 @@ def _check(leaves: dict[str, Any]) -> list[str]:
                 for path, fixed in FIXED_VALUES.items()
                 if path in leaves and str(leaves[path]).lower() != fixed]
     problems += [f"{path}: required" for path in REQUIRED if leaves.get(path) in (None, "")]
-    if "prompt_settings.max_len_summary" in leaves and _task(leaves) not in (None, Task.SUMMARIZATION):
-        problems.append("prompt_settings.max_len_summary: only for SUMMARIZATION")
+    task = _task(leaves)
+    if "prompt_settings.max_len_summary" in leaves and task is not None and not task.rules.summary_length:
+        problems.append(f"prompt_settings.max_len_summary: only for {tasks_with('summary_length')}")
     return problems
 
 
