@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.samples import nli_pairs, nli_row
+from shared.local.samples import nli_pairs, nli_row
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,11 +28,13 @@ SIZES = (100_000, 1_000_000)
 
 def measure(rows: int) -> dict[str, float]:
     """One size, in this process: seconds per stage and peak RSS in MB."""
-    from shared.jobs import JobPaths, dumps
+    from shared.jobs.blobs import dumps
+    from shared.jobs.paths import JobPaths
+    from shared.jobs.shards import decode_shard
     from shared.manifest.model import Manifest
     from shared.pipeline.aggregate import assemble
     from shared.pipeline.ingest import ingest
-    from shared.pipeline.label import Labelled, encode_result, read_shard
+    from shared.pipeline.label import Labelled, shard_result
     from shared.queueing.local import LocalQueue
     from shared.services import Services
     from shared.settings import Settings
@@ -72,16 +74,16 @@ def measure(rows: int) -> dict[str, float]:
         answer = [Accepted("neutral", None)]
         for index in range(shards):
             results = [Labelled(row, split, answer, None, Usage(60, 1))
-                       for split, row in read_shard(store.read(paths.shard(index)).data)]
-            store.write(paths.result(index), encode_result(index, results))
+                       for split, row in decode_shard(store.read(paths.shard(index)).data)]
+            store.write(paths.result(index), shard_result(index, results, 0))
         figures["results_s"] = time.perf_counter() - started
 
         job_manifest = Manifest.model_validate(json.loads(store.read(paths.manifest).data))
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="distill-bench-assemble-") as scratch:
-            summary = assemble(services, paths, job_manifest, shards, Path(scratch))
+            counts, _ = assemble(services, paths, job_manifest, shards, Path(scratch))
         figures["assemble_s"] = time.perf_counter() - started
-        assert summary["counts"]["train"] + summary["counts"]["validation"] == rows
+        assert counts["train"] + counts["validation"] == rows
     figures["peak_rss_mb"] = peak_mb()
     return figures
 

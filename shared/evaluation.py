@@ -7,18 +7,18 @@ closely a student imitates its teacher.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Literal
+from typing import Literal
 
 from shared.assembly import fold_system_prompt
-from shared.jobs import JobPaths, read_json
+from shared.jobs.blobs import read_json
+from shared.jobs.paths import JobPaths
+from shared.jobs.shards import labelled_shards
 from shared.manifest.model import Manifest, PromptSettings
 from shared.parsing import parse_reply
-from shared.pipeline.label import read_shard
 from shared.ports import BlobStore
 from shared.prompts import teacher_conversations
 from shared.rows import Message, Row
@@ -119,29 +119,14 @@ def _validation_rows(store: BlobStore, paths: JobPaths, manifest: Manifest) -> I
     plan = read_json(store, paths.plan)
     if plan is None:
         raise LookupError(f"{paths.plan} does not exist: the job has not been planned yet")
-    for index in range(plan["shards"]):
-        rows = read_shard(_blob(store, paths.shard(index)))
-        _, *results = (json.loads(line) for line in _blob(store, paths.result(index)).splitlines())
-        for (split, row), result in zip(rows, results, strict=True):
-            if result["id"] != row.id:
-                raise ValueError(f"shard {index}: result for {result['id']} where {row.id} was expected")
-            if split == "validation":
-                yield _Labelled(row, _student_messages(manifest, row), _last_answer(result))
-
-
-def _blob(store: BlobStore, path: str) -> bytes:
-    blob = store.read(path)
-    if blob is None:
-        raise LookupError(f"{path} does not exist: the job has not finished labelling")
-    return blob.data
+    for shard in labelled_shards(store, paths, plan["shards"]):
+        for row, result in shard.rows:
+            if result.split == "validation":
+                answer = result.answers[-1].answer if result.answers else None
+                yield _Labelled(row, _student_messages(manifest, row), answer)
 
 
 def _student_messages(manifest: Manifest, row: Row) -> tuple[Message, ...]:
     """What the student is asked: the row's own messages up to its last question, as it was trained on them."""
     messages = teacher_conversations(manifest.task, row, _PLAIN)[-1]
     return tuple(messages if manifest.student.takes_system_prompt else fold_system_prompt(messages))
-
-
-def _last_answer(result: dict[str, Any]) -> str | None:
-    answers = result.get("answers")
-    return answers[-1]["answer"] if answers else None

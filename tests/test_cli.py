@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli import main
-from shared.samples import NLI_SYSTEM
+from shared.local.samples import NLI_SYSTEM
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "azureml"
 FAKE_KEY = "sk-distill-test-4f2c9e7a1b"

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from shared.evaluation import evaluation_items, rouge_l, score
-from shared.jobs import JobPaths, dumps, read_json
+from shared.jobs.blobs import dumps, read_json
+from shared.jobs.paths import JobPaths
 from shared.local.runtime import LocalRuntime
+from shared.local.samples import write_nli_sample
 from shared.manifest.model import Manifest, PromptSettings
 from shared.pipeline.label import LOCAL_TEACHER_URL
-from shared.samples import write_nli_sample
 from shared.storage.local import LocalBlobStore
 from shared.tasks import Task
 from shared.testkit.teacher import FakeTeacher, Fault

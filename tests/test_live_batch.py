@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.jobs import JobPaths, create_record
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import create_record
 from shared.manifest.load import manifest_from_dict
 from shared.rows import Row
 from shared.storage.local import LocalBlobStore

@@ -72,7 +72,7 @@ def test_no_finetune_stops_at_dataset_ready_and_a_rerun_calls_no_teacher(
 def test_too_few_labelled_rows_fail_the_job_with_a_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
-    from shared.samples import write_nli_sample
+    from shared.local.samples import write_nli_sample
 
     write_nli_sample(tmp_path / "data", rows=30, validation_rows=10)
     code = main(["run", "--task", "nli", "--train", str(tmp_path / "data" / "train.jsonl"), "--teacher", "test",

@@ -7,10 +7,11 @@ import azure.functions as func
 import pytest
 
 from functions.status import status as route
-from shared.jobs import JobPaths, dumps, read_json
+from shared.jobs.blobs import dumps, read_json
+from shared.jobs.paths import JobPaths
 from shared.local.runtime import LocalRuntime, registered_functions
+from shared.local.samples import write_nli_sample
 from shared.pipeline.label import LOCAL_TEACHER_URL
-from shared.samples import write_nli_sample
 from shared.storage.local import LocalBlobStore
 from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from shared import tracing
-from shared.jobs import JobPaths, JobState, dumps, read_json
+from shared.jobs.blobs import dumps, read_json
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import JobState
 from shared.local.runtime import LocalRuntime
+from shared.local.samples import write_nli_sample
 from shared.ports import OutgoingMessage
 from shared.queueing.local import LocalQueue
 from shared.queueing.servicebus import to_servicebus_message
-from shared.samples import write_nli_sample
 from shared.storage.local import LocalBlobStore
 from shared.testkit.teacher import FakeTeacher, Fault, answers_from_jsonl
 

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.jobs import JobPaths, dumps, read_json
+from shared.jobs.blobs import dumps, read_json
+from shared.jobs.paths import JobPaths
+from shared.local.samples import write_nli_sample
 from shared.pipeline.aggregate import on_completion
 from shared.pipeline.ingest import ingest
 from shared.pipeline.label import LOCAL_TEACHER_URL, label_shard
 from shared.pipeline.run_events import on_run_event
 from shared.ports import FineTuneRequest, RunState
 from shared.queueing.local import LocalQueue
-from shared.samples import write_nli_sample
 from shared.services import Services
 from shared.settings import Settings
 from shared.storage.local import LocalBlobStore

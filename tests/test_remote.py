@@ -13,10 +13,12 @@ import pytest
 import yaml
 
 from shared.cli import main
-from shared.jobs import JobPaths, JobState, read_json
+from shared.jobs.blobs import read_json
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import JobState
 from shared.local.runtime import LocalRuntime
+from shared.local.samples import write_nli_sample
 from shared.ports import FineTuneRequest, RunState
-from shared.samples import write_nli_sample
 from shared.storage.azure_blob import AzureBlobStore
 from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 

@@ -10,7 +10,8 @@ import pytest
 from test_evaluation import answers_of, nli_sample, run_job
 
 from shared.evaluation import EvalItem
-from shared.jobs import JobPaths, dumps, read_json
+from shared.jobs.blobs import dumps, read_json
+from shared.jobs.paths import JobPaths
 from shared.local.models import STUDENT
 from shared.local.report import (
     Curve,
@@ -21,7 +22,7 @@ from shared.local.report import (
     loss_curves,
     write_report,
 )
-from shared.manifest.model import Manifest, PromptSettings
+from shared.manifest.model import Manifest
 from shared.storage.local import LocalBlobStore
 from shared.tasks import Task
 

@@ -4,7 +4,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from shared.samples import write_nli_sample
+from shared.local.samples import write_nli_sample
 from shared.tasks import Task
 from shared.validation import validate_file
 

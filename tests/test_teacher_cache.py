@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 from test_pipeline import RecordingFineTuner, drain
 
-from shared.jobs import JobPaths, dumps, read_json
+from shared.jobs.blobs import dumps, read_json
+from shared.jobs.paths import JobPaths
+from shared.jobs.shards import decode_shard
+from shared.local.samples import write_nli_sample
 from shared.manifest.model import TeacherKind, TeacherSettings
 from shared.pipeline.aggregate import on_completion
 from shared.pipeline.ingest import ingest
-from shared.pipeline.label import LOCAL_TEACHER_URL, label_shard, read_shard
+from shared.pipeline.label import LOCAL_TEACHER_URL, label_shard
 from shared.pipeline.teacher_session import deferred_shard
 from shared.queueing.local import LocalQueue
-from shared.samples import write_nli_sample
 from shared.services import Services
 from shared.settings import Settings
 from shared.storage.local import LocalBlobStore
@@ -106,7 +108,7 @@ def test_a_throttled_shard_goes_back_scheduled_and_its_answered_rows_are_not_pai
     submit(services, data, "job-t", limits={"concurrency": 1})
     [first, *_] = drain(queue, "shards")
     paths = JobPaths("jobs", "job-t")
-    fourth = read_shard(services.store.read(paths.shard(0)).data)[3][1].messages[-1]["content"]
+    fourth = decode_shard(services.store.read(paths.shard(0)).data)[3][1].messages[-1]["content"]
     teacher.inject(Fault.RATE_LIMIT, retry_after=60, match=fourth)
     label_shard(services, first)
     assert teacher.requests_total == 4  # three answered, the fourth refused; the rest never sent
@@ -177,7 +179,7 @@ def test_requests_a_batch_failed_go_into_the_next_round_then_are_rejected_with_t
     services, queue, teacher, data = world
     submit(services, data, "job-f", batch=BATCH)
     paths = JobPaths("jobs", "job-f")
-    rows = read_shard(services.store.read(paths.shard(0)).data)
+    rows = decode_shard(services.store.read(paths.shard(0)).data)
     flaky, broken = (row.messages[-1]["content"] for _, row in rows[:2])
     teacher.inject(Fault.SERVER_ERROR, times=1, match=flaky)  # fails in round 1 only
     teacher.inject(Fault.SERVER_ERROR, times=5, status=503, match=broken)  # fails in every round

@@ -1,125 +1,52 @@
-"""The `distill` command line (names and behaviour: cli.md)."""
+"""The `distill` command line: its parser and dispatch. Each command lives in a module of its own, imported when it
+runs: `data` (validate, preview, sample), `run` (run and status on this machine), `remote` (a deployed app's jobs)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from itertools import islice
 from pathlib import Path
 
-from shared.identity import file_digest, job_id
-from shared.manifest.load import load_manifest
-from shared.manifest.model import Manifest, ManifestError, TeacherKind
-from shared.prompts import PROMPT_VERSION, teacher_conversations
-from shared.tasks import Task
-from shared.validation import FileLimits, FileReport, read_rows, validate_file
-
-LOCAL_TEACHER_URL = "http://127.0.0.1:8000/v1"
-
-
-def shown(path: Path) -> str:
-    """A path as the user would write it: relative to the current folder when it is below it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def print_reports(reports: Sequence[FileReport]) -> int:
-    """Print every problem and a summary; the exit code is 1 when any file has an error."""
-    for report in reports:
-        for problem in report.problems:
-            print(problem)
-        if report.problems_dropped:
-            print(f"{report.file}:0: more-problems: {report.problems_dropped} more problems not shown")
-    for report in reports:
-        print(f"{report.file}: {report.rows} rows, {report.references} with reference answers, "
-              f"{report.errors} errors, {report.warnings} warnings")
-    errors = sum(r.errors for r in reports)
-    warnings = sum(r.warnings for r in reports)
-    verdict = "FAILED" if errors else "OK"
-    print(f"{verdict}: {len(reports)} files, {sum(r.rows for r in reports)} rows, {errors} errors, {warnings} warnings")
-    return 1 if errors else 0
-
-
-def load_or_report(path: Path) -> Manifest | None:
-    try:
-        return load_manifest(path)
-    except ManifestError as exc:
-        for problem in exc.problems:
-            print(problem)
-        print(f"FAILED: {shown(path)} is not a valid manifest ({len(exc.problems)} problems)")
-        return None
-    except OSError as exc:
-        print(f"{shown(path)}:0: manifest: cannot read it ({exc.strerror})")
-        return None
+from shared.local.models import TEACHER
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    if args.task:
-        task = Task.parse(args.task)
-        return print_reports([validate_file(p, task, name=shown(p)) for p in args.files])
-    if len(args.files) != 1:
-        print("distill validate: give one manifest, or --task T and data files", file=sys.stderr)
-        return 2
-    manifest = load_or_report(args.files[0])
-    if manifest is None:
-        return 1
-    return print_reports(manifest_reports(manifest))
+    from shared.cli.data import validate
 
-
-def manifest_reports(manifest: Manifest) -> list[FileReport]:
-    """What validation finds in each of a manifest's data files."""
-    limits = FileLimits(max_rows=manifest.limits.max_rows)
-    return [validate_file(p, manifest.task, min_rows=manifest.effective_min_rows, limits=limits, name=shown(p))
-            for p in manifest.files.values()]
+    return validate(args)
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from shared.teacher.client import TeacherClient  # pulls in openai: only when needed
+    from shared.cli.data import preview
 
-    manifest = load_or_report(args.manifest)
-    if manifest is None:
-        return 1
-    teacher = manifest.teacher
-    base_url = LOCAL_TEACHER_URL if teacher.kind is TeacherKind.LOCAL else None
-    client = TeacherClient(teacher, manifest.inference, base_url=base_url)
-    identity = job_id(manifest, [file_digest(p) for p in manifest.files.values()])
-    print(f"# job {identity}, prompts {PROMPT_VERSION}, teacher {teacher.kind.value} {teacher.model}")
-    if teacher.kind is TeacherKind.LOCAL:
-        print(f"# the local teacher is started by `distill run`; {LOCAL_TEACHER_URL} stands for its address")
-    report = FileReport.empty(shown(manifest.training_file), manifest.task)
-    for row in islice(read_rows(manifest.training_file, manifest.task, report, name=report.file), args.rows):
-        for messages in teacher_conversations(manifest.task, row, manifest.prompt):
-            print(f"\n# {row.source}:{row.line} (row {row.id[:12]}…)")
-            print(f"POST {client.endpoint}")
-            if client.auth_header:
-                print(client.auth_header)
-            print(json.dumps(client.request_body(messages), indent=2, ensure_ascii=False))
-    return 0
+    return preview(args)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from shared.samples import write_nli_sample
+    from shared.cli.data import sample
 
-    write_nli_sample(args.out, rows=args.rows, validation_rows=args.validation_rows, seed=args.seed)
-    print(f"wrote {args.rows} training and {args.validation_rows} validation rows with {shown(args.out)}/manifest.yaml")
-    return 0
+    return sample(args)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from shared.local.run import run
+    from shared.cli.run import run
 
-    if bool(args.manifest) == bool(args.task and args.train):
-        print("distill run: give a MANIFEST, or --task T --train FILE", file=sys.stderr)
-        return 2
-    try:
-        return run(args)
-    except ManifestError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return 2
+    return run(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.remote:
+        return cmd_remote(args)
+    from shared.cli.run import status
+
+    return status(args.job)
+
+
+def cmd_remote(args: argparse.Namespace) -> int:
+    from shared.cli.remote import command
+
+    return command(args)
 
 
 def cmd_teacher_serve(args: argparse.Namespace) -> int:
@@ -131,27 +58,13 @@ def cmd_teacher_serve(args: argparse.Namespace) -> int:
     return serve(argv)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    if args.remote:
-        return cmd_remote(args)
-    from shared.local.run import status
-
-    return status(args.job)
-
-
-def cmd_remote(args: argparse.Namespace) -> int:
-    from shared.cli.remote import command
-
-    return command(args)
-
-
 def add_run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("manifest", nargs="?", type=Path)
     r.add_argument("--task")
     r.add_argument("--train", type=Path)
     r.add_argument("--validation", type=Path)
     r.add_argument("--teacher", metavar="local[:MODEL] | test",
-                   help="start a local teacher for the run (default model Qwen2.5-Coder-1.5B-Instruct), or the "
+                   help=f"start a local teacher for the run (default model {TEACHER.name}), or the "
                    "project's test teacher, which answers from the data's reference answers")
     r.add_argument("--teacher-url")
     r.add_argument("--teacher-model")
@@ -205,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("teacher", help="the local teacher")
     serve = t.add_subparsers(dest="teacher_command", required=True).add_parser(
         "serve", help="serve a local model as an OpenAI-compatible chat-completions endpoint")
-    serve.add_argument("--model", default="Qwen2.5-Coder-1.5B-Instruct",
+    serve.add_argument("--model", default=TEACHER.name,
                        help="a known model name, a Hugging Face folder or a .gguf file")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -252,7 +165,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         sys.stdout.flush()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

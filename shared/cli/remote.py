@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from shared.joblog import metrics_text
-from shared.jobs import JOB_ID_RULE, JobPaths, JobState, Record, dumps, is_job_id, read_json
+from shared.cli.data import load_or_report, manifest_reports, print_reports
+from shared.cli.show import described, progress_line
+from shared.identity import file_digest, job_id
+from shared.jobs.blobs import copy_final_files, dumps
+from shared.jobs.paths import JOB_ID_RULE, JobPaths, is_job_id
+from shared.jobs.record import JobRecord, JobState, read_record
 from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline.cancel import request_cancel
 from shared.pipeline.ingest import MANIFEST_NAMES
@@ -67,8 +71,8 @@ class Remote:
                 return path
         return None
 
-    def record(self, job: str) -> Record | None:
-        return read_json(self.store, self.paths(job).status)
+    def record(self, job: str) -> JobRecord | None:
+        return read_record(self.store, self.paths(job))
 
     # -- submit
 
@@ -80,7 +84,7 @@ class Remote:
             return EXIT_FAILED
         if (existing := self.manifest_blob(job)) is not None:
             record = self.record(job)
-            state = record["state"] if record else "submitted, not yet ingested"
+            state = record.state if record else "submitted, not yet ingested"
             self.say(f"job {job} was already submitted ({existing}): {state}. `distill watch {job}` follows it; "
                      "give --job NAME to submit it again as another job")
             return 0
@@ -119,13 +123,13 @@ class Remote:
             record = self.record(job)
             if record is None and self.manifest_blob(job) is None:
                 return self._no_record(job)
-            self.say(describe(record, self.paths(job).root) if record else f"job {job}: {progress_line(None)}")
+            self.say(described(record, self.paths(job).root) if record else f"job {job}: {progress_line(None)}")
             return 0
         for name, record in self.jobs():
-            self.say(f"{name}\t{record['state'] if record else 'submitted'}")
+            self.say(f"{name}\t{record.state if record else 'submitted'}")
         return 0
 
-    def jobs(self) -> Iterator[tuple[str, Record | None]]:
+    def jobs(self) -> Iterator[tuple[str, JobRecord | None]]:
         """Every submitted job (a manifest in the input container) and its record, if it has one yet."""
         seen = set()
         for path in self.store.list(f"{self.settings.input_container}/"):
@@ -146,11 +150,11 @@ class Remote:
             if line != last:
                 self.say(f"{time.strftime('%H:%M:%S')} job {job}: {line}")
                 last = line
-            if record is not None and JobState(record["state"]).final:
-                self.say(describe(record, self.paths(job).root))
+            if record is not None and record.final:
+                self.say(described(record, self.paths(job).root))
                 return outcome(record)
             if deadline is not None and time.monotonic() >= deadline:
-                self.say(f"job {job} is still {record['state'] if record else 'waiting'} after {timeout:g} s")
+                self.say(f"job {job} is still {record.state if record else 'waiting'} after {timeout:g} s")
                 return EXIT_TIMEOUT
             self.sleep(interval)
 
@@ -158,16 +162,14 @@ class Remote:
 
     def download(self, job: str, out: Path) -> int:
         """The job's final files into `out`: train, validation, rejected, status.json, and report.* once there."""
-        from shared.local.run import copy_outputs
-
         record = self.record(job)
         if record is None:
             return self._no_record(job)
-        copy_outputs(self.store, self.paths(job), out)
+        copy_final_files(self.store, self.paths(job), out)
         got = sorted(p.name for p in out.iterdir() if p.is_file())
-        self.say(f"job {job} ({record['state']}): {', '.join(got)} in {out}")
-        if not JobState(record["state"]).final:
-            self.say(f"note: job {job} is still {record['state']}; its dataset files appear once it is assembled")
+        self.say(f"job {job} ({record.state}): {', '.join(got)} in {out}")
+        if not record.final:
+            self.say(f"note: job {job} is still {record.state}; its dataset files appear once it is assembled")
         return 0
 
     def cancel(self, job: str) -> int:
@@ -175,14 +177,14 @@ class Remote:
         if self.record(job) is None and self.manifest_blob(job) is None:
             return self._no_record(job)
         result = request_cancel(self.store, self.paths(job))
-        state = result.record["state"]
+        state = result.record.state
         if result.refused:
             self.say(f"job {job} cannot be cancelled: {result.refused}")
             return EXIT_FAILED
         if result.marked:
             self.say(f"job {job} ({state}): cancelled. No more rows go to the teacher; the rows labelled so far are "
                      f"assembled and the job ends `cancelled` without a fine-tune (`distill watch {job}`)")
-        elif JobState(state).final:
+        elif result.record.final:
             self.say(f"job {job} is already {state}; nothing to cancel")
         else:
             self.say(f"job {job} ({state}) was already cancelled; it ends `cancelled` once its shards are in")
@@ -194,40 +196,11 @@ class Remote:
         return EXIT_NO_JOB
 
 
-def progress_line(record: Record | None) -> str:
-    """A job's state and how far it is, in one line."""
-    if record is None:
-        return "submitted, waiting for ingest"
-    state = record["state"]
-    cancelling = " (cancelling)" if record.get("cancel") and not JobState(state).final else ""
-    if state == JobState.LABELING:
-        rows = record.get("rows", {}).get("total", 0)
-        done = len(record.get("shards_done", []))
-        return f"labeling: {done} of {record.get('shards', 0)} shards done ({rows} rows){cancelling}"
-    if state == JobState.FINE_TUNING:
-        finetune = record.get("finetune") or {}
-        return f"fine-tuning: run {finetune.get('name')} {'started' if finetune.get('started') else 'starting'}"
-    return f"{state}{cancelling}"
-
-
-def describe(record: Record, folder: str) -> str:
-    """The job's summary, as `distill status JOB` prints a local one, with its metrics and trace id."""
-    from shared.local.run import summary
-
-    lines = [summary(record, folder)]
-    if metrics := record.get("metrics"):
-        lines.append(f"  metrics: {metrics_text(metrics)}")
-    if record.get("trace_id"):
-        lines.append(f"  trace: {record['trace_id']} (Application Insights operation id)")
-    return "\n".join(lines)
-
-
-def outcome(record: Record) -> int:
+def outcome(record: JobRecord) -> int:
     """`watch`'s exit code for a final record: 0 for the job's goal (succeeded, or dataset ready)."""
-    state = JobState(record["state"])
-    if state in (JobState.SUCCEEDED, JobState.DATASET_READY):
+    if record.state in (JobState.SUCCEEDED, JobState.DATASET_READY):
         return 0
-    return EXIT_CANCELLED if state is JobState.CANCELLED else EXIT_FAILED
+    return EXIT_CANCELLED if record.state is JobState.CANCELLED else EXIT_FAILED
 
 
 def _size(size: int) -> str:
@@ -262,9 +235,6 @@ def run_command(remote: Remote, args: argparse.Namespace) -> int:
 
 def submit(remote: Remote, args: argparse.Namespace) -> int:
     """`distill submit MANIFEST`: check the manifest and its data here, then upload them."""
-    from shared.cli import load_or_report, manifest_reports, print_reports
-    from shared.identity import file_digest, job_id
-
     manifest = load_or_report(args.manifest)
     if manifest is None:
         return EXIT_FAILED

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.finetune.run_events import ERROR_FIELD, JOB_TAG, RUN_STATUS_CHANGED
-from shared.jobs import dumps
+from shared.jobs.blobs import dumps
 from shared.ports import BlobStore, Conflict, FineTuneRequest, RunState
 
 DESCRIPTION = "export only: no training ran"

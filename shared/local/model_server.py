@@ -6,7 +6,7 @@ leaves the batch at once, and requests that arrive meanwhile wait for the next b
 POST /v1/chat/completions (non-streaming; the body's `model` is ignored), GET /v1/models and GET /v1/stats
 (requests and batches served, tokens, busy seconds).
 
-    python -m shared.local.model_server --model Qwen2.5-Coder-1.5B-Instruct --port 8000
+    python -m shared.local.model_server --port 8000
 
 Weights run in bfloat16 where the CPU has native bfloat16 arithmetic (several times faster than float32 there),
 else in float32; idle OpenMP threads sleep rather than spin, which keeps a busy machine from slowing it 5x.
@@ -34,13 +34,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from shared.local.models import ModelUnavailable, model_folder, native_dtype, prepare_torch
+from shared.local.models import TEACHER, ModelUnavailable, model_folder, native_dtype, prepare_torch
 
 if TYPE_CHECKING:
     import torch
 
 READY = "distill teacher ready at"
-DEFAULT_MODEL = "Qwen2.5-Coder-1.5B-Instruct"
+DEFAULT_MODEL = TEACHER.name
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BATCH = 8
 DTYPES = ("auto", "bfloat16", "float32")  # auto: bfloat16 where the CPU has native bfloat16 arithmetic

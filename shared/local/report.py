@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.evaluation import EvalItem, Mode, evaluation_items, score
-from shared.jobs import JobPaths, dumps, now, read_json
+from shared.jobs.blobs import dumps, now, read_json
+from shared.jobs.paths import JobPaths
 from shared.local.models import model_folder, native_dtype, prepare_torch
 from shared.manifest.model import Manifest
 from shared.ports import BlobStore

@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.jobs import dumps
+from shared.jobs.blobs import dumps
 from shared.local.export_only import check_run_name, run_event
 from shared.local.models import model_folder
 from shared.ports import TERMINAL_STATUSES, BlobStore, Conflict, FineTuneRequest, RunState

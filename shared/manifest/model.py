@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared.tasks import Task
 from shared.tasks.summarization import DEFAULT_MAX_LEN_SUMMARY
 
+DEFAULT_STUDENT = "SmolLM2-135M-Instruct"  # the packaged local student (shared.local.models)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
@@ -107,7 +109,7 @@ class FineTuneMethod(StrEnum):
 
 
 class StudentSettings(_Strict):
-    model: str = Field("SmolLM2-135M-Instruct", min_length=1,
+    model: str = Field(DEFAULT_STUDENT, min_length=1,
                        description="a local model (name or folder) or an AzureML registry id (azureml://...)")
     method: FineTuneMethod = FineTuneMethod.FULL
     hyperparameters: dict[str, str | int | float] = Field(default_factory=dict)

@@ -18,12 +18,14 @@ sent again, as a new round whose message ids differ from the first, and only the
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any
 
-from shared.jobs import JobPaths, JobState, Record, dumps, now, read_json, update_json, update_record
+from shared.jobs.blobs import dumps, read_json, update_json
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import JobState, update_record
+from shared.jobs.shards import stopped_rows
 from shared.manifest.model import Manifest
 from shared.ports import BlobStore
 from shared.reasons import Reason
@@ -32,17 +34,9 @@ from shared.tasks.base import Rejected
 log = logging.getLogger(__name__)
 
 
-def ledger_path(paths: JobPaths) -> str:
-    return paths.file("budget.json")
-
-
-def rows_path(paths: JobPaths, shard: int) -> str:
-    return paths.file(f"budget/{shard:05d}.json")
-
-
 def spent(store: BlobStore, paths: JobPaths) -> int:
     """Tokens the job has spent so far, each row counted once."""
-    ledger = read_json(store, ledger_path(paths)) or {}
+    ledger = read_json(store, paths.budget_ledger) or {}
     return sum(ledger.get("shards", {}).values())
 
 
@@ -52,8 +46,8 @@ class Budget:
     def __init__(self, store: BlobStore, paths: JobPaths, shard: int, tokens: int) -> None:
         self.store, self.paths, self.shard, self.tokens = store, paths, shard, tokens
         self._lock = threading.Lock()
-        self._rows: dict[str, int] = (read_json(store, rows_path(paths, shard)) or {}).get("rows", {})
-        ledger = read_json(store, ledger_path(paths)) or {}
+        self._rows: dict[str, int] = (read_json(store, paths.budget_rows(shard)) or {}).get("rows", {})
+        ledger = read_json(store, paths.budget_ledger) or {}
         self._others = sum(v for k, v in ledger.get("shards", {}).items() if k != str(shard))
         self._publishing = self._dirty = False
 
@@ -120,7 +114,7 @@ class Budget:
             rows.update(mine)
             return ledger
 
-        rows = update_json(self.store, rows_path(self.paths, self.shard), merge, create=True).get("rows", {})
+        rows = update_json(self.store, self.paths.budget_rows(self.shard), merge, create=True).get("rows", {})
         with self._lock:
             self._rows.update({k: v for k, v in rows.items() if k not in self._rows})
             total = sum(self._rows.values())
@@ -133,46 +127,12 @@ class Budget:
             shards[key] = total
             return ledger
 
-        ledger = update_json(self.store, ledger_path(self.paths), put, create=True)
+        ledger = update_json(self.store, self.paths.budget_ledger, put, create=True)
         with self._lock:
             self._others = sum(v for k, v in ledger.get("shards", {}).items() if k != key)
 
 
-# --- a shard result with rows the budget stopped ------------------------------------------------------------
-def stopped_rows(result: bytes) -> set[str]:
-    """The ids of the rows of a shard result that the budget kept from the teacher."""
-    _, *items = (json.loads(line) for line in result.splitlines())
-    return {item["id"] for item in items if item.get("reason") == Reason.BUDGET}
-
-
-def merge_result(old: bytes, new: bytes) -> bytes:
-    """An earlier result with its `budget` rows replaced by their rows in `new` (a result of just those rows)."""
-    old_header, *old_items = (json.loads(line) for line in old.splitlines())
-    new_header, *new_items = (json.loads(line) for line in new.splitlines())
-    fresh = {item["id"]: item for item in new_items}
-    items = [fresh.get(item["id"], item) if item.get("reason") == Reason.BUDGET else item for item in old_items]
-    counted = {key: old_header.get(key, 0) + new_header.get(key, 0) for key in old_header.keys() | new_header.keys()
-               if key not in ("shard", "accepted", "rejected")}  # tokens, 429s, cache hits: both rounds'
-    header = {"shard": old_header["shard"],
-              "accepted": sum("answers" in item for item in items),
-              "rejected": sum("answers" not in item for item in items), **dict(sorted(counted.items()))}
-    lines = [json.dumps(header), *(json.dumps(item, ensure_ascii=False) for item in items)]
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
-
-# --- the job: stop, and resume ---------------------------------------------------------------------------
-def stop(record: Record, manifest: Manifest, stopped: int, tokens_spent: int) -> Record:
-    """The assembled record moved to `budget spent`, saying why and how to go on."""
-    budget = manifest.limits.budget_tokens
-    record["state"] = JobState.BUDGET_SPENT
-    record["budget"] = {"tokens": budget, "spent": tokens_spent, "rows_not_sent": stopped}
-    record["reason"] = (f"token budget of {budget:,} spent ({tokens_spent:,} tokens used); {stopped:,} rows were not "
-                        "sent to the teacher. Run again with a higher --budget-tokens (or limits.budget_tokens) to "
-                        "label them; finished rows are kept")
-    record["timings"]["finished"] = now()
-    return record
-
-
+# --- the job: continue with a higher budget ------------------------------------------------------------
 def resume(store: BlobStore, paths: JobPaths, manifest: Manifest) -> tuple[int, list[int]] | None:
     """Put a `budget spent` job back to labelling under this manifest's budget, as a new round.
 
@@ -189,28 +149,5 @@ def resume(store: BlobStore, paths: JobPaths, manifest: Manifest) -> tuple[int, 
     store.write(paths.manifest, dumps(stored))
     again = [index for index in range(read_json(store, paths.plan)["shards"])
              if stopped_rows(store.read(paths.result(index)).data)]
-
-    def resumed(record: Record) -> Record | None:
-        if record["state"] != JobState.BUDGET_SPENT:
-            return None
-        record["state"] = JobState.LABELING
-        record["round"] = record.get("round", 0) + 1
-        record["shards_done"] = sorted(set(record.get("shards_done", [])) - set(again))
-        record.pop("reason", None)
-        record.pop("budget", None)
-        record["timings"].pop("finished", None)
-        return record
-
-    record = update_record(store, paths, resumed)
-    return (record.get("round", 0), again) if record["state"] == JobState.LABELING else None
-
-
-def unfinished(record: Record) -> list[int]:
-    """A resumed round's shards not done yet (to send again when its resume was cut short)."""
-    done = set(record.get("shards_done", []))
-    return [i for i in range(record["shards"]) if i not in done]
-
-
-def current_round(body: dict[str, Any], record: Record) -> bool:
-    """Whether a completion belongs to the job's current round (a late one from an earlier round is ignored)."""
-    return int(body.get("round") or 0) >= int(record.get("round") or 0)
+    record = update_record(store, paths, lambda r: r.resume_round(again))
+    return (record.round or 0, again) if record.state is JobState.LABELING else None

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.jobs import JobPaths, JobState, Record, create_record, now, read_json, update_record
+from shared.jobs.blobs import now
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import JobRecord, create_record, new_record, read_record, update_record
 from shared.ports import BlobStore
 from shared.reasons import Reason
 from shared.tasks.base import Rejected
@@ -24,42 +26,26 @@ SKIPPED = Rejected(Reason.CANCELLED, "the job was cancelled before this row was 
 
 @dataclass(frozen=True, slots=True)
 class CancelOutcome:
-    record: Record
+    record: JobRecord
     marked: bool  # this call marked the job (False: it already was, or it is past cancelling)
 
     @property
     def refused(self) -> str | None:
         """Why the job cannot be cancelled, when it cannot."""
-        if self.record.get("cancel") or JobState(self.record["state"]).final:
+        if self.record.cancel or self.record.final:
             return None
-        name = (self.record.get("finetune") or {}).get("name")
+        name = self.record.finetune.name if self.record.finetune else None
         return f"the fine-tune {name} is already under way; cancel that run in its service (AzureML)"
 
 
 def request_cancel(store: BlobStore, paths: JobPaths) -> CancelOutcome:
     """Mark the job cancelled (a job submitted and not yet ingested gets its record now, already marked)."""
-    mark = {"requested": now()}
-    fresh = {"job": paths.job, "state": JobState.INGESTING, "created": now(), "timings": {}, "errors": [],
-             "cancel": mark}
+    requested = now()
+    fresh = new_record(paths.job, cancel_requested=requested)
     if create_record(store, paths, fresh):  # written only if there is no record yet
         return CancelOutcome(fresh, True)
-
-    def marked(record: Record) -> Record | None:
-        state = JobState(record["state"])
-        if record.get("cancel") or state.final or state is JobState.FINE_TUNING:
-            return None
-        record["cancel"] = mark
-        return record
-
-    record = update_record(store, paths, marked)
-    return CancelOutcome(record, record.get("cancel") == mark)
-
-
-def cancelled(record: Record) -> Record:
-    """The assembled job's record, ended `cancelled` (from the aggregator's gate, in place of the fine-tune)."""
-    record["state"] = JobState.CANCELLED
-    record["timings"]["finished"] = now()
-    return record
+    record = update_record(store, paths, lambda r: r.mark_cancel(requested))
+    return CancelOutcome(record, record.cancel == {"requested": requested})
 
 
 class CancelWatch:
@@ -74,8 +60,8 @@ class CancelWatch:
         if self._cancelled:
             return True
         if self._checked is None or time.monotonic() - self._checked >= self._every:
-            record = read_json(self._store, self._paths.status) or {}
-            self._cancelled = bool(record.get("cancel"))
+            record = read_record(self._store, self._paths)
+            self._cancelled = bool(record and record.cancel)
             self._checked = time.monotonic()
         return self._cancelled
 

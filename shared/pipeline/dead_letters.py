@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared.jobs import JobPaths, fail, update_record
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import update_record
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -25,5 +26,5 @@ def on_dead_letter(services: Services, queue: str, body: dict[str, Any], reason:
     what = shard if queue == services.settings.shard_queue else f"the completion of {shard}"
     tries = f" after {deliveries} deliveries" if deliveries else ""
     cause = ": ".join(part for part in (reason, description) if part) or "no reason given"
-    update_record(services.store, paths, lambda r: fail(r, f"{what} was dead-lettered{tries} ({cause})"))
+    update_record(services.store, paths, lambda r: r.fail(f"{what} was dead-lettered{tries} ({cause})"))
     return job

@@ -8,16 +8,18 @@ duplicate detection drops).
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
-from shared import jobs, tracing
+from shared import tracing
 from shared.assembly import held_out
 from shared.joblog import fields
-from shared.jobs import JobPaths, JobState, create_record, dumps, fail, now, read_json, update_record
+from shared.jobs.blobs import dumps, read_json
+from shared.jobs.paths import JOB_ID_RULE, SPLITS, JobPaths, is_job_id
+from shared.jobs.record import JobRecord, JobState, create_record, new_record, read_record, update_record
+from shared.jobs.shards import shard_line
 from shared.manifest.load import is_data_asset, manifest_from_text
 from shared.manifest.model import Manifest, ManifestError
 from shared.pipeline import budget
@@ -30,7 +32,6 @@ from shared.validation import FileLimits, FileReport, finish_report, read_rows
 log = logging.getLogger(__name__)
 
 MANIFEST_NAMES = ("manifest.json", "manifest.yaml", "manifest.yml")
-SPLITS = ("train", "validation")
 
 
 def job_of(blob_path: str, input_container: str) -> str | None:
@@ -38,8 +39,8 @@ def job_of(blob_path: str, input_container: str) -> str | None:
     parts = blob_path.strip("/").split("/")
     if len(parts) != 3 or parts[0] != input_container or parts[2] not in MANIFEST_NAMES:
         return None
-    if not jobs.is_job_id(parts[1]):
-        log.warning("ignored a manifest at %r: %s", blob_path, jobs.JOB_ID_RULE)
+    if not is_job_id(parts[1]):
+        log.warning("ignored a manifest at %r: %s", blob_path, JOB_ID_RULE)
         return None
     return parts[1]
 
@@ -54,37 +55,36 @@ def ingest(services: Services, blob_path: str) -> str | None:
     if job is None:
         return None
     paths = JobPaths(settings.jobs_container, job)
-    record = read_json(store, paths.status)
-    with tracing.span(trace_id=(record or {}).get("trace_id")) as trace:
+    record = read_record(store, paths)
+    with tracing.span(trace_id=record.trace_id if record else None) as trace:
         log.info("job %s: ingesting %s", job, blob_path, extra=fields(job))
         return ingest_job(services, paths, record, blob_path, trace.trace_id)
 
 
-def ingest_job(services: Services, paths: JobPaths, record: dict | None, blob_path: str, trace_id: str) -> str:
+def ingest_job(services: Services, paths: JobPaths, record: JobRecord | None, blob_path: str, trace_id: str) -> str:
     store, job = services.store, paths.job
-    if record is not None and record["state"] == JobState.LABELING:  # cut short after the plan: send again
-        if record.get("round"):  # in a round resumed with a higher budget
-            send_shards(services, job, budget.unfinished(record), record["round"])
+    if record is not None and record.state is JobState.LABELING:  # cut short after the plan: send again
+        if record.round:  # in a round resumed with a higher budget
+            send_shards(services, job, record.unfinished_shards(), record.round)
         else:
             send_shards(services, job, range(read_json(store, paths.plan)["shards"]))
         return job
-    if record is not None and record["state"] == JobState.BUDGET_SPENT:  # run again, perhaps with a higher budget
+    if record is not None and record.state is JobState.BUDGET_SPENT:  # run again, perhaps with a higher budget
         try:
             resumed = budget.resume(store, paths, manifest_of(store, blob_path))
         except ManifestError as exc:
             log.warning("job %s: the manifest uploaded again is invalid (%s); the job stays %s", job,
-                        exc.problems[0], record["state"])
+                        exc.problems[0], record.state)
             return job
         if resumed is not None:
             round_, shards = resumed
             send_shards(services, job, shards, round_)
         return job
-    if record is not None and record["state"] != JobState.INGESTING:
-        log.info("job %s: manifest event repeated; the job is already %s", job, record["state"])
+    if record is not None and record.state is not JobState.INGESTING:
+        log.info("job %s: manifest event repeated; the job is already %s", job, record.state)
         return job
     if record is None:
-        create_record(store, paths, {"job": job, "state": JobState.INGESTING, "created": now(),
-                                     "timings": {"ingest_started": now()}, "errors": [], "trace_id": trace_id})
+        create_record(store, paths, new_record(job, trace_id=trace_id))
     manifest_blob = store.read(blob_path)
     if manifest_blob is None:
         raise FileNotFoundError(f"{blob_path} vanished before it could be read")
@@ -92,20 +92,20 @@ def ingest_job(services: Services, paths: JobPaths, record: dict | None, blob_pa
         manifest = load_job_manifest(manifest_blob.data, blob_path)
     except ManifestError as exc:
         problems = exc.problems
-        store.write(paths.file("validation-report.json"), dumps({"manifest": problems}))
-        update_record(store, paths, lambda r: fail(r, f"invalid manifest: {problems[0]}"))
+        store.write(paths.validation_report, dumps({"manifest": problems}))
+        update_record(store, paths, lambda r: r.fail(f"invalid manifest: {problems[0]}"))
         return job
     store.write(paths.manifest, dumps(manifest.model_dump(mode="json")))
     with tempfile.TemporaryDirectory(prefix="distill-ingest-") as tmp:
         plan, reports = write_shards(services, paths, manifest, Path(tmp))
-    store.write(paths.file("validation-report.json"), dumps({"files": [report_json(r) for r in reports]}))
+    store.write(paths.validation_report, dumps({"files": [report_json(r) for r in reports]}))
     errors = sum(r.errors for r in reports)
     if errors:
         first = next(str(p) for r in reports for p in r.problems if p.severity == "error")
-        update_record(store, paths, lambda r: fail(r, f"validation found {errors} errors, first: {first}"))
+        update_record(store, paths, lambda r: r.fail(f"validation found {errors} errors, first: {first}"))
         return job
     store.write(paths.plan, dumps(plan))
-    update_record(store, paths, lambda r: labeling(r, plan, trace_id))
+    update_record(store, paths, lambda r: r.plan(plan["task"], plan["shards"], plan["rows"], trace_id))
     send_shards(services, job, range(plan["shards"]))
     return job
 
@@ -113,16 +113,6 @@ def ingest_job(services: Services, paths: JobPaths, record: dict | None, blob_pa
 def send_shards(services: Services, job: str, shards: Iterable[int], round_: int = 0) -> None:
     """One message per shard (shared.pipeline.messages: repeats are dropped by id)."""
     services.queue.send(services.settings.shard_queue, [shard_message("shard", job, i, round_) for i in shards])
-
-
-def labeling(record: dict, plan: dict, trace_id: str) -> dict | None:
-    if record["state"] != JobState.INGESTING:
-        return None
-    record.setdefault("trace_id", trace_id)  # a record made by an early `distill cancel` has none yet
-    record.update(state=JobState.LABELING, task=plan["task"], shards=plan["shards"], rows=plan["rows"],
-                  shards_done=record.get("shards_done", []))
-    record["timings"]["labeling_started"] = now()
-    return record
 
 
 def manifest_of(store: BlobStore, blob_path: str) -> Manifest:
@@ -161,9 +151,7 @@ def write_shards(services: Services, paths: JobPaths, manifest: Manifest, tmp: P
     shards, batch = 0, []
     for split, row in split_rows(store, manifest, tmp, reports):
         counts[split] += 1
-        item = {"split": split, "id": row.id, "source": row.source, "line": row.line, "messages": row.messages,
-                "reference": row.reference}  # dataclasses.asdict deep-copies: a quarter of ingest's time
-        batch.append(json.dumps(item, ensure_ascii=False))
+        batch.append(shard_line(split, row))
         if len(batch) == size:
             store.write(paths.shard(shards), ("\n".join(batch) + "\n").encode("utf-8"))
             shards, batch = shards + 1, []

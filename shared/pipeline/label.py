@@ -6,13 +6,15 @@ A redelivered shard whose result already exists is completed without calling the
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from shared.jobs import JobPaths, JobState, read_json
+from shared.jobs.blobs import read_json
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import read_record
+from shared.jobs.shards import ResultHeader, RowResult, decode_shard, encode_result, merge_result, stopped_rows
 from shared.manifest.model import Manifest, TeacherKind
 from shared.parsing import parse_reply
 from shared.pipeline import budget as budgets
@@ -46,6 +48,12 @@ class Labelled:
     cache_hits: int = 0
     deferred_until: float | None = None  # throttled: label again at this time (epoch seconds)
 
+    def result(self) -> RowResult:
+        """The row's line in the shard result."""
+        answers = tuple(self.answers) if self.answers is not None else None
+        return RowResult(self.row.id, self.split, self.row.source, self.row.line, self.usage.total, answers,
+                         self.rejection)
+
 
 def label_shard(services: Services, body: dict[str, Any]) -> None:
     """Handle one shard message `{"job": ..., "shard": n}`."""
@@ -53,15 +61,14 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
     store, settings = services.store, services.settings
     paths = JobPaths(settings.jobs_container, job)
     earlier = store.read(paths.result(shard))
-    stopped = budgets.stopped_rows(earlier.data) if earlier is not None else set()
+    stopped = stopped_rows(earlier.data) if earlier is not None else set()
     if earlier is None or stopped:
-        record = read_json(store, paths.status)
-        if record is None or JobState(record["state"]).final:
-            log.info("job %s shard %d: the job is %s; not labelling", job, shard,
-                     record["state"] if record else "unknown")
+        record = read_record(store, paths)
+        if record is None or record.final:
+            log.info("job %s shard %d: the job is %s; not labelling", job, shard, record.state if record else "unknown")
             return
         manifest = Manifest.model_validate(read_json(store, paths.manifest))
-        rows = [(split, row) for split, row in read_shard(store.read(paths.shard(shard)).data)
+        rows = [(split, row) for split, row in decode_shard(store.read(paths.shard(shard)).data)
                 if earlier is None or row.id in stopped]
         failed = None
         if manifest.batch.enabled:  # batch mode: label only once the shard's batch has ended
@@ -78,25 +85,15 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
             services.queue.send(settings.shard_queue, [deferred_shard(body, until)])
             return
         log_shard(job, shard, results, counters)
-        result = encode_result(shard, results, counters)
+        result = shard_result(shard, results, counters["throttled"])
         try:
             if earlier is None:
                 store.write(paths.result(shard), result, if_absent=True)
             else:  # a resumed round: the rows the budget had stopped, now labelled
-                store.write(paths.result(shard), budgets.merge_result(earlier.data, result), if_match=earlier.etag)
+                store.write(paths.result(shard), merge_result(earlier.data, result), if_match=earlier.etag)
         except Conflict:
             log.info("job %s shard %d: another delivery wrote the result first", job, shard)
     services.queue.send(settings.completion_queue, [shard_message("done", job, shard, int(body.get("round") or 0))])
-
-
-def read_shard(data: bytes) -> list[tuple[str, Row]]:
-    rows = []
-    for line in data.decode("utf-8").splitlines():
-        item = json.loads(line)
-        split = item.pop("split")
-        item["messages"] = tuple(item["messages"])
-        rows.append((split, Row(**item)))
-    return rows
 
 
 def teacher_url(services: Services, manifest: Manifest) -> str | None:
@@ -167,27 +164,16 @@ async def label_row(client: CachedTeacher, gate: CancelGate, manifest: Manifest,
     return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens), saved, hits)
 
 
-def encode_result(shard: int, results: list[Labelled], counters: Counter[str] | None = None) -> bytes:
-    """A header line (counts, tokens, the teacher's 429s), then one line per row in shard order."""
-    header = {
-        "shard": shard,
-        "accepted": sum(r.answers is not None for r in results),
-        "rejected": sum(r.rejection is not None for r in results),
-        "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
-        "completion_tokens": sum(r.usage.completion_tokens for r in results),
-        "throttled": (counters or Counter())["throttled"],
-        "cache_hits": sum(r.cache_hits for r in results),
-        "tokens_saved": sum(r.tokens_saved for r in results),
-    }
-    lines = [json.dumps(header)]
-    for r in results:
-        item: dict[str, Any] = {"id": r.row.id, "split": r.split, "source": r.row.source, "line": r.row.line,
-                                "tokens": r.usage.total}
-        if r.answers is not None:
-            item["answers"] = [{"answer": a.answer, "reasoning": a.reasoning} for a in r.answers]
-        else:
-            assert r.rejection is not None
-            item.update(reason=r.rejection.reason.value, detail=r.rejection.detail, excerpt=r.rejection.excerpt)
-        lines.append(json.dumps(item, ensure_ascii=False))
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
+def shard_result(shard: int, results: list[Labelled], throttled: int) -> bytes:
+    """The shard's result file: its counts (tokens, the teacher's 429s, cache hits), then each row in shard order."""
+    header = ResultHeader(
+        shard=shard,
+        accepted=sum(r.answers is not None for r in results),
+        rejected=sum(r.rejection is not None for r in results),
+        prompt_tokens=sum(r.usage.prompt_tokens for r in results),
+        completion_tokens=sum(r.usage.completion_tokens for r in results),
+        throttled=throttled,
+        cache_hits=sum(r.cache_hits for r in results),
+        tokens_saved=sum(r.tokens_saved for r in results),
+    )
+    return encode_result(header, [r.result() for r in results])

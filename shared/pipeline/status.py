@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from shared.jobs import JobPaths, is_job_id
+from shared.jobs.paths import JobPaths, is_job_id
 from shared.services import Services
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.jobs import JobPaths
+from shared.jobs.paths import JobPaths
 from shared.manifest.model import Manifest
 from shared.ports import OutgoingMessage
 from shared.rows import Row

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.jobs import JobPaths, Record, dumps, read_json, update_record
+from shared.jobs.blobs import dumps, read_json
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import read_record, update_record
 from shared.manifest.model import Manifest, TeacherKind
 from shared.prompts import teacher_conversations
 from shared.rows import Row
@@ -53,8 +55,9 @@ async def advance_batch(client: TeacherClient, cache: ResponseCache, paths: JobP
             body = client.request_body(messages)
             requests[cache_key(manifest.teacher, body)] = body
     api = client.openai_client()
-    state = (read_json(store, paths.status) or {}).get("batches", {}).get(str(shard), {})
-    errors_blob = paths.file(f"batches/{shard:05d}-errors.json")
+    record = read_record(store, paths)
+    state = ((record.batches if record else None) or {}).get(str(shard), {})
+    errors_blob = paths.batch_errors(shard)
     errors: dict[str, str] | None = None  # the last collected batch's failures, once read or collected
     if state.get("id") and not state.get("collected"):
         batch = await api.batches.retrieve(state["id"])
@@ -62,8 +65,7 @@ async def advance_batch(client: TeacherClient, cache: ResponseCache, paths: JobP
             return BatchStep(time.time() + manifest.batch.poll_seconds)
         errors = await collect(api, batch, cache, batch_origin(paths.job))
         store.write(errors_blob, dumps(errors))
-        update_record(store, paths, lambda r: _batch_state(r, shard, {**state, "collected": True,
-                                                                        "status": batch.status}))
+        update_record(store, paths, lambda r: r.set_batch(shard, {**state, "collected": True, "status": batch.status}))
     pending = [key for key in requests if cache.get(key) is None]
     if not pending:
         return BatchStep(None)
@@ -83,7 +85,7 @@ async def advance_batch(client: TeacherClient, cache: ResponseCache, paths: JobP
                                      metadata={"distill_job": paths.job, "shard": str(shard),
                                                "round": str(rounds + 1)})
     new_state = {"id": batch.id, "round": rounds + 1, "requests": len(pending), "collected": False}
-    update_record(store, paths, lambda r: _batch_state(r, shard, new_state))
+    update_record(store, paths, lambda r: r.set_batch(shard, new_state))
     return BatchStep(time.time() + manifest.batch.poll_seconds)
 
 
@@ -127,8 +129,3 @@ def parse_line(item: dict[str, Any]) -> tuple[str, TeacherReply | None, str]:
                          Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
                          attempts=1, latency_s=0.0)
     return key, reply, ""
-
-
-def _batch_state(record: Record, shard: int, state: dict[str, Any]) -> Record:
-    record.setdefault("batches", {})[str(shard)] = state
-    return record

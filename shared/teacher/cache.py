@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from shared.jobs import dumps
+from shared.jobs.blobs import dumps
 from shared.manifest.model import TeacherSettings
 from shared.ports import BlobStore, Conflict
 from shared.prompts import PROMPT_VERSION

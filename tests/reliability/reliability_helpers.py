@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shared.jobs import JobPaths, JobState, dumps, read_json
+from shared.jobs.blobs import dumps, read_json
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import JobState
 from shared.local.runtime import LocalRuntime
 from shared.ports import BlobStore
 from shared.tasks import Task

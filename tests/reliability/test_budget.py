@@ -12,7 +12,8 @@ from reliability_helpers import jsonl, put_job, qa_manifest, qa_rows, qa_teacher
 from test_delivery_faults import FaultyStore
 
 from shared.cli import main
-from shared.jobs import JobPaths, read_json
+from shared.jobs.blobs import read_json
+from shared.jobs.paths import JobPaths
 from shared.pipeline.budget import spent
 from shared.pipeline.label import label_shard
 from shared.services import Services

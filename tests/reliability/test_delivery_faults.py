@@ -14,11 +14,14 @@ from reliability_helpers import jsonl, put_job, qa_manifest, qa_rows, qa_teacher
 from test_local_queue import FakeClock
 from test_pipeline import WORKSPACE, RecordingFineTuner, run_event
 
-from shared.jobs import JobPaths, JobState, read_json
+from shared.jobs.blobs import read_json
+from shared.jobs.paths import JobPaths
+from shared.jobs.record import JobState
+from shared.jobs.shards import decode_shard
 from shared.local.runtime import LocalRuntime
 from shared.pipeline.aggregate import on_completion
 from shared.pipeline.ingest import ingest
-from shared.pipeline.label import label_shard, read_shard
+from shared.pipeline.label import label_shard
 from shared.pipeline.run_events import on_run_event
 from shared.queueing.local import LocalQueue, ReceivedMessage
 from shared.services import Services
@@ -171,7 +174,8 @@ def test_delivery_faults_leave_one_dataset_and_one_finetune(tmp_path: Path, figu
     assert record["accepted"] == {"train": 60, "validation": 20} and record["rejected"] == 0
     assert finetuner.starts == {f"{JOB}-ft": 1}
     assert queue_is_empty(tmp_path / "q.db")
-    shard_two = {row.messages[1]["content"] for _, row in read_shard(store.read(f"jobs/{JOB}/shards/00002.jsonl").data)}
+    shard_two = {row.messages[1]["content"]
+                 for _, row in decode_shard(store.read(f"jobs/{JOB}/shards/00002.jsonl").data)}
     assert len(shard_two) == 10  # the killed worker's calls were paid; the redelivery read them from the cache
     assert len(teacher.requests_by_key) == 80 and set(teacher.requests_by_key.values()) == {1}
     assert record["cache"]["hits"] == 10

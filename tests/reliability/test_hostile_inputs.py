@@ -15,7 +15,8 @@ from reliability_helpers import jsonl, output_lines, put_job, qa_manifest, qa_ro
 from test_pipeline import RecordingFineTuner
 
 from shared.cli import main
-from shared.jobs import JobPaths, read_json
+from shared.jobs.blobs import read_json
+from shared.jobs.paths import JobPaths
 from shared.pipeline.ingest import ingest
 from shared.queueing.local import LocalQueue
 from shared.services import Services

@@ -17,7 +17,8 @@ from test_azureml_finetuner import FakeMLClient
 from test_pipeline import run_event
 
 from shared.finetune.azureml import AzureMLFineTuner
-from shared.jobs import JobPaths, read_json
+from shared.jobs.blobs import read_json
+from shared.jobs.paths import JobPaths
 from shared.local.runtime import LOCAL_WORKSPACE
 from shared.pipeline.run_events import on_run_event
 from shared.queueing.local import LocalQueue

@@ -10,6 +10,8 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from shared.local.models import STUDENT, TEACHER
+
 # Worded for the default 1.5B teacher, which is sensitive to it: with the instruction before the pair it answered
 # "neutral" to every entailment; with the question after the pair and this system prompt it labelled 49 of 54
 # generated pairs right (other system prompts moved it to "contradiction" for the neutral ones).
@@ -89,19 +91,19 @@ def write_nli_sample(out: Path, rows: int, validation_rows: int, seed: int = 0) 
     (out / "manifest.yaml").write_text(SAMPLE_MANIFEST, encoding="utf-8")
 
 
-SAMPLE_MANIFEST = """\
+SAMPLE_MANIFEST = f"""\
 # A distillation job over the generated NLI sample (see docs/manifest.md for every field).
 task: nli
 training_file: train.jsonl
 validation_file: validation.jsonl
 teacher:
   kind: local
-  model: Qwen2.5-Coder-1.5B-Instruct
+  model: {TEACHER.name}
 inference:
   temperature: 0.0
   max_tokens: 16
 student:
-  model: SmolLM2-135M-Instruct
+  model: {STUDENT.name}
   method: full
   hyperparameters:
     n_epochs: 3

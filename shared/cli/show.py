@@ -1,0 +1,54 @@
+"""How a job is shown to the user: its summary, and its progress in one line (local and deployed jobs alike)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.joblog import metrics_text
+from shared.jobs.record import JobRecord, JobState
+
+
+def summary(record: JobRecord, folder: Path | str) -> str:
+    lines = [f"job {record.job}: {record.state}"]
+    if record.accepted is not None:
+        accepted, tokens = record.accepted, record.tokens or {}
+        lines.append(f"  rows: {accepted['train']} train + {accepted['validation']} validation accepted, "
+                     f"{record.rejected} rejected (success ratio {record.success_ratio or 0:.1%})")
+        if record.rejected_by_reason:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(record.rejected_by_reason.items()))
+            lines.append(f"  rejected by reason: {reasons}")
+        lines.append(f"  tokens: {tokens.get('prompt', 0):,} prompt + {tokens.get('completion', 0):,} completion")
+    if ft := record.finetune:
+        export_only = ft.status == "Completed" and not ft.output_model
+        note = " (export only: the dataset was exported, no training ran yet)" if export_only else ""
+        lines.append(f"  fine-tune {ft.name}: {ft.status or 'not finished'}{note}")
+    if record.reason:
+        lines.append(f"  stopped: {record.reason}")
+    lines += [f"  error: {error}" for error in record.errors]
+    lines.append(f"  files: {folder}")
+    return "\n".join(lines)
+
+
+def described(record: JobRecord, folder: str) -> str:
+    """The summary with the job's metrics and trace id (a deployed job's)."""
+    lines = [summary(record, folder)]
+    if record.metrics:
+        lines.append(f"  metrics: {metrics_text(record.metrics)}")
+    if record.trace_id:
+        lines.append(f"  trace: {record.trace_id} (Application Insights operation id)")
+    return "\n".join(lines)
+
+
+def progress_line(record: JobRecord | None) -> str:
+    """A job's state and how far it is, in one line."""
+    if record is None:
+        return "submitted, waiting for ingest"
+    cancelling = " (cancelling)" if record.cancel and not record.final else ""
+    if record.state is JobState.LABELING:
+        rows = (record.rows or {}).get("total", 0)
+        done = len(record.shards_done or [])
+        return f"labeling: {done} of {record.shards or 0} shards done ({rows} rows){cancelling}"
+    if record.state is JobState.FINE_TUNING and record.finetune:
+        started = "started" if record.finetune.started else "starting"
+        return f"fine-tuning: run {record.finetune.name} {started}"
+    return f"{record.state}{cancelling}"

@@ -1,0 +1,61 @@
+"""A job's blobs: JSON read and written, the compare-and-swap that changes them safely under concurrent and repeated
+handlers, and the final files copied out of storage."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shared.jobs.paths import FINAL_FILES, JobPaths
+from shared.ports import BlobStore, Conflict
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
+
+
+def read_json(store: BlobStore, path: str) -> Any | None:
+    blob = store.read(path)
+    return None if blob is None else json.loads(blob.data)
+
+
+def update_json(store: BlobStore, path: str, change: Callable[[dict], dict | None], *, create: bool = False,
+                stamp: bool = False) -> dict:
+    """Apply `change` to a JSON blob by ETag compare-and-swap, retried on conflict; returns the blob as stored.
+
+    `change` gets a copy and returns the new value, or None to leave it as it is. A missing blob starts as `{}` when
+    `create`, else raises LookupError. `stamp` sets "updated" on every write.
+    """
+    while True:
+        blob = store.read(path)
+        if blob is None and not create:
+            raise LookupError(f"{path} does not exist")
+        current = json.loads(blob.data) if blob else {}
+        updated = change(json.loads(blob.data) if blob else {})
+        if updated is None or updated == current:
+            return current
+        if stamp:
+            updated["updated"] = now()
+        try:
+            if blob is None:
+                store.write(path, dumps(updated), if_absent=True)
+            else:
+                store.write(path, dumps(updated), if_match=blob.etag)
+        except Conflict:
+            continue
+        return updated
+
+
+def copy_final_files(store: BlobStore, paths: JobPaths, out: Path) -> None:
+    """The job's dataset, rejections and record (and its report, once there is one) copied into a local folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    reports = [p.rsplit("/", 1)[1] for p in store.list(paths.file("report."))]
+    for name in (*FINAL_FILES, *reports):
+        store.download_to(paths.file(name), out / name)

@@ -1,0 +1,77 @@
+"""Where a job's files are: `jobs/<job>/...` in the jobs container, and the rule a job id follows.
+
+Layout of `jobs/<job>/`:
+
+    manifest.json            the manifest as ingested (native form, data paths as blob paths)
+    validation-report.json   what validation found, per file
+    plan.json                shard count and row counts, written once before any shard is sent
+    shards/NNNNN.jsonl       shard inputs: one row per line (shared.jobs.shards)
+    results/NNNNN.jsonl      shard results: a header line, then one line per row, accepted or rejected
+    budget.json, budget/NNNNN.json   tokens spent per shard and per row (shared.pipeline.budget)
+    batches/NNNNN-errors.json        what a shard's last provider batch failed (shared.teacher.batch)
+    train.jsonl, validation.jsonl, rejected.jsonl   the assembled outputs, in input order
+    status.json              the job record (shared.jobs.record)
+    report.json, report.md, report.png, finetune/metrics.json   the evaluation report and the fine-tune's losses
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JOB_ID_RULE = "a job id is 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit, without '..'"
+SPLITS = ("train", "validation")
+OUTPUTS = ("train.jsonl", "validation.jsonl", "rejected.jsonl")  # the assembled dataset and its rejections
+FINAL_FILES = (*OUTPUTS, "status.json")  # what a user copies out of a finished job (with report.* once written)
+METRICS = "finetune/metrics.json"
+
+
+def is_job_id(job: str) -> bool:
+    """Whether `job` is safe as one folder name in storage and on disk (no traversal, no encoding tricks)."""
+    return JOB_ID.fullmatch(job) is not None and ".." not in job
+
+
+@dataclass(frozen=True, slots=True)
+class JobPaths:
+    container: str
+    job: str
+
+    @property
+    def root(self) -> str:
+        return f"{self.container}/{self.job}"
+
+    def file(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    @property
+    def status(self) -> str:
+        return self.file("status.json")
+
+    @property
+    def manifest(self) -> str:
+        return self.file("manifest.json")
+
+    @property
+    def plan(self) -> str:
+        return self.file("plan.json")
+
+    @property
+    def validation_report(self) -> str:
+        return self.file("validation-report.json")
+
+    def shard(self, index: int) -> str:
+        return self.file(f"shards/{index:05d}.jsonl")
+
+    def result(self, index: int) -> str:
+        return self.file(f"results/{index:05d}.jsonl")
+
+    @property
+    def budget_ledger(self) -> str:
+        return self.file("budget.json")
+
+    def budget_rows(self, shard: int) -> str:
+        return self.file(f"budget/{shard:05d}.json")
+
+    def batch_errors(self, shard: int) -> str:
+        return self.file(f"batches/{shard:05d}-errors.json")

@@ -1,0 +1,303 @@
+"""The job record (`jobs/<job>/status.json`): a job's state, counts and timings, and every change of state.
+
+Each change is a method of `JobRecord` that returns whether it changed anything; `update_record` applies it by ETag
+compare-and-swap, so concurrent and repeated handlers change a record once. States:
+
+    ingesting → labeling → assembling → fine-tuning → succeeded
+                                      ↘ dataset ready (no fine-tune asked), budget spent (a higher budget goes on),
+                                        cancelled, failed (with a readable error), from any state not final
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from shared.jobs.blobs import dumps, now, read_json, update_json
+from shared.jobs.paths import JobPaths
+from shared.ports import TERMINAL_STATUSES, BlobStore, Conflict, RunState
+from shared.reasons import Reason
+
+if TYPE_CHECKING:
+    from shared.manifest.model import Manifest
+
+
+class JobState(StrEnum):
+    INGESTING = "ingesting"
+    LABELING = "labeling"
+    ASSEMBLING = "assembling"
+    FINE_TUNING = "fine-tuning"
+    DATASET_READY = "dataset ready"  # goal state of --no-finetune
+    BUDGET_SPENT = "budget spent"  # stopped by the token budget; a run with a higher budget goes on
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # `distill cancel`: generation stopped, the rows labelled so far assembled, no fine-tune
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.DATASET_READY, JobState.BUDGET_SPENT, JobState.SUCCEEDED, JobState.FAILED,
+                        JobState.CANCELLED)
+
+
+@dataclass
+class FineTune:
+    """The job's fine-tune run: claimed by one aggregator, started once, finished by a run event or the poller."""
+
+    name: str
+    claim: str | None = None  # the handler that may start it
+    claimed: float | None = None
+    started: float | None = None
+    status: str | None = None  # the run's final status (AzureML casing)
+    output_model: str | None = None
+    finished: float | None = None
+
+
+@dataclass
+class Assembled:
+    """What assembly counted (shared.pipeline.aggregate)."""
+
+    counts: Mapping[str, int]  # train, validation, rejected, prompt_tokens, completion_tokens, cache_hits, ...
+    reasons: Mapping[str, int]  # rejected rows by reason code
+    metrics: dict[str, Any]
+    spent: int  # tokens spent, as the budget ledger counts them
+
+
+@dataclass
+class JobRecord:
+    """Everything `status.json` holds; fields that do not apply yet are None and left out of the file."""
+
+    job: str
+    state: JobState
+    created: float
+    timings: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    trace_id: str | None = None
+    updated: float | None = None
+    cancel: dict[str, float] | None = None  # {"requested": time}, once `distill cancel` asked
+    # planned (labeling)
+    task: str | None = None
+    shards: int | None = None
+    rows: dict[str, int] | None = None  # total, train, validation
+    shards_done: list[int] | None = None
+    round: int | None = None  # a round resumed with a higher budget (1, 2, ...)
+    batches: dict[str, dict[str, Any]] | None = None  # shard → its provider batch (shared.teacher.batch)
+    # assembled
+    accepted: dict[str, int] | None = None
+    rejected: int | None = None
+    rejected_by_reason: dict[str, int] | None = None
+    success_ratio: float | None = None
+    tokens: dict[str, int] | None = None
+    metrics: dict[str, Any] | None = None
+    cache: dict[str, int] | None = None
+    # stopped by the budget
+    budget: dict[str, int] | None = None
+    reason: str | None = None
+    finetune: FineTune | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> JobRecord:
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in doc.items() if key in known}
+        values["state"] = JobState(doc["state"])
+        if doc.get("finetune"):
+            values["finetune"] = FineTune(**doc["finetune"])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {f.name: getattr(self, f.name) for f in fields(self)}
+        doc["finetune"] = asdict(self.finetune) if self.finetune else None
+        return {key: value for key, value in doc.items() if value is not None}
+
+    @property
+    def final(self) -> bool:
+        return self.state.final
+
+    # --- changes of state ---------------------------------------------------------------------------------------
+    def fail(self, error: str) -> bool:
+        """Fail the job with a readable error (a final job stays as it is)."""
+        if self.final:
+            return False
+        self.state = JobState.FAILED
+        self.errors.append(error)
+        self.timings["finished"] = now()
+        return True
+
+    def plan(self, task: str, shards: int, rows: dict[str, int], trace_id: str) -> bool:
+        """Ingested: the shards are written and about to be sent."""
+        if self.state is not JobState.INGESTING:
+            return False
+        self.trace_id = self.trace_id or trace_id  # a record made by an early `distill cancel` has none yet
+        self.state, self.task, self.shards, self.rows = JobState.LABELING, task, shards, rows
+        self.shards_done = self.shards_done or []
+        self.timings["labeling_started"] = now()
+        return True
+
+    def shard_done(self, shard: int) -> bool:
+        """Add a shard to the done set; the last one moves the job to assembling."""
+        if self.state not in (JobState.INGESTING, JobState.LABELING):
+            return False
+        done = set(self.shards_done or [])
+        if shard in done:
+            return False
+        done.add(shard)
+        self.shards_done = sorted(done)
+        if self.state is JobState.LABELING and len(done) == self.shards:
+            self.state = JobState.ASSEMBLING
+            self.timings["labeling_finished"] = now()
+        return True
+
+    def in_round(self, round_: int) -> bool:
+        """Whether a completion of this round belongs to the job's current round (a late one is ignored)."""
+        return round_ >= (self.round or 0)
+
+    def assembled(self, summary: Assembled, manifest: Manifest, claim: str) -> bool:
+        """Record the counts, apply the gates and pick the next state (only from assembling)."""
+        if self.state is not JobState.ASSEMBLING:
+            return False
+        counts = summary.counts
+        accepted = counts.get("train", 0) + counts.get("validation", 0)
+        total = accepted + counts.get("rejected", 0)
+        ratio = accepted / total if total else 0.0
+        self.accepted = {"train": counts.get("train", 0), "validation": counts.get("validation", 0)}
+        self.rejected, self.rejected_by_reason = counts.get("rejected", 0), dict(summary.reasons)
+        self.success_ratio = round(ratio, 4)
+        self.tokens = {"prompt": counts.get("prompt_tokens", 0), "completion": counts.get("completion_tokens", 0)}
+        self.metrics = summary.metrics
+        self.cache = {"hits": counts.get("cache_hits", 0), "tokens_saved": counts.get("tokens_saved", 0)}
+        self.timings["assembled"] = now()
+        if self.cancel:
+            return self._end(JobState.CANCELLED)
+        if stopped := summary.reasons.get(Reason.BUDGET):
+            return self._budget_spent(manifest.limits.budget_tokens or 0, stopped, summary.spent)
+        if ratio < manifest.min_success_ratio:
+            return self.fail(f"only {ratio:.1%} of rows were labelled; the job needs {manifest.min_success_ratio:.0%} "
+                             "(min_success_ratio); see rejected.jsonl")
+        if counts.get("train", 0) < manifest.effective_min_rows:
+            return self.fail(f"{counts.get('train', 0)} training rows were labelled; the job needs "
+                             f"{manifest.effective_min_rows} (min_rows)")
+        if counts.get("validation", 0) == 0:
+            return self.fail("no validation row was labelled; the fine-tune needs validation data")
+        if not manifest.finetune:
+            return self._end(JobState.DATASET_READY)
+        return self._claim_finetune(claim)
+
+    def finetune_again(self, claim: str) -> bool:
+        """From `dataset ready` on to the fine-tune (a job first run with --no-finetune, run again without it)."""
+        if self.state is not JobState.DATASET_READY:
+            return False
+        self.timings.pop("finished", None)
+        return self._claim_finetune(claim)
+
+    def reclaim(self, claim: str, stale_after: float) -> bool:
+        """Take over the fine-tune start from a handler that claimed it and has not started it for too long."""
+        ft = self.finetune
+        if self.state is not JobState.FINE_TUNING or ft is None or ft.started:
+            return False
+        if now() - (ft.claimed or 0) < stale_after:
+            return False
+        ft.claim, ft.claimed = claim, now()
+        return True
+
+    def finetune_started(self, name: str) -> bool:
+        ft = self.finetune
+        if ft is None or ft.name != name or ft.started:
+            return False
+        ft.started = self.timings["finetune_started"] = now()
+        return True
+
+    def run_ended(self, run: RunState) -> bool:
+        """The run's final status, when it is this job's run and the job still waits for it."""
+        ft = self.finetune
+        if self.state is not JobState.FINE_TUNING or ft is None or ft.name != run.name:
+            return False
+        if run.status not in TERMINAL_STATUSES:
+            return False
+        ft.status, ft.output_model, ft.finished = run.status, run.output_model, now()
+        if run.status != "Completed":
+            return self.fail(f"fine-tune run {run.name} ended {run.status}" + (f": {run.error}" if run.error else ""))
+        return self._end(JobState.SUCCEEDED)
+
+    def mark_cancel(self, requested: float) -> bool:
+        """Note that `distill cancel` asked: workers stop sending rows (not once the job is final or fine-tuning)."""
+        if self.cancel or self.final or self.state is JobState.FINE_TUNING:
+            return False
+        self.cancel = {"requested": requested}
+        return True
+
+    def resume_round(self, shards_again: list[int]) -> bool:
+        """A `budget spent` job back to labelling, as a new round of the shards holding rows the budget stopped."""
+        if self.state is not JobState.BUDGET_SPENT:
+            return False
+        self.state = JobState.LABELING
+        self.round = (self.round or 0) + 1
+        self.shards_done = sorted(set(self.shards_done or []) - set(shards_again))
+        self.reason = self.budget = None
+        self.timings.pop("finished", None)
+        return True
+
+    def set_batch(self, shard: int, batch: dict[str, Any]) -> bool:
+        """Where a shard's provider batch stands (shared.teacher.batch)."""
+        batches = self.batches or {}
+        if batches.get(str(shard)) == batch:
+            return False
+        self.batches = {**batches, str(shard): batch}
+        return True
+
+    # --- queries ----------------------------------------------------------------------------------------------
+    def unfinished_shards(self) -> list[int]:
+        """The shards not done yet (to send again when a resumed round was cut short)."""
+        done = set(self.shards_done or [])
+        return [i for i in range(self.shards or 0) if i not in done]
+
+    def _end(self, state: JobState) -> bool:
+        self.state = state
+        self.timings["finished"] = now()
+        return True
+
+    def _claim_finetune(self, claim: str) -> bool:
+        self.state = JobState.FINE_TUNING
+        self.finetune = FineTune(name=f"{self.job}-ft", claim=claim, claimed=now())
+        return True
+
+    def _budget_spent(self, budget: int, stopped: int, spent: int) -> bool:
+        self.budget = {"tokens": budget, "spent": spent, "rows_not_sent": stopped}
+        self.reason = (f"token budget of {budget:,} spent ({spent:,} tokens used); {stopped:,} rows were not "
+                       "sent to the teacher. Run again with a higher --budget-tokens (or limits.budget_tokens) to "
+                       "label them; finished rows are kept")
+        return self._end(JobState.BUDGET_SPENT)
+
+
+def new_record(job: str, *, trace_id: str | None = None, cancel_requested: float | None = None) -> JobRecord:
+    """A job's first record: ingesting (made by ingest, or by `distill cancel` for a job not ingested yet)."""
+    timings = {} if cancel_requested is not None else {"ingest_started": now()}
+    cancel = {"requested": cancel_requested} if cancel_requested is not None else None
+    return JobRecord(job=job, state=JobState.INGESTING, created=now(), timings=timings, trace_id=trace_id,
+                     cancel=cancel)
+
+
+def read_record(store: BlobStore, paths: JobPaths) -> JobRecord | None:
+    doc = read_json(store, paths.status)
+    return None if doc is None else JobRecord.from_json(doc)
+
+
+def create_record(store: BlobStore, paths: JobPaths, record: JobRecord) -> bool:
+    """Write the job record if there is none yet; False when one exists (a repeated event)."""
+    try:
+        store.write(paths.status, dumps(record.to_json()), if_absent=True)
+    except Conflict:
+        return False
+    return True
+
+
+def update_record(store: BlobStore, paths: JobPaths, change: Callable[[JobRecord], bool]) -> JobRecord:
+    """Apply a change to the job record atomically (ETag compare-and-swap, retried on conflict).
+
+    `change` gets a copy and returns whether it changed it. Returns the record as stored.
+    """
+    def apply(doc: dict[str, Any]) -> dict[str, Any] | None:
+        record = JobRecord.from_json(doc)
+        return record.to_json() if change(record) else None
+
+    return JobRecord.from_json(update_json(store, paths.status, apply, stamp=True))
