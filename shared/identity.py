@@ -1,4 +1,4 @@
-"""Job identity: a job's id follows from what determines its results (cli.md)."""
+"""Job identity: a job's id follows from what determines its results (data, task, teacher, prompts, student)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """The narrow surfaces through which the pipeline reaches the outside world.
 
 Each has an Azure implementation and a local one, so the local mode runs the very functions that Azure runs:
-blob storage (`shared.storage`), the message queue (`shared.queueing`) and the fine-tuner (`shared.finetune`).
+blob storage (`shared.storage`), the message queue (`shared.queueing`), the teacher (`shared.teacher`: an endpoint
+in Azure, a model served on this machine locally), the fine-tuner (`shared.finetune`, `shared.local`) and the progress
+of a run (a live bar locally, nothing in Azure, where logs and metrics tell it).
 Blob paths are `<container>/<name>`, for example `jobs/nli-1a2b3c4d5e6f/status.json`.
 """
 
@@ -11,7 +13,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from shared.teacher.replies import Failure, TeacherReply
 
 
 class Conflict(Exception):
@@ -99,3 +104,31 @@ class FineTuner(Protocol):
 
 
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
+
+
+class Teacher(Protocol):
+    """One teacher endpoint, one HTTP attempt at a time; retries, pacing and caching are wrapped around it
+    (shared.teacher.factory). No secret is ever in its URL, its repr or a failure's detail."""
+
+    @property
+    def endpoint(self) -> str:
+        """The URL a request body is POSTed to."""
+
+    @property
+    def auth_header(self) -> str | None:
+        """The credential header sent, its value replaced by a placeholder (for `distill preview`)."""
+
+    def request_body(self, messages: list[dict]) -> dict:
+        """The exact JSON body sent for these messages: no secrets, no network."""
+
+    async def attempt(self, body: dict) -> TeacherReply | Failure:
+        """Send one request; the reply, or the failure classified (retryable or not, the server's headers)."""
+
+    async def aclose(self) -> None:
+        """Close connections and credentials."""
+
+
+class Progress(Protocol):
+    """Told as each row of a job finishes labelling (the local progress bar; nothing in Azure)."""
+
+    def row_done(self, job: str, accepted: int, rejected: int, tokens: int) -> None: ...

@@ -15,7 +15,7 @@ class Row:
     """One input line, as the teacher will see it.
 
     `messages` never contains the reference answer: a single-turn row's trailing assistant message is moved to
-    `reference` and used only for scoring (cli.md).
+    `reference` and used only for scoring.
     """
 
     id: str

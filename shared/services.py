@@ -1,19 +1,18 @@
 """The adapters a function works with, chosen once per process from the app settings.
 
-In Azure: Blob Storage, Service Bus and AzureML, from their connection settings. In the local mode, `distill run`
-installs local ones (a folder, the embedded queue, the local fine-tuner) before it drives the same functions.
+In Azure: Blob Storage, Service Bus and AzureML, from their connection settings; the teacher is the endpoint each
+manifest names. In the local mode, `distill run` installs local ones (a folder, the embedded queue, the local
+fine-tuner, the address of the model it serves, a progress bar) before it drives the same functions.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.ports import BlobStore, FineTuner, QueueSender
+from shared.ports import BlobStore, FineTuner, Progress, QueueSender
 from shared.settings import Settings
-
-Progress = Callable[[str, int, int, int], None]  # (job, rows accepted, rows rejected, tokens) as each row finishes
 
 
 @dataclass
@@ -22,8 +21,9 @@ class Services:
     queue: QueueSender
     finetuner: FineTuner
     settings: Settings = field(default_factory=Settings)
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    progress: Progress | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)  # where teacher keys are read
+    local_teacher_url: str | None = None  # the model `distill run` serves on this machine (teacher.kind local)
+    progress: Progress | None = None  # told as each row finishes
 
 
 _current: Services | None = None

@@ -22,7 +22,7 @@ class Settings:
     price_prompt_per_1k: float | None = None  # the teacher's price per 1,000 prompt tokens, for the cost metric
     price_completion_per_1k: float | None = None  # and per 1,000 completion tokens
     cache_container: str = "teacher-cache"  # the response cache (shared.teacher.cache)
-    defer_after_seconds: float | None = None  # a rate-limit wait longer than this sends the shard back (None: wait)
+    defer_after_seconds: float | None = 20.0  # a rate-limit wait longer than this sends the shard back (None: wait)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -34,7 +34,7 @@ class Settings:
             cancel_check_seconds=float(environ.get("DISTILL_CANCEL_CHECK_SECONDS", default.cancel_check_seconds)),
             price_prompt_per_1k=_number(environ.get("DISTILL_PRICE_PROMPT_PER_1K")),
             price_completion_per_1k=_number(environ.get("DISTILL_PRICE_COMPLETION_PER_1K")),
-            defer_after_seconds=float(environ.get("DISTILL_DEFER_AFTER_SECONDS", 20.0)),
+            defer_after_seconds=float(environ.get("DISTILL_DEFER_AFTER_SECONDS", default.defer_after_seconds)),
         )
 
 

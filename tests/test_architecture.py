@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("shared", "functions", "bench")
 # Never part of the Functions deployment package (.funcignore): the app must not import them, even lazily.
 LOCAL_ONLY = ("shared.local", "shared.testkit", "shared.cli")
-HEAVY = ("torch", "transformers", "trl", "peft", "azure.ai.ml", "matplotlib")
+HEAVY = ("torch", "transformers", "trl", "peft", "azure.ai.ml", "matplotlib", "openai")  # openai: by the first shard
 
 
 def project_modules() -> dict[str, Path]:
@@ -168,3 +168,14 @@ def test_only_the_task_modules_name_a_task() -> None:
                  if name.startswith("shared") and not name.startswith("shared.tasks")
                  for number, line in enumerate(path.read_text().splitlines(), 1) if TASK_MEMBER.search(line)]
     assert offenders == []
+
+
+def test_the_repository_cites_no_document_outside_it() -> None:
+    """Every `*.md` a file names is a file of the repository, or a report a job writes: the repository stands on its
+    own."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    names = {Path(p).name for p in tracked} | {"report.md"}
+    cited = {(path, name) for path in tracked if Path(path).suffix in (".py", ".md", ".bicep", ".yaml", ".toml", "")
+             and (ROOT / path).is_file()
+             for name in re.findall(r"([\w.-]+\.md)\b", (ROOT / path).read_text(errors="replace"))}
+    assert [f"{path}: {name}" for path, name in sorted(cited) if name not in names] == []

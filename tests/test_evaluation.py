@@ -12,7 +12,6 @@ from shared.jobs.paths import JobPaths
 from shared.local.runtime import LocalRuntime
 from shared.local.samples import write_nli_sample
 from shared.manifest.model import Manifest, PromptSettings
-from shared.pipeline.label import LOCAL_TEACHER_URL
 from shared.storage.local import LocalBlobStore
 from shared.tasks import Task
 from shared.testkit.teacher import FakeTeacher, Fault
@@ -106,7 +105,7 @@ def run_job(tmp_path: Path, files: dict[str, list[list[dict]]], answers: dict[st
     with FakeTeacher(answers, task=task) as teacher:
         if refuse:
             teacher.inject(Fault.REFUSE, match=refuse, times=10)
-        runtime = LocalRuntime(store, tmp_path / "queue.db", environ={LOCAL_TEACHER_URL: teacher.base_url})
+        runtime = LocalRuntime(store, tmp_path / "queue.db", environ={}, local_teacher_url=teacher.base_url)
         try:
             runtime.blob_created("input/job1/manifest.json")
             runtime.drain(lambda: read_json(store, paths.status)["state"] in ("failed", "dataset ready"))

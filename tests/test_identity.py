@@ -1,4 +1,4 @@
-"""A job's id follows from what determines its results, and from nothing else (cli.md)."""
+"""A job's id follows from what determines its results, and from nothing else."""
 
 from pathlib import Path
 

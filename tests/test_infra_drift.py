@@ -42,11 +42,9 @@ KNOWN_ROLE_IDS = {
     "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
 }
-# Settings the app's modules read that are never app settings in Azure.
-LOCAL_ONLY = {"DISTILL_LOCAL_TEACHER_URL": "set by the local runtime for the teacher it starts (pipeline/label.py)"}
 # Functions reading a setting whose name is data: `required` is handed names its callers write (and are scanned for);
 # the teacher key's setting is named by the manifest (teacher.key_setting), and infra declares the documented one.
-DYNAMIC_READERS = {"shared/services.py:required", "shared/teacher/client.py:_key"}
+DYNAMIC_READERS = {"shared/services.py:required", "shared/teacher/openai_compatible.py:_key"}
 APP_PRINCIPAL = {"identity.properties.principalId", "principalId"}  # the app identity's, in app.bicep and the modules
 # App settings a Flex Consumption app refuses: functionAppConfig carries the runtime and the deployment instead.
 FLEX_REFUSED = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
@@ -168,7 +166,7 @@ def code_needs() -> Needs:
             needs.timers = True
     names, dynamic = settings_read(app_modules())
     assert dynamic == DYNAMIC_READERS, f"a new setting read by a computed name, review it: {dynamic - DYNAMIC_READERS}"
-    needs.settings = set(names) - set(LOCAL_ONLY)
+    needs.settings = set(names)
     needs.key_settings = documented_key_settings()
     return needs
 

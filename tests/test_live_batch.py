@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from shared.jobs.paths import JobPaths
-from shared.jobs.record import create_record
+from shared.jobs.record import JobState, create_record, new_record
 from shared.manifest.load import manifest_from_dict
+from shared.pipeline.label import batch_step
 from shared.rows import Row
+from shared.services import Services
 from shared.storage.local import LocalBlobStore
-from shared.teacher.batch import advance_batch
-from shared.teacher.cache import ResponseCache
 
 URL = os.environ.get("DISTILL_LIVE_BATCH_URL")
 
@@ -28,26 +28,25 @@ URL = os.environ.get("DISTILL_LIVE_BATCH_URL")
 @pytest.mark.live
 @pytest.mark.skipif(not URL, reason="live: set DISTILL_LIVE_BATCH_URL, _MODEL and _KEY to reach a real Batch API")
 def test_one_request_goes_through_a_real_batch_into_the_cache(tmp_path: Path) -> None:
-    from shared.teacher.client import TeacherClient
-
     teacher = {"kind": os.environ.get("DISTILL_LIVE_BATCH_KIND", "openai_compatible"), "url": URL,
                "model": os.environ["DISTILL_LIVE_BATCH_MODEL"], "key_setting": "DISTILL_LIVE_BATCH_KEY"}
     manifest = manifest_from_dict({"task": "nli", "training_file": "train.jsonl", "teacher": teacher,
                                    "batch": {"enabled": True, "poll_seconds": 30}}, tmp_path)
     store = LocalBlobStore(tmp_path / "storage")
     paths = JobPaths("jobs", "live-batch")
-    create_record(store, paths, {"job": paths.job, "state": "labeling"})
+    record = new_record(paths.job)
+    record.state = JobState.LABELING
+    create_record(store, paths, record)
     question = "Premise: It rains.\nHypothesis: The street is wet.\nAnswer entailment, neutral or contradiction."
     rows = [("train", Row("id-0", "live", 1, ({"role": "user", "content": question},)))]
-    cache = ResponseCache(store, "teacher-cache")
+    services = Services(store=store, queue=None, finetuner=None)  # type: ignore[arg-type]
     deadline = time.time() + 60 * float(os.environ.get("DISTILL_LIVE_BATCH_MINUTES", "30"))
 
     async def until_done() -> None:
-        async with TeacherClient(manifest.teacher, manifest.inference) as client:
-            while (step := await advance_batch(client, cache, paths, 0, manifest, rows)).wait_until is not None:
-                assert time.time() < deadline, "the batch did not finish in time"
-                await asyncio.sleep(max(0.0, step.wait_until - time.time()))
-            assert step.failed == {}
+        while (step := await batch_step(services, paths, 0, manifest, rows)).wait_until is not None:
+            assert time.time() < deadline, "the batch did not finish in time"
+            await asyncio.sleep(max(0.0, step.wait_until - time.time()))
+        assert step.failed == {}
 
     asyncio.run(until_done())
     assert len(list(store.list("teacher-cache/"))) == 1

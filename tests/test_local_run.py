@@ -1,4 +1,4 @@
-"""`distill run` end to end on the seed data, against the project's test teacher (cli.md, issue acceptance)."""
+"""`distill run` end to end on the seed data, against the project's test teacher."""
 
 import json
 from pathlib import Path

@@ -11,7 +11,6 @@ from shared.jobs.blobs import dumps, read_json
 from shared.jobs.paths import JobPaths
 from shared.local.runtime import LocalRuntime, registered_functions
 from shared.local.samples import write_nli_sample
-from shared.pipeline.label import LOCAL_TEACHER_URL
 from shared.storage.local import LocalBlobStore
 from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 
@@ -28,7 +27,7 @@ def runtime(tmp_path: Path):
     store.write("input/job1/manifest.json", dumps(manifest))
     answers = answers_from_jsonl(data / "train.jsonl") | answers_from_jsonl(data / "validation.jsonl")
     with FakeTeacher(answers) as teacher:
-        local = LocalRuntime(store, tmp_path / "queue.db", environ={LOCAL_TEACHER_URL: teacher.base_url})
+        local = LocalRuntime(store, tmp_path / "queue.db", environ={}, local_teacher_url=teacher.base_url)
         yield local, store
         local.close()
 

@@ -21,7 +21,8 @@ import pytest
 from shared.local.model_server import BadRequest, Sampling, parse_body, start_local_teacher
 from shared.local.models import STUDENT, model_folder
 from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
-from shared.teacher.client import TeacherClient, TeacherReply
+from shared.teacher.factory import teacher_for
+from shared.teacher.replies import TeacherReply
 from shared.teacher.retry import RetryPolicy
 
 MODEL = STUDENT.name
@@ -66,7 +67,7 @@ def complete(url: str, users: list[str], **inference: Any) -> list[TeacherReply]
     settings = TeacherSettings(kind=TeacherKind.OPENAI_COMPATIBLE, url=url, model=MODEL, timeout_seconds=120)
 
     async def run() -> list[TeacherReply]:
-        async with TeacherClient(settings, InferenceParameters(**inference), retry=RetryPolicy(max_retries=0)) as t:
+        async with teacher_for(settings, InferenceParameters(**inference), retry=RetryPolicy(max_retries=0)) as t:
             return await asyncio.gather(*(t.complete(messages(user)) for user in users))
 
     return asyncio.run(run())

@@ -12,7 +12,7 @@ from shared.jobs.paths import JobPaths
 from shared.local.samples import write_nli_sample
 from shared.pipeline.aggregate import on_completion
 from shared.pipeline.ingest import ingest
-from shared.pipeline.label import LOCAL_TEACHER_URL, label_shard
+from shared.pipeline.label import label_shard
 from shared.pipeline.run_events import on_run_event
 from shared.ports import FineTuneRequest, RunState
 from shared.queueing.local import LocalQueue
@@ -52,7 +52,7 @@ def pipeline(tmp_path: Path):
     with FakeTeacher(answers) as teacher, LocalQueue(tmp_path / "queue.db") as queue:
         services = Services(store=store, queue=queue, finetuner=RecordingFineTuner(),
                             settings=Settings(shard_rows=20, workspace_topic=WORKSPACE),
-                            environ={LOCAL_TEACHER_URL: teacher.base_url})
+                            local_teacher_url=teacher.base_url)
         yield services, queue, teacher
 
 

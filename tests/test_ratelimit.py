@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
-from shared.teacher.client import TeacherClient
-from shared.teacher.ratelimit import Estimate, RateLimiter, Throttled, estimate_tokens
+from shared.teacher.factory import teacher_for
+from shared.teacher.ratelimit import Estimate, Limiters, RateLimiter, Throttled, estimate_tokens
 from shared.teacher.retry import RetryPolicy
 from shared.testkit.limits import ServerRateLimit
 from shared.testkit.teacher import FakeTeacher
@@ -118,11 +118,10 @@ def test_the_server_bucket_answers_429_with_the_wait_until_its_next_token() -> N
 def test_over_http_a_paced_client_is_not_refused_and_a_refused_one_recovers() -> None:
     """Twenty calls at once against a 120 rpm teacher with a burst of 2: the client's own 429 handling
     (pause + retry without backoff) gets every call through."""
-    settings = TeacherSettings(kind=TeacherKind.OPENAI_COMPATIBLE, url="http://unused", max_retries=20)
-
     async def calls(url: str, limiter: RateLimiter) -> list[str | None]:
-        async with TeacherClient(settings, InferenceParameters(), base_url=url, limiter=limiter,
-                                 retry=RetryPolicy(base_delay=0.01)) as client:
+        settings = TeacherSettings(kind=TeacherKind.OPENAI_COMPATIBLE, url=url, max_retries=20)
+        async with teacher_for(settings, InferenceParameters(), limiter=limiter,
+                               retry=RetryPolicy(base_delay=0.01)) as client:
             replies = await asyncio.gather(*(client.complete([{"role": "user", "content": f"q{i}"}])
                                              for i in range(8)))
         return [r.content for r in replies]
@@ -135,3 +134,20 @@ def test_over_http_a_paced_client_is_not_refused_and_a_refused_one_recovers() ->
     with FakeTeacher(task=None, rate_limit=ServerRateLimit(rpm=600, burst=10)) as teacher:
         assert asyncio.run(calls(teacher.base_url, RateLimiter(rpm=540))) == ["ok"] * 8
         assert teacher.rate_limit.refused == 0 < refused
+
+
+def test_a_job_shares_one_limiter_while_it_labels_and_an_idle_one_is_dropped() -> None:
+    """A long-lived worker sees many jobs: it keeps the limiters in use, and lets go of those idle for long."""
+    clock = Clock()
+    limiters = Limiters(idle_seconds=60, clock=clock)
+    with limiters.use(("job-a", "http://t", "m"), 600, None) as first:
+        with limiters.use(("job-a", "http://t", "m"), 600, None) as second:
+            assert first is second
+        clock.now += 3600  # a long shard: job-a's limiter stays while a worker holds it
+        with limiters.use(("job-b", "http://t", "m"), None, None) as other:
+            assert other is not first and len(limiters) == 2
+        with limiters.use(("job-a", "http://t", "m"), 600, None) as again:
+            assert again is first
+    clock.now += 61
+    with limiters.use(("job-c", "http://t", "m"), None, None):
+        assert len(limiters) == 1

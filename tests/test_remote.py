@@ -137,11 +137,12 @@ def test_cancel_mid_shard_stops_the_rows_not_yet_sent(deployed, tmp_path: Path) 
     runtime.services.settings = replace(runtime.services.settings, cancel_check_seconds=0)
     cancelled = []
 
-    def after_each_row(*_: object) -> None:
-        if teacher.requests_total >= 10 and not cancelled:
-            cancelled.append(main(["cancel", job]))
+    class CancelAfterTenCalls:
+        def row_done(self, *_: object) -> None:
+            if teacher.requests_total >= 10 and not cancelled:
+                cancelled.append(main(["cancel", job]))
 
-    runtime.services.progress = after_each_row
+    runtime.services.progress = CancelAfterTenCalls()
     try:
         runtime.blob_created(f"input/{job}/manifest.json")
         [first] = runtime.queue.receive("shards", 1)

@@ -1,4 +1,4 @@
-"""Row identity (cli.md): SHA-256 of the canonical input plus the occurrence number."""
+"""Row identity: SHA-256 of the canonical input plus the occurrence number."""
 
 import hashlib
 

@@ -18,15 +18,15 @@ from shared.local.samples import write_nli_sample
 from shared.manifest.model import TeacherKind, TeacherSettings
 from shared.pipeline.aggregate import on_completion
 from shared.pipeline.ingest import ingest
-from shared.pipeline.label import LOCAL_TEACHER_URL, label_shard
-from shared.pipeline.teacher_session import deferred_shard
+from shared.pipeline.label import label_shard
+from shared.pipeline.messages import deferred_shard
 from shared.queueing.local import LocalQueue
 from shared.services import Services
 from shared.settings import Settings
 from shared.storage.local import LocalBlobStore
 from shared.teacher import ratelimit
 from shared.teacher.cache import ResponseCache, cache_key
-from shared.teacher.client import TeacherReply, Usage
+from shared.teacher.replies import TeacherReply, Usage
 from shared.testkit.teacher import FakeTeacher, Fault, answers_from_jsonl
 
 
@@ -38,7 +38,7 @@ def world(tmp_path: Path):
     answers = answers_from_jsonl(data / "train.jsonl") | answers_from_jsonl(data / "validation.jsonl")
     with FakeTeacher(answers) as teacher, LocalQueue(tmp_path / "queue.db") as queue:
         services = Services(store=store, queue=queue, finetuner=RecordingFineTuner(),
-                            settings=Settings(shard_rows=20), environ={LOCAL_TEACHER_URL: teacher.base_url})
+                            settings=Settings(shard_rows=20), local_teacher_url=teacher.base_url)
         yield services, queue, teacher, data
 
 
@@ -116,7 +116,7 @@ def test_a_throttled_shard_goes_back_scheduled_and_its_answered_rows_are_not_pai
     assert queue.counts("shards")["scheduled"] == 1
     assert queue.next_visible_at("shards") > time.time() + 50
 
-    ratelimit._shared.clear()  # a minute later: the limiter's pause is over
+    ratelimit.LIMITERS.clear()  # a minute later: the limiter's pause is over
     label_shard(services, {**first, "deferrals": 1})
     assert teacher.requests_total == 4 + 17
     header = json.loads(services.store.read(paths.result(0)).data.splitlines()[0])

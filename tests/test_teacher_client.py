@@ -1,4 +1,4 @@
-"""The teacher client over real HTTP, with the real openai client, against the fake teacher."""
+"""The teacher (each adapter, with retries) over real HTTP, with the real openai client, against the fake teacher."""
 
 from __future__ import annotations
 
@@ -15,14 +15,10 @@ import pytest
 from shared.manifest.model import InferenceParameters, TeacherAuth, TeacherKind, TeacherSettings
 from shared.reasons import Reason
 from shared.tasks import Task
-from shared.teacher.client import (
-    AZURE_ML_SCOPE,
-    COGNITIVE_SERVICES_SCOPE,
-    TeacherCallFailed,
-    TeacherClient,
-    TeacherConfigError,
-    TeacherReply,
-)
+from shared.teacher.azure_openai import COGNITIVE_SERVICES_SCOPE
+from shared.teacher.factory import teacher_for
+from shared.teacher.openai_compatible import AZURE_ML_SCOPE
+from shared.teacher.replies import TeacherCallFailed, TeacherConfigError, TeacherReply
 from shared.teacher.retry import RetryPolicy
 from shared.testkit.teacher import FakeTeacher, Fault
 
@@ -49,7 +45,7 @@ def complete(teacher_settings: TeacherSettings, *, retry: RetryPolicy = FAST,
     """One call through a fresh client, in its own event loop."""
 
     async def call() -> TeacherReply:
-        client = TeacherClient(teacher_settings, InferenceParameters(), retry=retry, environ=environ or {})
+        client = teacher_for(teacher_settings, InferenceParameters(), retry=retry, environ=environ or {})
         async with client:
             return await client.complete(MESSAGES)
 
@@ -78,7 +74,7 @@ def test_twenty_concurrent_completes_succeed(fake: FakeTeacher) -> None:
     fake.answers.update({q: f"answer {i}" for i, q in enumerate(questions)})
 
     async def call_all() -> list[TeacherReply]:
-        async with TeacherClient(settings(fake.base_url), InferenceParameters(), retry=FAST, environ={}) as c:
+        async with teacher_for(settings(fake.base_url), InferenceParameters(), retry=FAST, environ={}) as c:
             return await asyncio.gather(*(c.complete([{"role": "user", "content": q}]) for q in questions))
 
     replies = asyncio.run(call_all())
@@ -137,7 +133,7 @@ def test_retries_default_to_the_settings_max_retries(fake: FakeTeacher) -> None:
     fake.inject(Fault.RATE_LIMIT, times=10, retry_after_ms=10)
 
     async def call() -> None:
-        client = TeacherClient(settings(fake.base_url, max_retries=1), InferenceParameters(), environ={})
+        client = teacher_for(settings(fake.base_url, max_retries=1), InferenceParameters(), environ={})
         async with client:
             await client.complete(MESSAGES)
 
@@ -164,7 +160,7 @@ def test_key_from_the_named_setting_is_sent_as_bearer_and_shown_nowhere(fake: Fa
     fake.inject(Fault.REFUSE, status=401)
     error = failure(keyed, environ={KEY_SETTING: FAKE_KEY})
     assert FAKE_KEY not in str(error) and FAKE_KEY not in error.detail
-    client = TeacherClient(keyed, InferenceParameters(), environ={KEY_SETTING: FAKE_KEY})
+    client = teacher_for(keyed, InferenceParameters(), environ={KEY_SETTING: FAKE_KEY})
     assert FAKE_KEY not in repr(client)
 
 
@@ -222,16 +218,16 @@ def test_request_body_is_exact_and_needs_no_credentials(fake: FakeTeacher) -> No
     inference = InferenceParameters(temperature=0.2, top_p=0.9, max_tokens=256, stop=["\n\n"], seed=7,
                                     frequency_penalty=0.5)
     keyed = settings(fake.base_url, model="llama-405b", key_setting=KEY_SETTING)
-    client = TeacherClient(keyed, inference, environ={})
+    client = teacher_for(keyed, inference, environ={})
     body = client.request_body(MESSAGES)
     assert body == {"model": "llama-405b", "messages": MESSAGES, "temperature": 0.2, "top_p": 0.9,
                     "max_tokens": 256, "stop": ["\n\n"], "seed": 7, "frequency_penalty": 0.5}
-    plain = TeacherClient(settings(fake.base_url), InferenceParameters(), environ={}).request_body(MESSAGES)
+    plain = teacher_for(settings(fake.base_url), InferenceParameters(), environ={}).request_body(MESSAGES)
     assert plain == {"model": "teacher", "messages": MESSAGES, "temperature": 0.0, "top_p": 1.0,
                      "max_tokens": 1024}
 
     async def send() -> None:
-        async with TeacherClient(keyed, inference, retry=FAST, environ={KEY_SETTING: FAKE_KEY}) as c:
+        async with teacher_for(keyed, inference, retry=FAST, environ={KEY_SETTING: FAKE_KEY}) as c:
             await c.complete(MESSAGES)
 
     asyncio.run(send())
@@ -248,7 +244,7 @@ def test_request_body_is_exact_and_needs_no_credentials(fake: FakeTeacher) -> No
     (TeacherKind.OPENAI_COMPATIBLE, "http://vllm:8000/v1", "http://vllm:8000/v1/chat/completions"),
 ])
 def test_endpoint_per_kind(kind: TeacherKind, url: str, expected: str) -> None:
-    client = TeacherClient(settings(url, kind=kind, model="gpt-4o"), InferenceParameters(), environ={})
+    client = teacher_for(settings(url, kind=kind, model="gpt-4o"), InferenceParameters(), environ={})
     assert client.endpoint == expected
 
 
@@ -266,15 +262,15 @@ def test_auth_header_is_described_without_its_value(kind: TeacherKind, auth: Tea
                                                     expected: str | None) -> None:
     key_setting = KEY_SETTING if auth is TeacherAuth.KEY else None
     described = settings("https://x.example", kind=kind, auth=auth, key_setting=key_setting)
-    client = TeacherClient(described, InferenceParameters(), environ={KEY_SETTING: FAKE_KEY})
+    client = teacher_for(described, InferenceParameters(), environ={KEY_SETTING: FAKE_KEY})
     assert client.auth_header == expected
 
 
 def test_local_teacher_takes_its_url_at_run_time() -> None:
     local = TeacherSettings(kind=TeacherKind.LOCAL)
-    with pytest.raises(TeacherConfigError):
-        TeacherClient(local, InferenceParameters(), environ={})
-    client = TeacherClient(local, InferenceParameters(), environ={}, base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(TeacherConfigError, match="no model is served here"):
+        teacher_for(local, InferenceParameters(), environ={})
+    client = teacher_for(local, InferenceParameters(), environ={}, local_url="http://127.0.0.1:9/v1")
     assert client.endpoint == "http://127.0.0.1:9/v1/chat/completions"
 
 

@@ -77,14 +77,14 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def preview(args: argparse.Namespace) -> int:
-    from shared.teacher.client import TeacherClient  # pulls in openai: only when needed
+    from shared.teacher.factory import adapter_for  # pulls in openai: only when needed
 
     manifest = load_or_report(args.manifest)
     if manifest is None:
         return 1
     teacher = manifest.teacher
     local = teacher.kind is TeacherKind.LOCAL
-    adapter = TeacherClient(teacher, manifest.inference, base_url=LOCAL_URL_SHOWN if local else None)
+    adapter = adapter_for(teacher, manifest.inference, local_url=LOCAL_URL_SHOWN)
     identity = job_id(manifest, [file_digest(p) for p in manifest.files.values()])
     print(f"# job {identity}, prompts {PROMPT_VERSION}, teacher {teacher.kind.value} {teacher.model}")
     if local:

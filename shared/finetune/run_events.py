@@ -1,4 +1,5 @@
-"""What an AzureML run event means for a Distill job: pure interpretation, no Azure imports.
+"""AzureML's run events: what one means for a Distill job (`interpret`), and one built as AzureML would send it
+(`run_event`, for the local fine-tuners, so a local job ends through the same path as in Azure). No Azure imports.
 
 `interpret` is stateless: the same event gives the same answer every time. Event Grid may deliver an event twice
 or out of order, so the caller (the pipeline) decides what a repeat means by checking the job record.
@@ -10,11 +11,13 @@ module never reads `runProperties` and never logs a payload, only an event's id 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from shared.ports import TERMINAL_STATUSES
+from shared.ports import TERMINAL_STATUSES, FineTuneRequest
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +121,30 @@ def _error(data: Mapping[str, Any]) -> str | None:
 def _ignore(event: Mapping[str, Any], reason: str) -> None:
     logger.debug("ignoring event %s: %s", _text(event.get("id")) or "?", reason)
     return None
+
+
+def run_event(request: FineTuneRequest, *, status: str, error: str | None, workspace_topic: str,
+              run_type: str) -> dict[str, Any]:
+    """The Event Grid event (Event Grid schema) an AzureML workspace sends when a run's status changes."""
+    experiment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"distill:experiment:{request.experiment_name}"))
+    data: dict[str, Any] = {
+        "experimentId": experiment_id,
+        "experimentName": request.experiment_name,
+        "runId": request.name,
+        "runType": run_type,
+        "runTags": {**request.tags, JOB_TAG: request.job_id},
+        "runProperties": {},
+        "runStatus": status,
+    }
+    if error:
+        data[ERROR_FIELD] = error
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{workspace_topic}/runs/{request.name}/{status}")),
+        "topic": workspace_topic,
+        "subject": f"experiments/{experiment_id}/runs/{request.name}",
+        "eventType": RUN_STATUS_CHANGED,
+        "eventTime": datetime.now(UTC).isoformat(),
+        "data": data,
+        "dataVersion": "",  # as AzureML sends it
+        "metadataVersion": "1",
+    }

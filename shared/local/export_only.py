@@ -2,7 +2,7 @@
 
 Export only: no training ran. It copies the assembled train/validation files to `jobs/<job>/export/`, records
 the run in `jobs/<job>/export/run.json`, and publishes the Event Grid event an AzureML workspace would send when a
-run ends, so the local pipeline finishes a job through the same `job_events` path as Azure. Its runs never have
+run ends, so the local pipeline finishes a job through the same `run_events` path as Azure. Its runs never have
 an output model.
 
 Blobs written:
@@ -14,24 +14,20 @@ Blobs written:
 
 from __future__ import annotations
 
-import json
-import re
 import tempfile
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.finetune.run_events import ERROR_FIELD, JOB_TAG, RUN_STATUS_CHANGED
+from shared.finetune.run_events import run_event
 from shared.jobs.blobs import dumps
+from shared.local.runs import RunBook, check_run_name
 from shared.ports import BlobStore, Conflict, FineTuneRequest, RunState
+from shared.settings import Settings
 
 DESCRIPTION = "export only: no training ran"
 RUN_TYPE = "distill.export_only"
-CONTAINER = "jobs"
-INDEX = f"{CONTAINER}/_export_runs"  # `_` never starts a job id, so this folder is never taken for a job
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 Publish = Callable[[dict[str, Any]], None]
 
@@ -43,6 +39,7 @@ class ExportOnlyFineTuner:
         self._store = store
         self._publish = publish
         self._topic = workspace_topic
+        self._runs = RunBook(store, Settings().jobs_container, "export", "_export_runs")
 
     def start(self, request: FineTuneRequest) -> str:
         """Export once per run name and publish the run's final status; a repeated start does nothing.
@@ -52,102 +49,51 @@ class ExportOnlyFineTuner:
         """
         check_run_name(request.name, "run name")
         check_run_name(request.job_id, "job id")
-        if self._store.read(_index_path(request.name)) is not None:
+        if self._store.read(self._runs.index_path(request.name)) is not None:
             return request.name
         error = self._export(request)
         status = "Failed" if error else "Completed"
-        self._store.write(_run_path(request.job_id), dumps(_record(request, status, error)))
+        self._store.write(self._runs.record_path(request.job_id), dumps(self._record(request, status, error)))
         try:
-            self._store.write(_index_path(request.name), dumps({"job_id": request.job_id}), if_absent=True)
+            self._store.write(self._runs.index_path(request.name), dumps({"job_id": request.job_id}), if_absent=True)
         except Conflict:
             return request.name  # another start of the same run won the race and publishes
-        self._publish(run_event(request, status=status, error=error, workspace_topic=self._topic))
+        self._publish(run_event(request, status=status, error=error, workspace_topic=self._topic, run_type=RUN_TYPE))
         return request.name
 
     def state(self, name: str) -> RunState:
         """The recorded run; raises LookupError when no run of that name was started."""
-        check_run_name(name, "run name")
-        index = self._store.read(_index_path(name))
-        record = self._store.read(_run_path(json.loads(index.data)["job_id"])) if index else None
-        if record is None:
+        run = self._runs.load(name)
+        if run is None:
             raise LookupError(f"no export-only run named {name}")
-        run = json.loads(record.data)
         return RunState(name=name, status=run["status"], output_model=None, error=run["error"])
 
     def _export(self, request: FineTuneRequest) -> str | None:
         """Copy both files into the export folder; the reason for failing, or None."""
         with tempfile.TemporaryDirectory(prefix="distill-export-") as tmp:
-            for source, target in _copies(request):
+            for source, target in self._copies(request):
                 local = Path(tmp) / target.rsplit("/", 1)[-1]
                 if not self._store.download_to(source, local):
                     return f"missing blob: {source}"
                 self._store.upload_from(target, local)
         return None
 
+    def _copies(self, request: FineTuneRequest) -> list[tuple[str, str]]:
+        export = self._runs.folder(request.job_id)
+        return [(request.train_path, f"{export}/train.jsonl"),
+                (request.validation_path, f"{export}/validation.jsonl")]
 
-def run_event(request: FineTuneRequest, *, status: str, error: str | None, workspace_topic: str,
-              run_type: str = RUN_TYPE) -> dict[str, Any]:
-    """The Event Grid event (Event Grid schema) an AzureML workspace sends when a run's status changes."""
-    experiment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"distill:experiment:{request.experiment_name}"))
-    data: dict[str, Any] = {
-        "experimentId": experiment_id,
-        "experimentName": request.experiment_name,
-        "runId": request.name,
-        "runType": run_type,
-        "runTags": {**request.tags, JOB_TAG: request.job_id},
-        "runProperties": {},
-        "runStatus": status,
-    }
-    if error:
-        data[ERROR_FIELD] = error
-    return {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{workspace_topic}/runs/{request.name}/{status}")),
-        "topic": workspace_topic,
-        "subject": f"experiments/{experiment_id}/runs/{request.name}",
-        "eventType": RUN_STATUS_CHANGED,
-        "eventTime": datetime.now(UTC).isoformat(),
-        "data": data,
-        "dataVersion": "",  # as AzureML sends it
-        "metadataVersion": "1",
-    }
-
-
-def _copies(request: FineTuneRequest) -> list[tuple[str, str]]:
-    export = _export_dir(request.job_id)
-    return [(request.train_path, f"{export}/train.jsonl"), (request.validation_path, f"{export}/validation.jsonl")]
-
-
-def _record(request: FineTuneRequest, status: str, error: str | None) -> dict[str, Any]:
-    return {
-        "name": request.name,
-        "job_id": request.job_id,
-        "description": DESCRIPTION,
-        "status": status,
-        "error": error,
-        "output_model": None,
-        "experiment_name": request.experiment_name,
-        "student_model": request.student_model,
-        "files": dict(_copies(request)),
-        "tags": dict(request.tags),
-        "created_at": datetime.now(UTC).isoformat(),
-    }
-
-
-def _export_dir(job_id: str) -> str:
-    return f"{CONTAINER}/{job_id}/export"
-
-
-def _run_path(job_id: str) -> str:
-    return f"{_export_dir(job_id)}/run.json"
-
-
-def _index_path(name: str) -> str:
-    return f"{INDEX}/{name}.json"
-
-
-def check_run_name(value: str, what: str) -> None:
-    """Names become blob path segments: no `/`, no `..`, nothing empty."""
-    if not _SAFE_NAME.match(value) or ".." in value:
-        raise ValueError(f"{what} must be letters, digits, `-`, `_` or `.`")
-
-
+    def _record(self, request: FineTuneRequest, status: str, error: str | None) -> dict[str, Any]:
+        return {
+            "name": request.name,
+            "job_id": request.job_id,
+            "description": DESCRIPTION,
+            "status": status,
+            "error": error,
+            "output_model": None,
+            "experiment_name": request.experiment_name,
+            "student_model": request.student_model,
+            "files": dict(self._copies(request)),
+            "tags": dict(request.tags),
+            "created_at": datetime.now(UTC).isoformat(),
+        }

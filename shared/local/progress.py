@@ -21,8 +21,8 @@ class ProgressBar:
         self._lock = threading.Lock()
         self._tty = self.stream.isatty()
 
-    def add(self, job: str, accepted: int, rejected: int, tokens: int) -> None:
-        """The `shared.services.Progress` callback: one row finished."""
+    def row_done(self, job: str, accepted: int, rejected: int, tokens: int) -> None:
+        """One row finished (`shared.ports.Progress`)."""
         with self._lock:
             self.done += accepted + rejected
             self.rejected += rejected

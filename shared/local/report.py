@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.evaluation import EvalItem, Mode, evaluation_items, score
 from shared.jobs.blobs import dumps, now, read_json
-from shared.jobs.paths import JobPaths
+from shared.jobs.paths import METRICS, JobPaths
 from shared.local.models import model_folder, native_dtype, prepare_torch
 from shared.manifest.model import Manifest
 from shared.ports import BlobStore
@@ -29,7 +29,6 @@ ROLES = ("teacher", "base", "distilled")
 LABELS = {"teacher": "teacher", "base": "base student", "distilled": "distilled student"}
 COLORS = {"teacher": "#7a7a7a", "base": "#d08c3a", "distilled": "#3a7bd0"}
 EXAMPLES = 3
-METRICS_FILE = "finetune/metrics.json"
 
 
 # --- generation --------------------------------------------------------------------------------------------
@@ -122,7 +121,7 @@ def write_report(store: BlobStore, paths: JobPaths, report: dict[str, Any]) -> N
 def read_metrics(store: BlobStore, paths: JobPaths) -> Any:
     """The fine-tune's `metrics.json` as parsed JSON; None when it is missing or unreadable."""
     try:
-        return read_json(store, paths.file(METRICS_FILE))
+        return read_json(store, paths.file(METRICS))
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         return None
 

@@ -22,7 +22,6 @@ from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobRecord, JobState, read_record
 from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline.aggregate import finetune_dataset_ready
-from shared.pipeline.label import LOCAL_TEACHER_URL
 from shared.ports import BlobStore
 from shared.settings import Settings
 from shared.storage.local import LocalBlobStore
@@ -78,7 +77,6 @@ def run_job(request: LocalJob) -> Outcome:
     from shared.local.runtime import LocalRuntime
 
     root, settings, manifest, job = home(), Settings(), request.manifest, request.job
-    environ = dict(os.environ)
     with job_lock(root / "locks" / f"{job}.lock"), contextlib.ExitStack() as stack:
         if request.restart:
             discard(root, settings, job)
@@ -88,12 +86,13 @@ def run_job(request: LocalJob) -> Outcome:
         labeling = record is None or record.state in (JobState.INGESTING, JobState.LABELING, JobState.BUDGET_SPENT)
         print(f"job {job}: {len(request.files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
         teacher = stack.enter_context(contextlib.ExitStack())  # closed early once training starts
+        local_url = None
         if labeling and manifest.teacher.kind is TeacherKind.LOCAL:
-            environ[LOCAL_TEACHER_URL] = teacher.enter_context(start_teacher(manifest, request.files))
+            local_url = teacher.enter_context(start_teacher(manifest, request.files))
         bar = ProgressBar(0)
         finetuner = finetuner_for(manifest, root, request.export_only, before_training=teacher.close)
-        runtime = LocalRuntime(store, root / "queues" / f"{job}.db", environ=environ, progress=bar.add,
-                               workers=request.workers, finetuner=finetuner)
+        runtime = LocalRuntime(store, root / "queues" / f"{job}.db", environ=os.environ, local_teacher_url=local_url,
+                               progress=bar, workers=request.workers, finetuner=finetuner)
         stack.callback(runtime.close)
         if labeling:
             runtime.blob_created(upload_job(store, settings, job, manifest, request.files))

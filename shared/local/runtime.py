@@ -22,9 +22,9 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from shared import services
 from shared.local.export_only import ExportOnlyFineTuner
-from shared.ports import BlobStore, FineTuner, OutgoingMessage
+from shared.ports import BlobStore, FineTuner, OutgoingMessage, Progress
 from shared.queueing.local import LocalQueue, LockLost, ReceivedMessage
-from shared.services import Progress, Services
+from shared.services import Services
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,18 @@ class LocalRuntime:
     """Runs one job's messages through the registered functions until the job is done or nothing is left."""
 
     def __init__(self, store: BlobStore, queue_db: Path, *, environ: Mapping[str, str],
-                 progress: Progress | None = None, workers: int = 4, lock_seconds: float = 30.0,
-                 finetuner: FineTunerFactory = ExportOnlyFineTuner) -> None:
+                 local_teacher_url: str | None = None, progress: Progress | None = None, workers: int = 4,
+                 lock_seconds: float = 30.0, finetuner: FineTunerFactory = ExportOnlyFineTuner) -> None:
         self.queue = LocalQueue(queue_db, lock_seconds=lock_seconds, max_delivery_count=5)
         self.queue.release_locks()  # one run per job holds its lock file: any lock left is a killed run's
         self.workers = workers
         self.lock_seconds = lock_seconds
-        settings = Settings(workspace_topic=LOCAL_WORKSPACE, finetune_claim_seconds=0)
+        # One process runs every function here: a claim is never stale, and a rate-limit wait sleeps (no lock is held
+        # that another instance could take over), so defer_after_seconds is None.
+        settings = Settings(workspace_topic=LOCAL_WORKSPACE, finetune_claim_seconds=0, defer_after_seconds=None)
         self.services = Services(store=store, queue=self.queue, settings=settings,
                                  finetuner=finetuner(store, self.publish_event, LOCAL_WORKSPACE),
-                                 environ=environ, progress=progress)
+                                 environ=environ, local_teacher_url=local_teacher_url, progress=progress)
         self.queues = [settings.shard_queue, settings.completion_queue, EVENTS_QUEUE]
         services.install(self.services)  # the functions ask shared.services for their adapters
         self._last_error: dict[tuple[str, str], str] = {}  # (queue, message id) → the handler's last failure

@@ -5,8 +5,8 @@ Training runs synchronously inside `start`. Each chat record becomes a conversat
 completion only. `method` "full" trains every weight; "lora" trains a LoRA adapter (r=16, alpha=32, dropout 0.05,
 every linear layer) and merges it, so either way the output is a standard HF folder (float32 safetensors + tokenizer,
 ~540 MB for SmolLM2) at `output_root/<run name>`. When the run ends, it publishes the Event Grid event an AzureML
-workspace would send (`export_only.run_event`), so the local pipeline finishes a job through the same `job_events`
-path as Azure.
+workspace would send (`shared.finetune.run_events.run_event`), so the local pipeline finishes a job through the same
+`run_events` step as Azure.
 
 Hyperparameters (AzureML serverless name or Hugging Face name; the HF name wins when both are given):
 
@@ -44,16 +44,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.finetune.run_events import run_event
 from shared.jobs.blobs import dumps
-from shared.local.export_only import check_run_name, run_event
+from shared.jobs.paths import METRICS, JobPaths
 from shared.local.models import model_folder
+from shared.local.runs import RunBook, check_run_name
 from shared.ports import TERMINAL_STATUSES, BlobStore, Conflict, FineTuneRequest, RunState
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 RUN_TYPE = "distill.local_trainer"
-CONTAINER = "jobs"
-INDEX = f"{CONTAINER}/_local_runs"  # `_` never starts a job id, so this folder is never taken for a job
 SEED = 42
 LOGGING_STEPS = 5
 MAX_LENGTH = 1024  # tokens per training sequence (TRL's default); a longer row loses its end, answer included
@@ -88,6 +89,8 @@ class LocalTrainer:
     def __init__(self, store: BlobStore, publish: Publish, workspace_topic: str, output_root: Path,
                  before_training: Callable[[], None] | None = None) -> None:
         self._store = store
+        self._container = Settings().jobs_container  # as the local runtime has it
+        self._runs = RunBook(store, self._container, "finetune", "_local_runs")
         self._publish = publish
         self._topic = workspace_topic
         self._output_root = Path(output_root)
@@ -101,15 +104,15 @@ class LocalTrainer:
         """
         check_run_name(request.name, "run name")
         check_run_name(request.job_id, "job id")
-        previous = self._load(request.name)
+        previous = self._runs.load(request.name)
         if previous is not None and previous["status"] in TERMINAL_STATUSES:
             return request.name
-        self._store.write(_index_path(request.name), dumps({"job_id": request.job_id}))
-        running = self._store.write(_run_path(request.job_id), dumps(_record(request, "Running")))
+        self._store.write(self._runs.index_path(request.name), dumps({"job_id": request.job_id}))
+        running = self._store.write(self._runs.record_path(request.job_id), dumps(_record(request, "Running")))
         output, error = self._run(request)
         status = "Failed" if error else "Completed"
         try:
-            self._store.write(_run_path(request.job_id), dumps(_record(request, status, output, error)),
+            self._store.write(self._runs.record_path(request.job_id), dumps(_record(request, status, output, error)),
                               if_match=running)
         except Conflict:
             return request.name  # another start of the same run recorded it and publishes
@@ -119,17 +122,10 @@ class LocalTrainer:
 
     def state(self, name: str) -> RunState:
         """The recorded run; raises LookupError when no run of that name was started."""
-        check_run_name(name, "run name")
-        run = self._load(name)
+        run = self._runs.load(name)
         if run is None:
             raise LookupError(f"no local training run named {name}")
         return RunState(name=name, status=run["status"], output_model=run["output_model"], error=run["error"])
-
-    def _load(self, name: str) -> dict[str, Any] | None:
-        index = self._store.read(_index_path(name))
-        record = self._store.read(_run_path(json.loads(index.data)["job_id"])) if index else None
-        run = json.loads(record.data) if record else None
-        return run if run and run["name"] == name else None
 
     def _run(self, request: FineTuneRequest) -> tuple[str | None, str | None]:
         """Download, train, save and write the metrics: (output folder, None), or (None, the failure reason)."""
@@ -146,7 +142,7 @@ class LocalTrainer:
             except Exception as exc:
                 logger.exception("local training run %s failed", request.name)
                 return None, failure_reason(exc)
-        self._store.write(_metrics_path(request.job_id), dumps(metrics))
+        self._store.write(JobPaths(self._container, request.job_id).file(METRICS), dumps(metrics))
         return str(output), None
 
 
@@ -348,15 +344,3 @@ def _record(request: FineTuneRequest, status: str, output: str | None = None,
         "tags": dict(request.tags),
         "updated_at": datetime.now(UTC).isoformat(),
     }
-
-
-def _run_path(job_id: str) -> str:
-    return f"{CONTAINER}/{job_id}/finetune/run.json"
-
-
-def _metrics_path(job_id: str) -> str:
-    return f"{CONTAINER}/{job_id}/finetune/metrics.json"
-
-
-def _index_path(name: str) -> str:
-    return f"{INDEX}/{name}.json"

@@ -8,32 +8,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.jobs.blobs import read_json
+from shared.jobs.blobs import dumps, read_json
 from shared.jobs.paths import JobPaths
-from shared.jobs.record import read_record
+from shared.jobs.record import read_record, update_record
 from shared.jobs.shards import ResultHeader, RowResult, decode_shard, encode_result, merge_result, stopped_rows
-from shared.manifest.model import Manifest, TeacherKind
+from shared.manifest.model import Manifest
 from shared.parsing import parse_reply
 from shared.pipeline import budget as budgets
 from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
-from shared.pipeline.messages import shard_message
-from shared.pipeline.teacher_session import CachedTeacher, batch_step, deferred_shard, latest, open_teacher
+from shared.pipeline.messages import deferred_shard, shard_message
 from shared.pipeline.telemetry import log_shard
 from shared.ports import Conflict
 from shared.prompts import teacher_conversations
 from shared.rows import Row
 from shared.services import Services
 from shared.tasks.base import Accepted, Rejected
+from shared.teacher.batch import BatchStep, advance_batch, batch_origin
+from shared.teacher.cache import CachedTeacher, ResponseCache, cache_key
 from shared.teacher.ratelimit import Throttled
 from shared.teacher.replies import TeacherCallFailed, Usage
 
 log = logging.getLogger(__name__)
-
-LOCAL_TEACHER_URL = "DISTILL_LOCAL_TEACHER_URL"  # set by the local runtime to the teacher it started
-
 
 @dataclass(frozen=True, slots=True)
 class Labelled:
@@ -72,7 +71,7 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
                 if earlier is None or row.id in stopped]
         failed = None
         if manifest.batch.enabled:  # batch mode: label only once the shard's batch has ended
-            step = asyncio.run(batch_step(services, paths, shard, manifest, rows, teacher_url(services, manifest)))
+            step = asyncio.run(batch_step(services, paths, shard, manifest, rows))
             if step.wait_until is not None:
                 services.queue.send(settings.shard_queue, [deferred_shard(body, step.wait_until)])
                 return
@@ -96,11 +95,6 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
     services.queue.send(settings.completion_queue, [shard_message("done", job, shard, int(body.get("round") or 0))])
 
 
-def teacher_url(services: Services, manifest: Manifest) -> str | None:
-    """The local teacher's address (set by the local runtime); None: the manifest's."""
-    return services.environ.get(LOCAL_TEACHER_URL) if manifest.teacher.kind is TeacherKind.LOCAL else None
-
-
 async def label_rows(services: Services, job: str, manifest: Manifest, rows: list[tuple[str, Row]], *,
                      budget: budgets.Budget | None = None, counters: Counter[str] | None = None,
                      failed: dict[str, str] | None = None) -> list[Labelled]:
@@ -111,7 +105,10 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
     cancel = CancelWatch(services.store, JobPaths(services.settings.jobs_container, job),
                          services.settings.cancel_check_seconds)
     gate = CancelGate(asyncio.Semaphore(manifest.limits.concurrency), cancel)
-    async with open_teacher(services, job, manifest, teacher_url(services, manifest), failed) as client:
+    from shared.teacher.factory import open_teacher  # openai: imported by the first shard, not by every function
+
+    async with open_teacher(manifest, job, store=services.store, settings=services.settings,
+                            environ=services.environ, local_url=services.local_teacher_url, failed=failed) as client:
 
         async def one(split: str, row: Row) -> Labelled:
             try:
@@ -122,13 +119,13 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
                 budget.count(row.id, labelled.usage.total)  # before any await: the next row's check sees it
                 await asyncio.to_thread(budget.publish)
             if services.progress is not None:
-                services.progress(job, int(labelled.answers is not None), int(labelled.rejection is not None),
-                                  labelled.usage.total)
+                services.progress.row_done(job, int(labelled.answers is not None), int(labelled.rejection is not None),
+                                           labelled.usage.total)
             return labelled
 
         results = list(await asyncio.gather(*(one(split, row) for split, row in rows)))
         if counters is not None:
-            counters["throttled"] += client.client.throttled
+            counters["throttled"] += client.teacher.throttled
         return results
 
 
@@ -177,3 +174,36 @@ def shard_result(shard: int, results: list[Labelled], throttled: int) -> bytes:
         tokens_saved=sum(r.tokens_saved for r in results),
     )
     return encode_result(header, [r.result() for r in results])
+
+
+async def batch_step(services: Services, paths: JobPaths, shard: int, manifest: Manifest,
+                     rows: list[tuple[str, Row]]) -> BatchStep:
+    """One step of the shard's provider batch (shared.teacher.batch); its state is kept in the job record, the
+    failures of its last collected batch beside it."""
+    from shared.teacher.factory import adapter_for
+
+    store = services.store
+    record = read_record(store, paths)
+    state = ((record.batches if record else None) or {}).get(str(shard), {})
+    cache = ResponseCache(store, services.settings.cache_container)
+    adapter = adapter_for(manifest.teacher, manifest.inference, environ=services.environ,
+                          local_url=services.local_teacher_url)
+    try:
+        requests = {cache_key(manifest.teacher, body): body for body in (
+            adapter.request_body(messages) for _, row in rows
+            for messages in teacher_conversations(manifest.task, row, manifest.prompt))}
+        step = await advance_batch(adapter, cache, requests, state, read_json(store, paths.batch_errors(shard)) or {},
+                                   manifest.batch, name=f"{paths.job}-{shard:05d}", origin=batch_origin(paths.job),
+                                   metadata={"distill_job": paths.job, "shard": str(shard)})
+    finally:
+        await adapter.aclose()
+    if step.errors is not None:
+        store.write(paths.batch_errors(shard), dumps(step.errors))
+    if step.state != state:
+        update_record(store, paths, lambda r: r.set_batch(shard, step.state))
+    return step
+
+
+def latest(times: Iterable[float | None]) -> float | None:
+    """The latest of the times given, None when there is none."""
+    return max((t for t in times if t is not None), default=None)

@@ -1,6 +1,10 @@
-"""The queue messages about one shard: its work order ("shard") and its completion ("done")."""
+"""The queue messages about one shard: its work order ("shard"), the same again later ("deferred"), and its
+completion ("done")."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
 
 from shared import tracing
 from shared.ports import OutgoingMessage
@@ -12,3 +16,13 @@ def shard_message(kind: str, job: str, shard: int, round_: int = 0) -> OutgoingM
     body = {"job": job, "shard": shard, **({"round": round_} if round_ else {})}
     suffix = f"/r{round_}" if round_ else ""
     return OutgoingMessage(body, message_id=f"{job}/{kind}/{shard}{suffix}", properties=tracing.message_properties())
+
+
+def deferred_shard(body: dict[str, Any], until: float) -> OutgoingMessage:
+    """The shard message again, delivered at `until` (epoch seconds): a throttled shard, or one whose provider batch
+    has not ended. Its id is new per deferral and repeatable."""
+    deferrals = int(body.get("deferrals", 0)) + 1
+    again = {**body, "deferrals": deferrals}
+    when = datetime.fromtimestamp(until, UTC)
+    return OutgoingMessage(again, message_id=f"{body['job']}/shard/{body['shard']}/deferred/{deferrals}",
+                           scheduled_at=when)

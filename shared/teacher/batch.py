@@ -1,12 +1,12 @@
-"""Batch mode: a shard's teacher requests go through the provider's Batch API instead of one call at a time.
+"""Provider batch mode: a shard's teacher requests go through the provider's Batch API instead of one call at a time.
 
 Per shard, in rounds: the requests not yet answered go into one JSONL file (`custom_id` = the request's cache key),
-uploaded with purpose "batch" and submitted to `POST /batches`; the batch id is kept in the job record
-(`batches.<shard>`), so a restarted job, or the shard message delivered again, polls the same batch instead of paying
-for a new one. The shard message comes back, scheduled, every `batch.poll_seconds` until the batch ends. Its output
-lines go into the response cache, from which the ordinary labelling then reads every reply. Requests the batch did not
-answer (an error line, no line, an expired batch) go into the next round; after `batch.max_rounds` their rows are
-rejected with the batch's error.
+uploaded with purpose "batch" and submitted to `POST /batches`. The caller keeps the shard's batch state that each
+step returns (the pipeline keeps it in the job record), so a restarted job, or the shard message delivered again,
+polls the same batch instead of paying for a new one; until the batch ends, the step says when to look again. Its
+output lines go into the response cache, from which the ordinary labelling then reads every reply. Requests the batch
+did not answer (an error line, no line, an expired batch) go into the next round; after `batch.max_rounds`, they are
+failed with the batch's error.
 
 Not verified against a real provider here (no network): the request shape follows the OpenAI Batch API
 (`/v1/chat/completions` lines) and Azure OpenAI's (`/chat/completions`, the deployment as model).
@@ -16,77 +16,68 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.jobs.blobs import dumps, read_json
-from shared.jobs.paths import JobPaths
-from shared.jobs.record import read_record, update_record
-from shared.manifest.model import Manifest, TeacherKind
-from shared.prompts import teacher_conversations
-from shared.rows import Row
-from shared.teacher.cache import ResponseCache, cache_key
+from shared.manifest.model import BatchSettings
+from shared.teacher.cache import ResponseCache
 from shared.teacher.replies import TeacherReply, Usage
 
 if TYPE_CHECKING:
     import openai
 
-    from shared.teacher.client import TeacherClient
+    from shared.teacher.openai_compatible import OpenAICompatibleTeacher
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
 class BatchStep:
-    """What a shard's batch needs next: a look at `wait_until` (epoch seconds), or nothing more (None), with
-    the requests that will get no reply (cache key → why)."""
+    """Where a shard's batch stands after one step: look again at `wait_until` (epoch seconds), or go on labelling
+    (None), with the requests that will get no reply (cache key → why). `state` is the shard's batch to keep;
+    `errors` the failures of a batch collected in this step, to keep for a later round (None: none collected)."""
 
     wait_until: float | None
+    state: dict[str, Any]
     failed: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] | None = None
 
 
-async def advance_batch(client: TeacherClient, cache: ResponseCache, paths: JobPaths, shard: int,
-                        manifest: Manifest, rows: list[tuple[str, Row]]) -> BatchStep:
-    """Move the shard's batch on by one step: collect a finished batch, submit the next round, or wait."""
-    store = cache.store
-    requests = {}
-    for _, row in rows:
-        for messages in teacher_conversations(manifest.task, row, manifest.prompt):
-            body = client.request_body(messages)
-            requests[cache_key(manifest.teacher, body)] = body
-    api = client.openai_client()
-    record = read_record(store, paths)
-    state = ((record.batches if record else None) or {}).get(str(shard), {})
-    errors_blob = paths.batch_errors(shard)
-    errors: dict[str, str] | None = None  # the last collected batch's failures, once read or collected
+async def advance_batch(teacher: OpenAICompatibleTeacher, cache: ResponseCache, requests: Mapping[str, dict],
+                        state: dict[str, Any], kept_errors: Mapping[str, str], settings: BatchSettings, *,
+                        name: str, origin: str, metadata: Mapping[str, str]) -> BatchStep:
+    """Move a shard's batch on by one step: collect a finished batch, submit the next round, or wait.
+
+    `requests`: cache key → request body; `state`: the shard's batch as the last step left it; `kept_errors`: the
+    failures of the last batch collected; `name` names the uploaded files; `origin` marks the replies in the cache.
+    """
+    api = teacher.openai_client()
+    errors: dict[str, str] | None = None
     if state.get("id") and not state.get("collected"):
         batch = await api.batches.retrieve(state["id"])
         if batch.status not in TERMINAL:
-            return BatchStep(time.time() + manifest.batch.poll_seconds)
-        errors = await collect(api, batch, cache, batch_origin(paths.job))
-        store.write(errors_blob, dumps(errors))
-        update_record(store, paths, lambda r: r.set_batch(shard, {**state, "collected": True, "status": batch.status}))
+            return BatchStep(time.time() + settings.poll_seconds, state)
+        errors = await collect(api, batch, cache, origin)
+        state = {**state, "collected": True, "status": batch.status}
     pending = [key for key in requests if cache.get(key) is None]
     if not pending:
-        return BatchStep(None)
+        return BatchStep(None, state, errors=errors)
     rounds = int(state.get("round", 0))
-    if rounds >= manifest.batch.max_rounds:
-        if errors is None:
-            errors = read_json(store, errors_blob) or {}
-        default = errors.get("*", f"no reply in {rounds} batches")
-        return BatchStep(None, {key: errors.get(key, default) for key in pending})
-    url = "/chat/completions" if manifest.teacher.kind is TeacherKind.AZURE_OPENAI else "/v1/chat/completions"
+    if rounds >= settings.max_rounds:
+        last = errors if errors is not None else kept_errors
+        default = last.get("*", f"no reply in {rounds} batches")
+        return BatchStep(None, state, {key: last.get(key, default) for key in pending}, errors)
+    url = teacher.batch_url
     lines = [json.dumps({"custom_id": key, "method": "POST", "url": url, "body": requests[key]}, ensure_ascii=False)
              for key in pending]
-    name = f"{paths.job}-{shard:05d}-{rounds + 1}.jsonl"
-    upload = await api.files.create(file=(name, "\n".join(lines).encode("utf-8")), purpose="batch")
+    upload = await api.files.create(file=(f"{name}-{rounds + 1}.jsonl", "\n".join(lines).encode("utf-8")),
+                                    purpose="batch")
     batch = await api.batches.create(input_file_id=upload.id, endpoint=url,  # type: ignore[arg-type]
-                                     completion_window=manifest.batch.completion_window,  # type: ignore[arg-type]
-                                     metadata={"distill_job": paths.job, "shard": str(shard),
-                                               "round": str(rounds + 1)})
-    new_state = {"id": batch.id, "round": rounds + 1, "requests": len(pending), "collected": False}
-    update_record(store, paths, lambda r: r.set_batch(shard, new_state))
-    return BatchStep(time.time() + manifest.batch.poll_seconds)
+                                     completion_window=settings.completion_window,  # type: ignore[arg-type]
+                                     metadata={**metadata, "round": str(rounds + 1)})
+    state = {"id": batch.id, "round": rounds + 1, "requests": len(pending), "collected": False}
+    return BatchStep(time.time() + settings.poll_seconds, state, errors=errors)
 
 
 def batch_origin(job: str) -> str:

@@ -24,7 +24,7 @@ from shared.reasons import Reason
 from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
 
 if TYPE_CHECKING:
-    from shared.teacher.client import TeacherClient
+    from shared.teacher.resilient import ResilientTeacher
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +74,23 @@ class CachedTeacher:
     requests that must not be sent (batch mode gave up on them): they fail as a teacher error.
     """
 
-    def __init__(self, client: TeacherClient, teacher: TeacherSettings, cache: ResponseCache | None,
+    def __init__(self, teacher: ResilientTeacher, settings: TeacherSettings, cache: ResponseCache | None,
                  failed: Mapping[str, str] | None = None, origin: str | None = None) -> None:
-        self.client = client
+        self.teacher = teacher
         self._origin = origin  # replies kept for this origin were paid by this job (its batches): not savings
-        self._teacher = teacher
+        self._settings = settings
         self._cache = cache
         self._failed = failed or {}
 
     async def complete(self, messages: list[dict]) -> TeacherReply:
         if self._cache is None:
-            return await self.client.complete(messages)
-        key = cache_key(self._teacher, self.client.request_body(messages))
+            return await self.teacher.complete(messages)
+        key = cache_key(self._settings, self.teacher.request_body(messages))
         if key in self._failed:
             raise TeacherCallFailed(Reason.TEACHER_ERROR, self._failed[key], attempts=1)
         hit = await asyncio.to_thread(self._cache.get, key, self._origin)
         if hit is not None:
             return hit
-        reply = await self.client.complete(messages)
+        reply = await self.teacher.complete(messages)
         await asyncio.to_thread(self._cache.put, key, reply)
         return reply

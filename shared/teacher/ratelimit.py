@@ -21,11 +21,12 @@ function holding a queue lock can hand the work back as a scheduled message rath
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from shared.teacher.retry import retry_hint
@@ -249,14 +250,46 @@ def _duration(value: str | None) -> float | None:
     return sum(float(n) * _UNIT[u] for n, u in parts) if parts else None
 
 
-_shared: dict[tuple[str, ...], RateLimiter] = {}
-_shared_lock = threading.Lock()
+@dataclass
+class _Held:
+    limiter: RateLimiter
+    users: int = 0
+    released: float = 0.0  # when the last user let go
 
 
-def shared_limiter(key: tuple[str, ...], rpm: int | None, tpm: int | None) -> RateLimiter:
-    """The process's limiter for `key` (job and teacher), made on first use: every worker of a job shares it."""
-    with _shared_lock:
+class Limiters:
+    """The process's limiters, one per job and teacher (and configured limits): every worker of a job in this process
+    shares one while it labels. One that nobody has used for `idle_seconds` is dropped, so a long-lived worker that
+    sees many jobs keeps only those at work."""
+
+    def __init__(self, idle_seconds: float = 900.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._idle, self._clock = idle_seconds, clock
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, ...], _Held] = {}
+
+    @contextlib.contextmanager
+    def use(self, key: tuple[str, ...], rpm: int | None, tpm: int | None) -> Iterator[RateLimiter]:
         full = (*key, str(rpm), str(tpm))
-        if full not in _shared:
-            _shared[full] = RateLimiter(rpm, tpm)
-        return _shared[full]
+        with self._lock:
+            now = self._clock()
+            for other, held in list(self._held.items()):
+                if not held.users and now - held.released > self._idle:
+                    del self._held[other]
+            held = self._held.setdefault(full, _Held(RateLimiter(rpm, tpm)))
+            held.users += 1
+        try:
+            yield held.limiter
+        finally:
+            with self._lock:
+                held.users -= 1
+                held.released = self._clock()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+
+LIMITERS = Limiters()

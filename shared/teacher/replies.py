@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.reasons import Reason
@@ -40,3 +41,18 @@ class TeacherCallFailed(Exception):
         self.attempts = attempts
         self.status = status
         self.usage = Usage()  # failed attempts return no usage we could count
+
+
+class TeacherConfigError(ValueError):
+    """The teacher cannot be called as configured (no URL, unset key setting, no Entra token)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed attempt, classified: why, whether another attempt may succeed, and the server's headers."""
+
+    reason: Reason
+    detail: str
+    status: int | None
+    retryable: bool
+    headers: Mapping[str, str] | None = None

@@ -30,7 +30,7 @@ class Case(NamedTuple):
 CASES = [
     Case(Fault.RATE_LIMIT, {"retry_after": 1}, 2, "accepted", 3, 0.95, 1.5),  # Retry-After: 1 (seconds)
     Case(Fault.RATE_LIMIT, {"retry_after_ms": 250}, 2, "accepted", 3, 0.24, 0.5),  # below the backoff floor
-    # a 429 is paced by the job's rate limiter, not a retry spent (shared.teacher.client.MAX_PACED_429S)
+    # a 429 is paced by the job's rate limiter, not a retry spent (shared.teacher.resilient.MAX_PACED_429S)
     Case(Fault.RATE_LIMIT, {"retry_after_ms": 100}, 3, "accepted", 4, 0.09, 0.5),
     Case(Fault.SERVER_ERROR, {"status": 500}, 1, "accepted", 2, 0.49, 1.5),  # backoff: at least base_delay / 2
     Case(Fault.SERVER_ERROR, {"status": 502}, 1, "accepted", 2, 0.49, 1.5),

@@ -1,0 +1,195 @@
+"""The adapter for any endpoint speaking OpenAI's chat completions at a base URL (OpenAI, vLLM, ...), on the `openai`
+package; the other adapters build on it.
+
+The openai client is built on the first attempt, so `request_body`, `endpoint` and `auth_header` (used by
+`distill preview`) need no credentials. A key is read from the setting named by `key_setting` at that moment and
+lives only inside the openai client: it is never logged, never put in a failure's detail, never in `repr`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from shared import tracing
+from shared.manifest.model import InferenceParameters, TeacherAuth, TeacherSettings
+from shared.reasons import Reason
+from shared.teacher.replies import Failure, TeacherConfigError, TeacherReply, Usage
+from shared.teacher.retry import RetryPolicy
+
+AZURE_ML_SCOPE = "https://ml.azure.com/.default"
+NO_KEY = "unused"  # openai needs some api_key; endpoints without auth ignore it
+DETAIL_CHARS = 200
+
+
+class OpenAICompatibleTeacher:
+    """`shared.ports.Teacher` for a base URL that serves `/chat/completions`."""
+
+    entra_scope = AZURE_ML_SCOPE  # the token audience when `auth` is entra
+    batch_url = "/v1/chat/completions"  # what a Batch API input line names
+
+    def __init__(self, settings: TeacherSettings, inference: InferenceParameters, url: str, *,
+                 environ: Mapping[str, str] = os.environ) -> None:
+        self.settings = settings
+        self.inference = inference
+        self._url = url.rstrip("/")
+        self._environ = environ
+        self._client: openai.AsyncOpenAI | None = None
+        self._credential: Any = None  # azure.identity.DefaultAzureCredential, when auth is entra
+
+    def __repr__(self) -> str:
+        auth = self.settings.effective_auth.value
+        return f"{type(self).__name__}(endpoint={self.endpoint!r}, auth={auth})"
+
+    @property
+    def base_url(self) -> str:
+        return self._url
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    @property
+    def auth_header(self) -> str | None:
+        auth = self.settings.effective_auth
+        if auth is TeacherAuth.KEY:
+            return f"{self.key_header} <value of ${self.settings.key_setting}>"
+        if auth is TeacherAuth.ENTRA:
+            return f"Authorization: Bearer <Entra ID token for {self.entra_scope}>"
+        return None
+
+    key_header = "Authorization: Bearer"  # how a key is sent
+
+    def request_body(self, messages: list[dict]) -> dict:
+        p = self.inference
+        body: dict[str, Any] = {
+            "model": self.settings.model,
+            "messages": [dict(m) for m in messages],
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "max_tokens": p.max_tokens,
+        }
+        if p.stop is not None:
+            body["stop"] = list(p.stop)
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.frequency_penalty:
+            body["frequency_penalty"] = p.frequency_penalty
+        if p.presence_penalty:
+            body["presence_penalty"] = p.presence_penalty
+        return body
+
+    async def attempt(self, body: dict) -> TeacherReply | Failure:
+        client = self.openai_client()
+        try:
+            raw = await client.chat.completions.with_raw_response.create(**body)
+        except openai.APITimeoutError:
+            timeout = self.settings.timeout_seconds
+            return Failure(Reason.TIMEOUT, f"no reply within {timeout:g} s", None, True)
+        except openai.APIConnectionError as err:
+            cause = type(err.__cause__).__name__ if err.__cause__ else "connection error"
+            return Failure(Reason.CONNECTION, f"connection failed ({cause})", None, True)
+        except openai.APIStatusError as err:
+            return self._status_failure(err)
+        return _parse_reply(raw)
+
+    def openai_client(self) -> openai.AsyncOpenAI:
+        """The underlying openai client, built on first use (also for the Files and Batch APIs)."""
+        if self._client is None:
+            self._client = self._build_client(self._common_options())
+        return self._client
+
+    async def aclose(self) -> None:
+        client, credential = self._client, self._credential
+        self._client = self._credential = None
+        if client is not None:
+            await client.close()
+        if credential is not None:
+            credential.close()
+
+    def _build_client(self, common: dict[str, Any]) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self._credentials(), **common)
+
+    def _common_options(self) -> dict[str, Any]:
+        return {"max_retries": 0, "timeout": self.settings.timeout_seconds,
+                "default_headers": tracing.http_headers()}  # the job's trace, when in one
+
+    def _credentials(self) -> str | Callable[[], Awaitable[str]]:
+        """The key, an Entra token provider, or a placeholder, as `auth` says."""
+        auth = self.settings.effective_auth
+        if auth is TeacherAuth.ENTRA:
+            return self._entra_token_provider()
+        return self._key() if auth is TeacherAuth.KEY else NO_KEY
+
+    def _status_failure(self, err: openai.APIStatusError) -> Failure:
+        status = err.status_code
+        retryable = RetryPolicy.retryable(status)
+        reason = Reason.RATE_LIMITED if status == 429 else Reason.TEACHER_ERROR if retryable else Reason.REFUSED
+        message = str(err.message).removeprefix(f"Error code: {status}").removeprefix(" - ")
+        detail = f"HTTP {status}: {self._scrub(message)[:DETAIL_CHARS]}" if message else f"HTTP {status}"
+        return Failure(reason, detail, status, retryable, err.response.headers)
+
+    def _scrub(self, text: str) -> str:
+        """Remove the credential from text a server sent back, in case it echoed it."""
+        secret = self._client.api_key if self._client is not None else ""
+        return text.replace(secret, "***") if secret and secret != NO_KEY else text
+
+    def _key(self) -> str:
+        name = self.settings.key_setting
+        value = self._environ.get(name) if name else None
+        if not value:
+            raise TeacherConfigError(f"teacher.key_setting names {name!r}, which is not set or is empty")
+        return value
+
+    def _entra_token_provider(self) -> Callable[[], Awaitable[str]]:
+        """An async callable giving an Entra token for the scope; azure.identity caches and renews it.
+
+        The synchronous credential runs in a worker thread: azure.identity.aio would need aiohttp, which
+        is not a dependency.
+        """
+        from azure.identity import DefaultAzureCredential, get_bearer_token_provider
+
+        scope = self.entra_scope
+        self._credential = DefaultAzureCredential()
+        provider = get_bearer_token_provider(self._credential, scope)
+
+        async def token() -> str:
+            try:
+                return await asyncio.to_thread(provider)
+            except Exception as err:  # azure.identity raises several unrelated types; none carries a secret
+                raise TeacherConfigError(f"no Entra token for {scope}: {type(err).__name__}") from err
+
+        return token
+
+
+def _parse_reply(raw: Any) -> TeacherReply | Failure:
+    """The reply in a 2xx response; an unreadable body is a retryable teacher error."""
+    try:
+        completion = raw.parse()
+        if not isinstance(completion, ChatCompletion):
+            raise TypeError("not a chat completion")
+        choice = completion.choices[0] if completion.choices else None
+        content = choice.message.content if choice else None
+        finish_reason = choice.finish_reason if choice else None
+        usage = completion.usage
+    except (ValueError, TypeError, AttributeError, openai.APIResponseValidationError) as err:
+        detail = f"unreadable response ({type(err).__name__})"
+        return Failure(Reason.TEACHER_ERROR, detail, raw.status_code, True)
+    return TeacherReply(
+        content=content,
+        finish_reason=finish_reason,
+        usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage(),
+        attempts=1,  # the resilient wrapper counts every attempt of a call
+        latency_s=0.0,
+        rate_limits=_rate_limit_headers(raw.headers),
+    )
+
+
+def _rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()
+            if k.lower().startswith("x-ratelimit-") or k.lower() in ("retry-after", "retry-after-ms")}

@@ -1,0 +1,79 @@
+"""Retries and rate limiting around any teacher adapter: one call is as many attempts as the retry policy and the
+endpoint's rate limit need.
+
+A 429 under a rate limiter is paced, not a retry spent: the limiter holds every caller of the job back and slows its
+pace, and the call waits its turn (up to MAX_PACED_429S times). Other retryable failures (timeouts, resets, 5xx)
+wait by the retry policy's backoff; a refusal (400, 401, 403, 404, 422) fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+from shared.ports import Teacher
+from shared.teacher.ratelimit import RateLimiter
+from shared.teacher.replies import TeacherCallFailed, TeacherReply
+from shared.teacher.retry import RetryPolicy
+
+MAX_PACED_429S = 20  # 429s a paced call rides out (behind the rate limiter) before its retries count them
+
+
+class ResilientTeacher:
+    """Calls one teacher: `async with teacher: await teacher.complete(messages)`."""
+
+    def __init__(self, adapter: Teacher, *, retry: RetryPolicy, max_tokens: int | None,
+                 limiter: RateLimiter | None = None, max_wait: float | None = None) -> None:
+        self.adapter = adapter
+        self._retry = retry
+        self._max_tokens = max_tokens  # the completion allowance the limiter reserves tokens for
+        self._limiter = limiter  # paces every attempt; raises Throttled when the wait would exceed max_wait
+        self._max_wait = max_wait
+        self.throttled = 0  # 429 responses received, retried ones included
+
+    def __repr__(self) -> str:
+        return f"ResilientTeacher({self.adapter!r})"
+
+    async def __aenter__(self) -> ResilientTeacher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.adapter.aclose()
+
+    @property
+    def endpoint(self) -> str:
+        return self.adapter.endpoint
+
+    @property
+    def auth_header(self) -> str | None:
+        return self.adapter.auth_header
+
+    def request_body(self, messages: list[dict]) -> dict:
+        return self.adapter.request_body(messages)
+
+    async def complete(self, messages: list[dict]) -> TeacherReply:
+        """One chat completion, retried per the policy. Raises TeacherCallFailed or TeacherConfigError, and
+        shared.teacher.ratelimit.Throttled when the rate limiter would make it wait longer than `max_wait`."""
+        body = self.adapter.request_body(messages)
+        limiter = self._limiter
+        estimate = limiter.estimate(messages, self._max_tokens) if limiter else None
+        started = time.monotonic()
+        attempts = paced_429s = 0
+        while True:
+            attempts += 1
+            if limiter and estimate:
+                await limiter.acquire(estimate.total, max_wait=self._max_wait)
+            result = await self.adapter.attempt(body)
+            if isinstance(result, TeacherReply):
+                if limiter and estimate:
+                    limiter.settled(estimate, result.usage.prompt_tokens, result.usage.total, result.rate_limits)
+                return replace(result, attempts=attempts, latency_s=time.monotonic() - started)
+            self.throttled += result.status == 429
+            if limiter and estimate and result.status == 429 and paced_429s < MAX_PACED_429S:
+                paced_429s += 1  # not a retry spent: the limiter holds every caller back and slows the pace
+                limiter.rate_limited(result.headers, estimate.total)
+                continue
+            if not result.retryable or attempts - paced_429s > self._retry.max_retries:
+                raise TeacherCallFailed(result.reason, result.detail, attempts=attempts, status=result.status)
+            await asyncio.sleep(self._retry.delay(attempts - 1, result.headers))
