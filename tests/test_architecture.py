@@ -130,6 +130,32 @@ def test_the_cycle_finder_sees_lazy_and_from_imports(tmp_path: Path) -> None:
     assert names == {"shared", "shared.ports", "shared.jobs", "shared.jobs.paths"}
 
 
+LAYERS = [  # top to bottom, as docs/architecture.md draws them
+    ("function_app", "functions", "shared.cli", "shared.local", "shared.testkit", "bench"),
+    ("shared.pipeline", "shared.services"),
+    ("shared.storage", "shared.queueing", "shared.teacher", "shared.finetune"),
+    ("shared.tasks", "shared.manifest", "shared.jobs", "shared.validation", "shared.prompts", "shared.parsing",
+     "shared.assembly", "shared.rows", "shared.reasons", "shared.identity", "shared.evaluation"),
+    ("shared", "shared.ports", "shared.settings", "shared.joblog", "shared.tracing"),
+]
+
+
+def layer_of(module: str) -> int:
+    if module == "shared":  # the package itself: a docstring
+        return len(LAYERS) - 1
+    for index, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(f"{p}.") for p in prefixes if p != "shared"):
+            return index
+    raise AssertionError(f"{module} is in no layer: place it in LAYERS and in docs/architecture.md")
+
+
+def test_each_layer_imports_only_from_itself_and_the_layers_below() -> None:
+    """The domain knows nothing of adapters or the pipeline; adapters nothing of the pipeline or the local mode."""
+    graph = import_graph()
+    upward = [f"{m} -> {d}" for m, deps in sorted(graph.items()) for d in sorted(deps) if layer_of(d) < layer_of(m)]
+    assert upward == []
+
+
 def test_the_app_never_reaches_local_only_code() -> None:
     """Counting lazy imports: what the app could ever import is in the deployment package."""
     graph = import_graph()
@@ -179,3 +205,19 @@ def test_the_repository_cites_no_document_outside_it() -> None:
              and (ROOT / path).is_file()
              for name in re.findall(r"([\w.-]+\.md)\b", (ROOT / path).read_text(errors="replace"))}
     assert [f"{path}: {name}" for path, name in sorted(cited) if name not in names] == []
+
+
+def test_the_readme_layout_table_matches_the_tree() -> None:
+    """Every path the README's layout table names exists, and every top-level entry and every module or package of
+    `shared/` is named there."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = {span.rstrip("/") for row in table.splitlines() if row.startswith("| `")
+             for span in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    assert [p for p in sorted(named) if not (ROOT / p).exists()] == []
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    top = {p.split("/")[0] for p in tracked if not p.startswith(".")} - {"README.md"}
+    inside = {"/".join(p.split("/")[:2]).removesuffix("/__init__.py") for p in tracked
+              if p.startswith("shared/") and p != "shared/__init__.py"}
+    covered = {entry for entry in top | inside for name in named if name == entry or name.startswith(f"{entry}/")}
+    assert sorted((top | inside) - covered - {"shared"}) == []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.identity import file_digest
 from shared.manifest.model import DEFAULT_STUDENT
 
 _CHUNK = 1 << 20
@@ -93,7 +94,7 @@ def model_folder(model: str) -> Path:
     if path.is_dir() and (path / "config.json").exists():
         return path
     if path.is_file() and path.suffix == ".gguf":
-        return converted(path, cache_dir() / f"{path.stem}-{file_sha256(path)[:12]}")
+        return converted(path, cache_dir() / f"{path.stem}-{file_digest(path)[:12]}")
     known = ", ".join(m.name for m in KNOWN.values())
     raise ModelUnavailable(f"model {model!r} is neither a known model ({known}), an HF folder nor a .gguf file")
 
@@ -130,14 +131,6 @@ def assembled(model: PackagedModel) -> Path:
                                f"{model.sha256}; reinstall the packages ({model.install})")
     partial.replace(target)
     return target
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def converted(gguf: Path, folder: Path) -> Path:

@@ -1,6 +1,11 @@
-"""Teacher worker: label every row of one shard, write the shard's result as one blob, report completion.
+"""The label step: the teacher answers every row of one shard, the shard's result is written as one blob, and its
+completion is sent.
 
-A redelivered shard whose result already exists is completed without calling the teacher again.
+A redelivered shard whose result already exists is completed without calling the teacher again. When the job's rate
+limiter would hold a call longer than `Settings.defer_after_seconds` (set in Azure, where a function sleeping holds its
+message lock), the shard message goes back to the queue, scheduled for when the limit allows; the rows answered
+meanwhile are in the response cache, so the next delivery does not pay for them again. In batch mode the shard waits,
+the same way, for its provider batch to end (shared.teacher.batch).
 """
 
 from __future__ import annotations
