@@ -107,11 +107,11 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
 
     Rows of a cancelled job are not sent (rejected `cancelled`); `counters` gets the teacher's 429s (`throttled`).
     """
+    from shared.teacher.factory import open_teacher  # openai: imported by the first shard, not by every function
+
     cancel = CancelWatch(services.store, JobPaths(services.settings.jobs_container, job),
                          services.settings.cancel_check_seconds)
     gate = CancelGate(asyncio.Semaphore(manifest.limits.concurrency), cancel)
-    from shared.teacher.factory import open_teacher  # openai: imported by the first shard, not by every function
-
     async with open_teacher(manifest, job, store=services.store, settings=services.settings,
                             environ=services.environ, local_url=services.local_teacher_url, failed=failed) as client:
 

@@ -31,6 +31,7 @@ class OpenAICompatibleTeacher:
     """`shared.ports.Teacher` for a base URL that serves `/chat/completions`."""
 
     entra_scope = AZURE_ML_SCOPE  # the token audience when `auth` is entra
+    key_header = "Authorization: Bearer"  # how a key is sent
     batch_url = "/v1/chat/completions"  # what a Batch API input line names
 
     def __init__(self, settings: TeacherSettings, inference: InferenceParameters, url: str, *,
@@ -62,8 +63,6 @@ class OpenAICompatibleTeacher:
         if auth is TeacherAuth.ENTRA:
             return f"Authorization: Bearer <Entra ID token for {self.entra_scope}>"
         return None
-
-    key_header = "Authorization: Bearer"  # how a key is sent
 
     def request_body(self, messages: list[dict]) -> dict:
         p = self.inference
