@@ -312,3 +312,34 @@ def test_backoff_is_jittered_exponential_with_a_floor() -> None:
 ])
 def test_retryable_statuses(status: int | None, retryable: bool) -> None:
     assert RetryPolicy.retryable(status) is retryable
+
+
+# --- several answers to one question (the API's `n`) -------------------------------------------------------
+def choices(fake: FakeTeacher, n: int, **inference: Any) -> list[TeacherReply]:
+    async def call() -> list[TeacherReply]:
+        async with teacher_for(settings(fake.base_url), InferenceParameters(**inference), retry=FAST,
+                               environ={}) as teacher:
+            return await teacher.complete_choices(MESSAGES, n)
+
+    return asyncio.run(call())
+
+
+def test_a_server_that_answers_one_choice_for_n_is_asked_for_the_rest_with_other_seeds(fake: FakeTeacher) -> None:
+    replies = choices(fake, 3, temperature=0.7, seed=5)
+    assert [r.content for r in replies] == ["entailment"] * 3
+    assert fake.requests_total == 3
+    assert fake.last_body is not None and fake.last_body["seed"] == 7 and "n" not in fake.last_body
+    assert all(r.usage.total > 0 for r in replies)  # three calls, each paid
+
+
+def test_a_server_that_honours_n_is_asked_once() -> None:
+    with FakeTeacher({QUESTION: "neutral"}, task=Task.NLI, honours_n=True) as fake:
+        replies = choices(fake, 3, temperature=0.7)
+        assert [r.content for r in replies] == ["neutral"] * 3
+        assert fake.requests_total == 1 and fake.last_body is not None and fake.last_body["n"] == 3
+    assert replies[0].usage.total > 0 and replies[1].usage.total == replies[2].usage.total == 0  # paid once
+
+
+def test_one_answer_asks_no_n(fake: FakeTeacher) -> None:
+    [reply] = choices(fake, 1)
+    assert reply.content == "entailment" and fake.last_body is not None and "n" not in fake.last_body

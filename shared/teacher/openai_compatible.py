@@ -175,6 +175,7 @@ def _parse_reply(raw: Any) -> TeacherReply | Failure:
         choice = completion.choices[0] if completion.choices else None
         content = choice.message.content if choice else None
         finish_reason = choice.finish_reason if choice else None
+        others = tuple((c.message.content, c.finish_reason) for c in completion.choices[1:])
         usage = completion.usage
     except (ValueError, TypeError, AttributeError, openai.APIResponseValidationError) as err:
         detail = f"unreadable response ({type(err).__name__})"
@@ -186,6 +187,7 @@ def _parse_reply(raw: Any) -> TeacherReply | Failure:
         attempts=1,  # the resilient wrapper counts every attempt of a call
         latency_s=0.0,
         rate_limits=_rate_limit_headers(raw.headers),
+        others=others,
     )
 
 

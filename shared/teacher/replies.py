@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.reasons import Reason
 
@@ -29,6 +29,13 @@ class TeacherReply:
     latency_s: float  # wall time of the whole call, retries and waits included
     rate_limits: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*, retry-after* of the last reply
     cached: bool = False  # answered from the response cache (shared.teacher.cache): nothing was paid for it
+    others: tuple[tuple[str | None, str | None], ...] = ()  # (content, finish_reason) of its further choices (`n`)
+
+    def choices(self) -> list[TeacherReply]:
+        """One reply per choice it holds; the usage is counted on the first."""
+        first = replace(self, others=())
+        return [first, *(replace(first, content=content, finish_reason=finish, usage=Usage())
+                         for content, finish in self.others)]
 
 
 class TeacherCallFailed(Exception):

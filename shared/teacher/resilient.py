@@ -55,7 +55,20 @@ class ResilientTeacher:
     async def complete(self, messages: list[dict]) -> TeacherReply:
         """One chat completion, retried per the policy. Raises TeacherCallFailed or TeacherConfigError, and
         shared.teacher.ratelimit.Throttled when the rate limiter would make it wait longer than `max_wait`."""
+        return await self._call(messages, self.adapter.request_body(messages))
+
+    async def complete_choices(self, messages: list[dict], n: int) -> list[TeacherReply]:
+        """`n` answers to one question, asked for with the API's `n`. A server that gives fewer (many do not honour
+        `n`) is asked for the rest one call at a time, each with its own seed (the request's seed plus the answer's
+        number), so sampling gives other answers."""
         body = self.adapter.request_body(messages)
+        replies = (await self._call(messages, {**body, "n": n} if n > 1 else body)).choices()
+        seed = body.get("seed") or 0
+        while len(replies) < n:
+            replies.append(await self._call(messages, {**body, "seed": seed + len(replies)}))
+        return replies[:n]
+
+    async def _call(self, messages: list[dict], body: dict) -> TeacherReply:
         limiter = self._limiter
         estimate = limiter.estimate(messages, self._max_tokens) if limiter else None
         started = time.monotonic()

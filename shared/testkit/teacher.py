@@ -74,8 +74,9 @@ class FakeTeacher:
 
     def __init__(self, answers: Mapping[str, str] | None = None, *, task: Task | None = None,
                  latency: float = 0.0, port: int = 0, rate_limit: ServerRateLimit | None = None,
-                 random_latency: ExponentialLatency | None = None) -> None:
+                 random_latency: ExponentialLatency | None = None, honours_n: bool = False) -> None:
         self.answers = dict(answers or {})
+        self.honours_n = honours_n  # answer `n` choices; by default one, as many servers do
         self.rate_limit = rate_limit  # a request limit answered with 429 + retry-after (benchmarks)
         self.random_latency = random_latency  # a random delay added to every reply (benchmarks)
         self.batches = FakeBatches(self)  # /v1/files and /v1/batches
@@ -205,8 +206,9 @@ class FakeTeacher:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": str(body.get("model") or MODEL_ID),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": finish_reason, "logprobs": None}],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": content},
+                         "finish_reason": finish_reason, "logprobs": None}
+                        for i in range(int(body.get("n") or 1) if self.honours_n else 1)],
             "usage": _usage(prompt_chars, len(content)),
         }
         remaining = max(0, REQUEST_LIMIT - number)
