@@ -1,6 +1,7 @@
-"""The local teacher server with a real small model (SmolLM2-135M), through our teacher client and `openai`.
+"""The local model server (`transformers serve`) with a real small model (SmolLM2-135M), through the local model
+adapter and `openai`: the real local path of `distill run --teacher local`.
 
-One server, started in a subprocess by `start_local_teacher`, serves the whole module.
+One server, started in a subprocess by `start_model_server`, serves most of the module.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ import asyncio
 import importlib.util
 import json
 import os
-import urllib.error
+import signal
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +22,14 @@ from typing import Any
 import openai
 import pytest
 
-from shared.local.model_server import BadRequest, Sampling, parse_body, start_local_teacher
-from shared.local.models import STUDENT, model_folder
+from shared.local.model_server import HOST, free_port, serve_command, start_model_server
+from shared.local.models import STUDENT, ModelUnavailable, model_folder, native_dtype, sampling
 from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
 from shared.teacher.factory import teacher_for
 from shared.teacher.replies import TeacherReply
 from shared.teacher.retry import RetryPolicy
 
+ROOT = Path(__file__).resolve().parents[1]
 MODEL = STUDENT.name
 QUESTION = "What is the capital of France? Answer in one sentence."
 NLI = "Premise: {}. Hypothesis: {}. Answer with one word: entailment, neutral or contradiction."
@@ -50,48 +55,35 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def base_url(model_cache: Path) -> Iterator[str]:
-    with start_local_teacher(MODEL, max_batch=8, dtype="float32", timeout=300) as url:  # float32: exact batching
+    with start_model_server(MODEL, timeout=300) as url:
         yield url
 
 
-@pytest.fixture(scope="module")
-def tokenizer(base_url: str) -> Any:
-    """The model's own tokenizer (the server has converted the model by now)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_folder(MODEL))
-
-
 def complete(url: str, users: list[str], **inference: Any) -> list[TeacherReply]:
-    """One call per user message through our teacher client, all at once."""
-    settings = TeacherSettings(kind=TeacherKind.OPENAI_COMPATIBLE, url=url, model=MODEL, timeout_seconds=120)
+    """One call per user message through the local model adapter (as `distill run` makes them), all at once."""
+    settings = TeacherSettings(kind=TeacherKind.LOCAL, model=MODEL, timeout_seconds=120)
 
     async def run() -> list[TeacherReply]:
-        async with teacher_for(settings, InferenceParameters(**inference), retry=RetryPolicy(max_retries=0)) as t:
+        async with teacher_for(settings, InferenceParameters(**inference), local_url=url,
+                               retry=RetryPolicy(max_retries=0)) as t:
             return await asyncio.gather(*(t.complete(messages(user)) for user in users))
 
     return asyncio.run(run())
 
 
-def get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
+def test_the_server_answers_on_loopback_in_the_projects_dtype(model_cache: Path) -> None:
+    command = serve_command(model_folder(MODEL), 8123)
+    assert command[command.index("--host") + 1] == HOST == "127.0.0.1"
+    assert command[command.index("--dtype") + 1] == native_dtype() and "--continuous-batching" in command
 
 
-def post_raw(url: str, data: bytes) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"{url}/chat/completions", data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
+def test_greedy_replies_are_deterministic_with_real_usage(base_url: str) -> None:
+    from transformers import AutoTokenizer
 
-
-def test_greedy_reply_is_deterministic_with_real_usage(base_url: str, tokenizer: Any) -> None:
     first, second = (complete(base_url, [QUESTION], max_tokens=24)[0] for _ in range(2))
     assert first.content and first.content == second.content
     assert "Paris" in first.content
+    tokenizer = AutoTokenizer.from_pretrained(model_folder(MODEL))
     prompt = tokenizer.apply_chat_template(messages(QUESTION), add_generation_prompt=True)["input_ids"]
     assert first.usage.prompt_tokens == len(prompt)
     assert 1 <= first.usage.completion_tokens <= 24
@@ -107,67 +99,84 @@ def test_max_tokens_ends_with_length(base_url: str) -> None:
 
 def test_a_stop_string_cuts_the_text(base_url: str) -> None:
     full = complete(base_url, [QUESTION], max_tokens=24)[0].content or ""
-    stop = "Paris"
-    cut = complete(base_url, [QUESTION], max_tokens=24, stop=[stop])[0]
+    cut = complete(base_url, [QUESTION], max_tokens=24, stop=["Paris"])[0]
     assert cut.finish_reason == "stop"
-    assert cut.content == full[: full.index(stop)]
+    assert cut.content == full[: full.index("Paris")]
 
 
-def test_concurrent_requests_are_batched_and_answered_as_alone(base_url: str) -> None:
+def test_concurrent_requests_are_answered_as_alone(base_url: str) -> None:
     users = [NLI.format(*pair) for pair in PAIRS]
-    before = get_json(f"{base_url}/stats")
     together = complete(base_url, users, max_tokens=6)
-    after = get_json(f"{base_url}/stats")
     assert all(reply.content for reply in together)
-    assert after["requests"] - before["requests"] == len(users)
-    assert after["batches"] - before["batches"] < len(users)
     alone = complete(base_url, users[:1], max_tokens=6)[0]
     assert alone.content == together[0].content
 
 
-def test_a_seed_makes_sampling_reproducible(base_url: str) -> None:
-    first, second = complete(base_url, [QUESTION, QUESTION], max_tokens=12, temperature=1.0, top_p=0.95, seed=7)
-    assert first.content and first.content == second.content
-
-
-def test_sampling_from_the_top_token_alone_is_greedy(base_url: str) -> None:
-    greedy = complete(base_url, [QUESTION], max_tokens=12)[0]
-    nucleus = complete(base_url, [QUESTION], max_tokens=12, temperature=1.0, top_p=0.0)[0]
-    assert nucleus.content == greedy.content
-
-
-def test_the_openai_client_lists_the_model_and_sees_a_bad_request(base_url: str) -> None:
+def test_the_server_lists_its_folder_and_the_adapter_asks_for_it(base_url: str) -> None:
     client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
-    assert [m.id for m in client.models.list()] == [MODEL]
-    with pytest.raises(openai.BadRequestError, match="max_tokens"):
-        client.chat.completions.create(model=MODEL, messages=messages(QUESTION), max_tokens=0)
+    assert [m.id for m in client.models.list()] == [str(model_folder(MODEL))]
+    with pytest.raises(openai.BadRequestError) as refused:  # a request under another name is refused
+        client.chat.completions.create(model=MODEL, messages=messages(QUESTION), max_tokens=4)
+    assert "pinned" in refused.value.response.json()["detail"]
+    settings = TeacherSettings(kind=TeacherKind.LOCAL, model=MODEL)
+    adapter = teacher_for(settings, InferenceParameters(), local_url=base_url)
+    assert adapter.request_body(messages(QUESTION))["model"] == MODEL  # what preview shows and the cache keys
 
 
-@pytest.mark.parametrize("data", [
-    b"not json",
-    b"[1, 2]",
-    b'{"model": "m"}',
-    b'{"messages": []}',
-    b'{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}',
-    b'{"messages": [{"role": "user", "content": "hi"}], "stop": [1]}',
-    b'{"messages": [{"role": "user", "content": "hi"}], "stream": true}',
-])
-def test_bad_bodies_get_400_with_an_openai_error(base_url: str, data: bytes) -> None:
-    status, body = post_raw(base_url, data)
-    assert status == 400
-    assert body["error"]["type"] == "invalid_request_error" and body["error"]["message"]
+def test_a_server_for_a_sampling_job_samples(model_cache: Path) -> None:
+    """The converted model samples when asked to (its generation config allows it); the first request's temperature
+    holds for the server's life, so this job has a server of its own."""
+    settings = TeacherSettings(kind=TeacherKind.LOCAL, model=MODEL, timeout_seconds=120)
+
+    async def sample(url: str) -> list[TeacherReply]:
+        async with teacher_for(settings, InferenceParameters(temperature=1.0, max_tokens=12), local_url=url) as t:
+            return await t.complete_choices([{"role": "user", "content": "Write a random word."}], 6)
+
+    with start_model_server(MODEL, timeout=300) as url:
+        replies = asyncio.run(sample(url))
+    assert len(replies) == 6 and len({r.content for r in replies}) > 1
 
 
-def test_parse_body_reads_the_openai_parameters() -> None:
-    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
-            "max_tokens": 5, "temperature": 0.5, "top_p": 0.9, "stop": "END", "seed": 3}
-    assert parse_body(body) == ([{"role": "user", "content": "hi"}], Sampling(5, 0.5, 0.9, ("END",), 3))
-    with pytest.raises(BadRequest, match="n must be 1"):
-        parse_body({**body, "n": 2})
+def test_a_converted_model_is_given_sampling_once(tmp_path: Path) -> None:
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 2}))
+    assert sampling(tmp_path) == tmp_path
+    assert json.loads((tmp_path / "generation_config.json").read_text()) == {"eos_token_id": 2, "do_sample": True}
+    stamp = (tmp_path / "generation_config.json").stat().st_mtime_ns
+    sampling(tmp_path)
+    assert (tmp_path / "generation_config.json").stat().st_mtime_ns == stamp
 
 
-def test_start_local_teacher_reports_a_child_that_dies(model_cache: Path) -> None:
-    with pytest.raises(RuntimeError, match="exited with code 1") as caught, \
-            start_local_teacher("no-such-model", timeout=60):
+def test_a_missing_model_fails_before_any_server_and_a_broken_one_reports_its_log(tmp_path: Path,
+                                                                                  model_cache: Path) -> None:
+    with pytest.raises(ModelUnavailable, match="'no-such-model' is neither a known model"), \
+            start_model_server("no-such-model"):
         pass
-    assert "model 'no-such-model' is neither a known model" in str(caught.value)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    with pytest.raises(RuntimeError, match="exited with code") as caught, start_model_server(str(broken), timeout=120):
+        pass
+    assert str(caught.value).split("its log ends with:\n", 1)[1].strip()  # the server's own words on what failed
+
+
+def test_distill_teacher_serve_serves_until_interrupted(model_cache: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "shared.cli", "teacher", "serve", "--model", MODEL, "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=2) as response:
+                    assert json.load(response) == {"status": "ok"}
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"not serving: {process.stderr.read() if process.poll() is not None else 'timeout'}")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) in (0, 130)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert f"serving {MODEL} at http://{HOST}:{port}/v1" in (process.stderr.read() if process.stderr else "")

@@ -50,12 +50,9 @@ def cmd_remote(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher_serve(args: argparse.Namespace) -> int:
-    from shared.local.model_server import main as serve
+    from shared.local.model_server import serve
 
-    argv = ["--model", args.model, "--host", args.host, "--port", str(args.port)]
-    if args.max_batch:
-        argv += ["--max-batch", str(args.max_batch)]
-    return serve(argv)
+    return serve(args.model, args.port)
 
 
 def add_run_options(r: argparse.ArgumentParser) -> None:
@@ -117,12 +114,10 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("teacher", help="the local teacher")
     serve = t.add_subparsers(dest="teacher_command", required=True).add_parser(
-        "serve", help="serve a local model as an OpenAI-compatible chat-completions endpoint")
+        "serve", help="serve a local model as an OpenAI-compatible endpoint on this machine (transformers serve)")
     serve.add_argument("--model", default=TEACHER.name,
                        help="a known model name, a Hugging Face folder or a .gguf file")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-batch", type=int, help="requests generated together (default: the server's)")
+    serve.add_argument("--port", type=int, default=8000, help="on 127.0.0.1 (the server answers no one else)")
     serve.set_defaults(func=cmd_teacher_serve)
 
     s = sub.add_parser("sample", help="write the project's generated NLI sample data and a manifest")

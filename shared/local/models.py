@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -134,9 +135,9 @@ def assembled(model: PackagedModel) -> Path:
 
 
 def converted(gguf: Path, folder: Path) -> Path:
-    """An HF folder converted from a GGUF file once (dequantised, saved as bfloat16 safetensors)."""
+    """An HF folder converted from a GGUF file once (dequantised, saved as bfloat16 safetensors), that samples."""
     if (folder / "config.json").exists():
-        return folder
+        return sampling(folder)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -157,4 +158,17 @@ def converted(gguf: Path, folder: Path) -> Path:
         if not (folder / "config.json").exists():
             raise
         shutil.rmtree(partial)
+    return sampling(folder)
+
+
+def sampling(folder: Path) -> Path:
+    """The converted folder with `do_sample` in its generation config, so a request with a temperature above 0
+    samples (`transformers serve` takes do_sample from the model; a temperature of 0 still means greedy). A converted
+    folder of an earlier version gets it the first time it is used."""
+    config = folder / "generation_config.json"
+    doc = json.loads(config.read_text()) if config.exists() else {}
+    if doc.get("do_sample") is not True:
+        partial = config.with_name(f"{config.name}.partial-{os.getpid()}")
+        partial.write_text(json.dumps({**doc, "do_sample": True}, indent=2))
+        partial.replace(config)
     return folder

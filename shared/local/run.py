@@ -57,14 +57,14 @@ class Outcome:
 
 
 def fit_local_model_teacher(manifest: Manifest, workers: int) -> Manifest:
-    """A model served on this machine answers `max_batch` requests at a time; more in flight only queue there
-    until they time out. So requests in flight are capped at its batch, and the timeout is at least
+    """A model served on this machine answers about IN_FLIGHT requests at a time well; more only queue there until
+    they time out. So requests in flight are capped at that across the workers, and the timeout is at least
     LOCAL_TEACHER_TIMEOUT: a long reply on a busy CPU takes minutes, and a local server does not hang up."""
-    from shared.local.model_server import DEFAULT_MAX_BATCH
+    from shared.local.model_server import IN_FLIGHT
 
     if manifest.teacher.kind is not TeacherKind.LOCAL or manifest.teacher.model == TEST_TEACHER:
         return manifest
-    in_flight = min(manifest.limits.concurrency, max(1, -(-DEFAULT_MAX_BATCH // max(1, workers))))
+    in_flight = min(manifest.limits.concurrency, max(1, -(-IN_FLIGHT // max(1, workers))))
     timeout = max(manifest.teacher.timeout_seconds, LOCAL_TEACHER_TIMEOUT)
     return manifest.model_copy(update={
         "teacher": manifest.teacher.model_copy(update={"timeout_seconds": timeout}),
@@ -190,10 +190,10 @@ def describe_teacher(manifest: Manifest) -> str:
 def start_teacher(manifest: Manifest, files: dict[str, Path]) -> Iterator[str]:
     """The local teacher for this run: the test teacher, or a local model served by `distill teacher serve`."""
     if manifest.teacher.model != TEST_TEACHER:
-        from shared.local.model_server import start_local_teacher
+        from shared.local.model_server import start_model_server
 
         print(f"starting the local teacher {manifest.teacher.model} (loading it takes a minute)", file=sys.stderr)
-        with start_local_teacher(manifest.teacher.model) as url:
+        with start_model_server(manifest.teacher.model) as url:
             yield url
         return
     from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
