@@ -13,6 +13,7 @@ class Reason(StrEnum):
     INVALID_CHOICE = "invalid_choice"  # NLU_QA: not a letter of an option the question has
     NOT_A_NUMBER = "not_a_number"  # MATH: the answer is not a plain number
     TOO_LONG = "too_long"  # SUMMARIZATION: more words than max_len_summary
+    OVERSIZED = "oversized"  # the reply had far more bytes than max_tokens allows (a broken or hostile teacher)
     # the teacher call itself failed after its retries
     RATE_LIMITED = "rate_limited"  # 429 after every retry
     TEACHER_ERROR = "teacher_error"  # 5xx / other HTTP error after every retry

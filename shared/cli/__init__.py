@@ -55,6 +55,17 @@ def cmd_teacher_serve(args: argparse.Namespace) -> int:
     return serve(args.model, args.port)
 
 
+def count(text: str) -> int:
+    """A whole number of at least 1 (argparse type): `--limit 0` or `--workers -2` are refused before any work."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
 def add_run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("manifest", nargs="?", type=Path)
     r.add_argument("--task")
@@ -74,14 +85,14 @@ def add_run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--tpm", type=int)
     r.add_argument("--budget-tokens", type=int)
     r.add_argument("--min-rows", type=int)
-    r.add_argument("--limit", type=int, help="first N rows of each file")
+    r.add_argument("--limit", type=count, help="first N rows of each file")
     r.add_argument("--validation-fraction", type=float)
     r.add_argument("--no-finetune", action="store_true", help="stop when the dataset is assembled")
     r.add_argument("--no-cache", action="store_true")
     r.add_argument("--job", help="the job's id (default: derived from what determines its results)")
     r.add_argument("--restart", action="store_true", help="discard the job's earlier progress first")
     r.add_argument("--out", type=Path, help="copy the final files here")
-    r.add_argument("--workers", type=int, default=4, help="shards labelled at once")
+    r.add_argument("--workers", type=count, default=4, help="shards labelled at once")
     r.add_argument("--export-only", action="store_true",
                    help="write the dataset and report the fine-tune as done without training (no torch needed)")
 
@@ -98,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
 
     pv = sub.add_parser("preview", help="print the exact teacher requests for the first rows")
     pv.add_argument("manifest", type=Path)
-    pv.add_argument("--rows", type=int, default=3)
+    pv.add_argument("--rows", type=count, default=3)
     pv.set_defaults(func=cmd_preview)
 
     r = sub.add_parser("run", help="run a job end to end on this machine")
@@ -122,8 +133,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="write the project's generated NLI sample data and a manifest")
     s.add_argument("--task", choices=["nli"], default="nli")
-    s.add_argument("--rows", type=int, default=120)
-    s.add_argument("--validation-rows", type=int, default=80)
+    s.add_argument("--rows", type=count, default=120)
+    s.add_argument("--validation-rows", type=count, default=80)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", type=Path, default=Path(".distill/sample"))
     s.set_defaults(func=cmd_sample)

@@ -22,6 +22,7 @@ from shared.ports import BlobStore, Conflict
 from shared.prompts import PROMPT_VERSION
 from shared.reasons import Reason
 from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
+from shared.teacher.resilient import trusted_usage
 
 if TYPE_CHECKING:
     from shared.teacher.resilient import ResilientTeacher
@@ -85,12 +86,13 @@ class CachedTeacher:
     async def complete(self, messages: list[dict]) -> TeacherReply:
         if self._cache is None:
             return await self.teacher.complete(messages)
-        key = cache_key(self._settings, self.teacher.request_body(messages))
+        body = self.teacher.request_body(messages)
+        key = cache_key(self._settings, body)
         if key in self._failed:
             raise TeacherCallFailed(Reason.TEACHER_ERROR, self._failed[key], attempts=1)
         hit = await asyncio.to_thread(self._cache.get, key, self._origin)
-        if hit is not None:
-            return hit
+        if hit is not None:  # a batch's reply is kept as the teacher sent it: its counts are checked here
+            return trusted_usage(hit, messages, body.get("max_tokens"))
         reply = await self.teacher.complete(messages)
         await asyncio.to_thread(self._cache.put, key, reply)
         return reply

@@ -9,8 +9,10 @@ lives only inside the openai client: it is never logged, never put in a failure'
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import openai
@@ -25,6 +27,10 @@ from shared.teacher.retry import RetryPolicy
 AZURE_ML_SCOPE = "https://ml.azure.com/.default"
 NO_KEY = "unused"  # openai needs some api_key; endpoints without auth ignore it
 DETAIL_CHARS = 200
+REDACTED = "***"
+MAX_TOKENS = 32768  # the manifest's largest max_tokens, for a request that names none
+REPLY_BYTES_PER_TOKEN = 32  # a token is a few characters; JSON escapes make one up to 6 bytes
+REPLY_MARGIN_BYTES = 64 * 1024
 
 
 class OpenAICompatibleTeacher:
@@ -84,18 +90,26 @@ class OpenAICompatibleTeacher:
         return body
 
     async def attempt(self, body: dict) -> TeacherReply | Failure:
+        """One request. `timeout_seconds` bounds the whole of it, however slowly the server sends; a reply larger
+        than `max_tokens` could make (reply_cap) is refused without reading the rest."""
         client = self.openai_client()
+        timeout = self.settings.timeout_seconds
+        cap = reply_cap(body)
         try:
-            raw = await client.chat.completions.with_raw_response.create(**body)
-        except openai.APITimeoutError:
-            timeout = self.settings.timeout_seconds
-            return Failure(Reason.TIMEOUT, f"no reply within {timeout:g} s", None, True)
+            async with asyncio.timeout(timeout), \
+                    client.chat.completions.with_streaming_response.create(**body) as response:
+                data = await _read_capped(response, cap)
+        except (TimeoutError, openai.APITimeoutError):
+            return Failure(Reason.TIMEOUT, f"no whole reply within {timeout:g} s", None, True)
         except openai.APIConnectionError as err:
             cause = type(err.__cause__).__name__ if err.__cause__ else "connection error"
             return Failure(Reason.CONNECTION, f"connection failed ({cause})", None, True)
         except openai.APIStatusError as err:
             return self._status_failure(err)
-        return _parse_reply(raw)
+        if data is None:
+            return Failure(Reason.OVERSIZED, f"the reply was over {cap:,} bytes, more than max_tokens "
+                           f"{body.get('max_tokens')} can make", response.status_code, False)
+        return self._scrubbed(_parse_reply(data, response.status_code, response.headers))
 
     def openai_client(self) -> openai.AsyncOpenAI:
         """The underlying openai client, built on first use (also for the Files and Batch APIs)."""
@@ -136,7 +150,16 @@ class OpenAICompatibleTeacher:
     def _scrub(self, text: str) -> str:
         """Remove the credential from text a server sent back, in case it echoed it."""
         secret = self._client.api_key if self._client is not None else ""
-        return text.replace(secret, "***") if secret and secret != NO_KEY else text
+        return text.replace(secret, REDACTED) if secret and secret != NO_KEY else text
+
+    def _scrubbed(self, reply: TeacherReply | Failure) -> TeacherReply | Failure:
+        """A reply without the credential in its text: what a server echoes must not reach a result, a rejection
+        report or the cache."""
+        if not isinstance(reply, TeacherReply):
+            return reply
+        others = tuple((self._scrub(text) if text else text, finish) for text, finish in reply.others)
+        content = self._scrub(reply.content) if reply.content else reply.content
+        return replace(reply, content=content, others=others)
 
     def _key(self) -> str:
         name = self.settings.key_setting
@@ -166,27 +189,48 @@ class OpenAICompatibleTeacher:
         return token
 
 
-def _parse_reply(raw: Any) -> TeacherReply | Failure:
-    """The reply in a 2xx response; an unreadable body is a retryable teacher error."""
+def reply_cap(body: dict) -> int:
+    """The most bytes a reply to `body` may have: REPLY_BYTES_PER_TOKEN per token `max_tokens` allows for each
+    choice, plus REPLY_MARGIN_BYTES for the envelope."""
+    tokens = int(body.get("max_tokens") or MAX_TOKENS) * int(body.get("n") or 1)
+    return REPLY_MARGIN_BYTES + REPLY_BYTES_PER_TOKEN * tokens
+
+
+async def _read_capped(response: Any, cap: int) -> bytes | None:
+    """The response body, or None as soon as it grows past `cap` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_reply(data: bytes, status: int, headers: Mapping[str, str]) -> TeacherReply | Failure:
+    """The reply in a 2xx response's body (read as leniently as the openai client reads it); an unreadable body is a
+    retryable teacher error."""
     try:
-        completion = raw.parse()
-        if not isinstance(completion, ChatCompletion):
-            raise TypeError("not a chat completion")
-        choice = completion.choices[0] if completion.choices else None
-        content = choice.message.content if choice else None
-        finish_reason = choice.finish_reason if choice else None
-        others = tuple((c.message.content, c.finish_reason) for c in completion.choices[1:])
+        completion = ChatCompletion.construct(**json.loads(data))
+        choices = list(completion.choices or [])
+        content = choices[0].message.content if choices else None
+        finish_reason = choices[0].finish_reason if choices else None
+        others = tuple((c.message.content, c.finish_reason) for c in choices[1:])
         usage = completion.usage
-    except (ValueError, TypeError, AttributeError, openai.APIResponseValidationError) as err:
-        detail = f"unreadable response ({type(err).__name__})"
-        return Failure(Reason.TEACHER_ERROR, detail, raw.status_code, True)
+        prompt_tokens, completion_tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        counts = Usage(int(prompt_tokens or 0), int(completion_tokens or 0))
+        if not isinstance(content, str | None) or not isinstance(finish_reason, str | None):
+            raise TypeError("not a chat completion")
+    except (ValueError, TypeError, AttributeError) as err:
+        return Failure(Reason.TEACHER_ERROR, f"unreadable response ({type(err).__name__})", status, True)
     return TeacherReply(
         content=content,
         finish_reason=finish_reason,
-        usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage(),
+        usage=counts,
         attempts=1,  # the resilient wrapper counts every attempt of a call
         latency_s=0.0,
-        rate_limits=_rate_limit_headers(raw.headers),
+        rate_limits=_rate_limit_headers(headers),
         others=others,
     )
 

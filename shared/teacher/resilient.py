@@ -13,11 +13,12 @@ import time
 from dataclasses import replace
 
 from shared.ports import Teacher
-from shared.teacher.ratelimit import RateLimiter
-from shared.teacher.replies import TeacherCallFailed, TeacherReply
+from shared.teacher.ratelimit import CHARS_PER_TOKEN, RateLimiter, estimate_tokens
+from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
 from shared.teacher.retry import RetryPolicy
 
 MAX_PACED_429S = 20  # 429s a paced call rides out (behind the rate limiter) before its retries count them
+TEMPLATE_TOKENS = 1024  # the most tokens a chat template may add to a prompt beyond one per character
 
 
 class ResilientTeacher:
@@ -79,6 +80,7 @@ class ResilientTeacher:
                 await limiter.acquire(estimate.total, max_wait=self._max_wait)
             result = await self.adapter.attempt(body)
             if isinstance(result, TeacherReply):
+                result = trusted_usage(result, messages, body.get("max_tokens"))
                 if limiter and estimate:
                     limiter.settled(estimate, result.usage.prompt_tokens, result.usage.total, result.rate_limits)
                 return replace(result, attempts=attempts, latency_s=time.monotonic() - started)
@@ -90,3 +92,23 @@ class ResilientTeacher:
             if not result.retryable or attempts - paced_429s > self._retry.max_retries:
                 raise TeacherCallFailed(result.reason, result.detail, attempts=attempts, status=result.status)
             await asyncio.sleep(self._retry.delay(attempts - 1, result.headers))
+
+
+def trusted_usage(reply: TeacherReply, messages: list[dict], max_tokens: int | None) -> TeacherReply:
+    """The reply with the token counts it reports where they are plausible, else estimates (characters / 4): a
+    teacher that reports none, negative or absurd counts can neither spend past a budget nor skew the pace.
+
+    Plausible: a prompt has at least one token and at most one per character plus a chat template's; a completion
+    has at most `max_tokens` per choice, and at least one token when it has text."""
+    prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+    texts = [reply.content, *(content for content, _ in reply.others)]
+    completion_chars = sum(len(text or "") for text in texts)
+    most = max_tokens * len(texts) if max_tokens else completion_chars + TEMPLATE_TOKENS
+    prompt, completion = reply.usage.prompt_tokens, reply.usage.completion_tokens
+    if not 0 < prompt <= prompt_chars + TEMPLATE_TOKENS:
+        prompt = estimate_tokens(messages, None)
+    least = 1 if completion_chars else 0
+    if not least <= completion <= most:
+        completion = min(most, completion_chars // CHARS_PER_TOKEN + 1)
+    usage = Usage(prompt, completion)
+    return reply if usage == reply.usage else replace(reply, usage=usage)

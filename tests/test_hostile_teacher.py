@@ -1,0 +1,134 @@
+"""What a broken or hostile teacher cannot do: spend past the budget with made-up usage, leak the key through its
+replies, flood memory with a huge reply, or hold a request past its deadline by sending slowly. And counts a user
+gives out of range are refused before any work.
+
+Each runs over real HTTP against tests.hostile_teacher, through the real openai client (and `distill run` where the
+effect is on a job)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hostile_teacher import HostileTeacher, Reply, completion
+
+from shared.cli import main
+from shared.local.samples import nli_pairs, nli_row
+from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
+from shared.reasons import Reason
+from shared.teacher.factory import teacher_for
+from shared.teacher.replies import TeacherCallFailed, TeacherReply
+from shared.teacher.retry import RetryPolicy
+
+MESSAGES = [{"role": "user", "content": "Premise: it rains. Hypothesis: the street is wet. One word."}]
+KEY = "sk-hostile-5f2c9a7e1b3d"
+
+
+def ask(url: str, *, timeout: float = 5.0, max_tokens: int = 16, environ: dict[str, str] | None = None,
+        key_setting: str | None = None) -> TeacherReply:
+    settings = TeacherSettings(kind=TeacherKind.OPENAI_COMPATIBLE, url=url, timeout_seconds=timeout,
+                               key_setting=key_setting)
+
+    async def call() -> TeacherReply:
+        async with teacher_for(settings, InferenceParameters(max_tokens=max_tokens),
+                               retry=RetryPolicy(max_retries=0), environ=environ or {}) as teacher:
+            return await teacher.complete(MESSAGES)
+
+    return asyncio.run(call())
+
+
+def nli_file(path: Path, rows: int) -> Path:
+    pairs = nli_pairs(seed=3)
+    path.write_text("".join(json.dumps({"messages": nli_row(*next(pairs))["messages"][:2]}) + "\n"
+                            for _ in range(rows)))
+    return path
+
+
+@pytest.mark.parametrize("usage", [(-100_000, -100_000), (None, None), (10**15, 10**15), (0, 0)])
+def test_missing_negative_or_absurd_usage_is_replaced_by_an_estimate(usage: tuple[int | None, int | None]) -> None:
+    with HostileTeacher(lambda body, key: Reply(completion("entailment", *usage))) as teacher:
+        reply = ask(teacher.base_url)
+    chars = len(MESSAGES[0]["content"])
+    assert chars // 4 <= reply.usage.prompt_tokens <= chars
+    assert 1 <= reply.usage.completion_tokens <= 16
+
+
+def test_plausible_usage_is_kept_as_reported() -> None:
+    with HostileTeacher(lambda body, key: Reply(completion("entailment", 21, 3))) as teacher:
+        assert ask(teacher.base_url).usage.total == 24
+
+
+def test_negative_usage_cannot_spend_past_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    train = nli_file(tmp_path / "train.jsonl", 200)
+    with HostileTeacher(lambda body, key: Reply(completion("entailment", -100_000, -100_000))) as teacher:
+        main(["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
+              "--teacher-model", "m", "--budget-tokens", "1000", "--workers", "1", "--no-finetune"])
+    capsys.readouterr()
+    # every row costs at least its estimate (~40 tokens): 1,000 tokens buy about 25, plus the requests in flight
+    assert teacher.requests <= 25 + 10, teacher.requests
+    status = json.loads(next((tmp_path / "home").rglob("status.json")).read_text())
+    assert status["tokens"]["prompt"] > 0 and status["tokens"]["completion"] > 0
+
+
+def test_a_key_echoed_by_the_teacher_is_stored_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOSTILE_KEY", KEY)
+    train = nli_file(tmp_path / "train.jsonl", 70)
+
+    def echo(body: dict[str, Any], key: str | None) -> Reply:  # half the rows usable, half rejected
+        return Reply(completion(f"entailment {key}" if len(body["messages"][-1]["content"]) % 2 else f"{key}"))
+
+    with HostileTeacher(echo) as teacher:
+        main(["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
+              "--teacher-model", "m", "--teacher-key-env", "HOSTILE_KEY", "--no-finetune"])
+    out = capsys.readouterr()
+    assert teacher.requests == 70, out.err
+    assert KEY not in out.out + out.err
+    stored = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
+    assert stored and not [p for p in stored if KEY.encode() in p.read_bytes()]
+
+
+def test_a_huge_reply_is_refused_as_oversized_without_reading_it_whole() -> None:
+    huge = completion("entailment " * 2_000_000)
+    with HostileTeacher(lambda body, key: Reply(huge)) as teacher, pytest.raises(TeacherCallFailed) as caught:
+        ask(teacher.base_url, max_tokens=16)
+    assert caught.value.reason is Reason.OVERSIZED
+    assert "max_tokens 16" in caught.value.detail
+
+
+def test_a_long_reply_that_max_tokens_allows_is_read() -> None:
+    text = "word " * 3000  # about 3,000 tokens
+    with HostileTeacher(lambda body, key: Reply(completion(text, 10, 3000))) as teacher:
+        assert ask(teacher.base_url, max_tokens=4096).content == text
+
+
+def test_the_timeout_is_a_deadline_for_a_teacher_that_drips_its_reply() -> None:
+    with HostileTeacher(lambda body, key: Reply(completion("entailment"), drip_seconds=0.1)) as teacher:
+        started = time.monotonic()
+        with pytest.raises(TeacherCallFailed) as caught:
+            ask(teacher.base_url, timeout=2.0)
+        took = time.monotonic() - started
+    assert caught.value.reason is Reason.TIMEOUT
+    assert 2.0 <= took <= 2.2, took  # the deadline holds within 10%
+
+
+@pytest.mark.parametrize("flag", ["--limit", "--workers"])
+@pytest.mark.parametrize("value", ["0", "-5", "two"])
+def test_out_of_range_counts_are_refused_before_any_work(flag: str, value: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    train = nli_file(tmp_path / "train.jsonl", 5)
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--task", "nli", "--train", str(train), "--teacher", "test", flag, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}:" in err and "Traceback" not in err
+    assert not (tmp_path / "home").exists()
