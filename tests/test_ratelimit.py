@@ -9,7 +9,7 @@ import pytest
 from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
 from shared.teacher.factory import teacher_for
 from shared.teacher.ratelimit import Estimate, Limiters, RateLimiter, Throttled, estimate_tokens
-from shared.teacher.retry import RetryPolicy
+from shared.teacher.retry import MAX_RETRY_HINT, RetryPolicy
 from shared.testkit.limits import ServerRateLimit
 from shared.testkit.teacher import FakeTeacher
 
@@ -151,3 +151,12 @@ def test_a_job_shares_one_limiter_while_it_labels_and_an_idle_one_is_dropped() -
     clock.now += 61
     with limiters.use(("job-c", "http://t", "m"), None, None):
         assert len(limiters) == 1
+
+
+@pytest.mark.parametrize("hint", [{"Retry-After": "999999"}, {"retry-after-ms": "999999999"},
+                                  {"Retry-After": "Fri, 31 Dec 2100 23:59:59 GMT"}])
+def test_a_servers_absurd_hint_pauses_the_job_no_longer_than_the_cap(hint: dict[str, str]) -> None:
+    clock = Clock()
+    limiter = RateLimiter(rpm=60, clock=clock)
+    limiter.rate_limited(hint)
+    assert MAX_RETRY_HINT <= limiter.reserve(0) <= MAX_RETRY_HINT + 5  # the pause, then the slowed pace

@@ -10,6 +10,9 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
+# The longest server hint (Retry-After) honoured: a longer one (a quota that resets tomorrow) would freeze a job
+# without a word; after this wait the call asks again, and its retries run out if the server still refuses.
+MAX_RETRY_HINT = 120.0
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class RetryPolicy:
     max_retries: int = 4
     base_delay: float = 1.0
     max_delay: float = 60.0
-    max_retry_after: float = 120.0
+    max_retry_after: float = MAX_RETRY_HINT
 
     def delay(self, attempt: int, headers: Mapping[str, str] | None = None,
               rng: random.Random | None = None) -> float:
@@ -46,18 +49,21 @@ class RetryPolicy:
 
 
 def retry_hint(headers: Mapping[str, str] | None) -> float | None:
-    """The wait the server asks for, in seconds (never negative), or None when it gives no usable hint."""
+    """The wait the server asks for, in seconds (0 to MAX_RETRY_HINT), or None when it gives no usable hint."""
     if not headers:
         return None
     lower = {k.lower(): v for k, v in headers.items()}
     millis = _number(lower.get("retry-after-ms"))
-    if millis is not None:
-        return max(0.0, millis / 1000)
     value = lower.get("retry-after")
-    if value is None:
+    if millis is not None:
+        seconds: float | None = millis / 1000
+    elif value is None:
         return None
-    seconds = _number(value)
-    return max(0.0, seconds) if seconds is not None else _seconds_until(value)
+    else:
+        seconds = _number(value)
+        if seconds is None:
+            seconds = _seconds_until(value)
+    return None if seconds is None else min(MAX_RETRY_HINT, max(0.0, seconds))
 
 
 def _number(value: str | None) -> float | None:
