@@ -1,13 +1,17 @@
 """`distill validate`, `distill preview` and `distill sample` as a user runs them."""
 
+import argparse
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from shared.cli import main
+from shared.cli import main, parser
+from shared.cli.run import build_manifest
+from shared.local.models import TEACHER
 from shared.local.samples import NLI_SYSTEM
+from shared.manifest.model import TeacherKind
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "azureml"
 FAKE_KEY = "sk-distill-test-4f2c9e7a1b"
@@ -88,3 +92,28 @@ def test_preview_names_the_key_setting_and_never_shows_the_key(capsys: pytest.Ca
     assert FAKE_KEY not in out
     [body] = request_bodies(out)
     assert body["messages"][-1]["content"].startswith("Question:")
+
+
+def run_args(*argv: str) -> argparse.Namespace:
+    return parser().parse_args(["run", "--task", "nli", "--train", "train.jsonl", *argv])
+
+
+def test_no_teacher_option_means_the_packaged_local_teacher(tmp_path: Path) -> None:
+    teacher = build_manifest(run_args()).teacher
+    assert teacher.kind is TeacherKind.LOCAL and teacher.model == TEACHER.name
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text("task: nli\ntraining_file: train.jsonl\n")
+    assert build_manifest(parser().parse_args(["run", str(manifest)])).teacher.model == TEACHER.name
+
+
+def test_teacher_model_without_a_url_says_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--task", "nli", "--train", "train.jsonl", "--teacher-model", "gpt-4o"]) == 2
+    err = capsys.readouterr().err
+    assert "--teacher-url" in err and "--teacher local:MODEL" in err and len(err.strip().splitlines()) == 1
+
+
+def test_teacher_model_renames_the_manifests_endpoint_model(tmp_path: Path) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text("task: nli\ntraining_file: train.jsonl\nteacher: {url: 'http://127.0.0.1:9/v1', model: a}\n")
+    teacher = build_manifest(parser().parse_args(["run", str(manifest), "--teacher-model", "b"])).teacher
+    assert teacher.url == "http://127.0.0.1:9/v1" and teacher.model == "b"

@@ -16,7 +16,7 @@ from shared.jobs.record import JobRecord, JobState
 from shared.local.models import TEACHER
 from shared.local.run import TEST_TEACHER, LocalJob, fit_local_model_teacher, home, run_job
 from shared.manifest.load import load_manifest, manifest_from_dict
-from shared.manifest.model import Manifest, ManifestError, TeacherKind
+from shared.manifest.model import Manifest, ManifestError, TeacherKind, TeacherSettings
 from shared.settings import Settings
 
 
@@ -58,6 +58,9 @@ def build_manifest(args: argparse.Namespace) -> Manifest:
     return manifest_from_dict(doc, Path.cwd(), source=str(args.manifest or "command line"))
 
 
+DEFAULT_MODEL = TeacherSettings.model_fields["model"].default
+
+
 def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
     """Flags win over the manifest."""
     def put(section: str, key: str, value: Any) -> None:
@@ -74,6 +77,15 @@ def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
     if args.teacher_url:
         doc["teacher"] = {"kind": TeacherKind.OPENAI_COMPATIBLE.value, "url": args.teacher_url,
                           "model": args.teacher_model or doc.get("teacher", {}).get("model", "teacher")}
+    teacher = doc.setdefault("teacher", {"kind": TeacherKind.LOCAL.value})
+    local = teacher.get("kind", TeacherKind.OPENAI_COMPATIBLE.value) == TeacherKind.LOCAL.value
+    if args.teacher_model and local:
+        raise ValueError("--teacher-model names the model of the server at --teacher-url, which is not given; "
+                         "a model served on this machine is --teacher local:MODEL")
+    if args.teacher_model:
+        teacher["model"] = args.teacher_model
+    if local and teacher.get("model", DEFAULT_MODEL) == DEFAULT_MODEL:  # no model named: the packaged teacher
+        teacher["model"] = TEACHER.name
     put("teacher", "key_setting", args.teacher_key_env)
     put("student", "model", args.student)
     put("prompt", "chain_of_thought", args.chain_of_thought)
