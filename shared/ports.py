@@ -49,6 +49,9 @@ class BlobStore(Protocol):
     def list(self, prefix: str) -> Iterator[str]:
         """The paths of the blobs whose path starts with `prefix`, in lexical order."""
 
+    def delete(self, path: str) -> bool:
+        """Remove a blob; False when there was none (so it is safe to repeat)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:

@@ -146,6 +146,17 @@ def test_download_of_a_missing_blob_is_false_and_writes_nothing(store: BlobStore
     assert list(dest.parent.iterdir()) == []
 
 
+def test_delete_removes_a_blob_once_and_frees_its_name(store: BlobStore, container: str) -> None:
+    path = f"{container}/gone.json"
+    store.write(path, b"old")
+    assert store.delete(path) is True
+    assert store.read(path) is None and list(store.list(f"{container}/")) == []
+    assert store.delete(path) is False  # safe to repeat
+    assert store.delete(f"{container}-none/x") is False
+    store.write(path, b"new", if_absent=True)
+    assert store.read(path).data == b"new"
+
+
 def test_list_gives_the_paths_under_a_prefix_in_lexical_order(store: BlobStore, container: str) -> None:
     names = ["b", "a/c/d", "ab", "a0", "a/b", "a-b"]
     for name in names:

@@ -132,3 +132,24 @@ def test_out_of_range_counts_are_refused_before_any_work(flag: str, value: str, 
     err = capsys.readouterr().err
     assert f"argument {flag}:" in err and "Traceback" not in err
     assert not (tmp_path / "home").exists()
+
+
+def test_unusable_replies_are_not_replayed_from_the_cache_after_the_teacher_is_fixed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    train = nli_file(tmp_path / "train.jsonl", 80)
+    answer = {"text": "banana"}  # not a label: every row rejected
+    with HostileTeacher(lambda body, key: Reply(completion(answer["text"]))) as teacher:
+        argv = ["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
+                "--teacher-model", "m", "--no-finetune", "--job", "fixed-teacher"]
+        assert main(argv) == 1
+        assert teacher.requests == 80
+        capsys.readouterr()
+        answer["text"] = "entailment"
+        assert main(argv) == 1  # without --restart: the ended job, and how to run it again
+        assert "--restart" in capsys.readouterr().err and teacher.requests == 80
+        assert main([*argv, "--restart"]) == 0
+        assert teacher.requests == 160  # every row asked again, none replayed from the cache
+        assert main([*argv, "--restart"]) == 0
+        assert teacher.requests == 160  # good replies are kept
+    capsys.readouterr()

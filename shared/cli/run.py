@@ -43,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if outcome.report:
         print(outcome.report)
     goal = JobState.SUCCEEDED if manifest.finetune else JobState.DATASET_READY
+    if outcome.ended_before and outcome.record.state is not goal:
+        print(f"distill run: job {job} had already ended ({outcome.record.state}) in an earlier run, so nothing was "
+              "done now; --restart runs it again from the start (good replies kept in the cache are not paid for "
+              "again)", file=sys.stderr)
     return 0 if outcome.record.state is goal else 1
 
 

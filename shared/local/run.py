@@ -54,6 +54,7 @@ class Outcome:
     record: JobRecord
     folder: str  # where the job's files are, as shown to the user
     report: str | None  # the evaluation table, once the student is trained
+    ended_before: bool = False  # the job had already ended when this run began: nothing was done
 
 
 def fit_local_model_teacher(manifest: Manifest, workers: int) -> Manifest:
@@ -83,6 +84,7 @@ def run_job(request: LocalJob) -> Outcome:
         store = open_store(root)
         paths = JobPaths(settings.jobs_container, job)
         record = read_record(store, paths)
+        ended_before = record is not None and record.final
         labeling = record is None or record.state in (JobState.INGESTING, JobState.LABELING, JobState.BUDGET_SPENT)
         print(f"job {job}: {len(request.files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
         teacher = stack.enter_context(contextlib.ExitStack())  # closed early once training starts
@@ -111,7 +113,7 @@ def run_job(request: LocalJob) -> Outcome:
         if request.out:
             copy_final_files(store, paths, request.out)
     folder = paths.root if os.environ.get(STORAGE_CONNECTION) else str(root / "storage" / paths.root)
-    return Outcome(record, folder, report)
+    return Outcome(record, folder, report, ended_before)
 
 
 @contextlib.contextmanager

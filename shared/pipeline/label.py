@@ -161,6 +161,7 @@ async def label_row(client: CachedTeacher, gate: CancelGate, manifest: Manifest,
         verdict = parse_reply(manifest.task, reply.content, reply.finish_reason, question=messages[-1]["content"],
                               prompt=manifest.prompt)
         if isinstance(verdict, Rejected):
+            await client.forget(messages)
             return Labelled(row, split, None, verdict, Usage(prompt_tokens, completion_tokens), saved, hits)
         answers.append(verdict)
     return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens), saved, hits)

@@ -88,6 +88,13 @@ class AzureBlobStore:
         for name in containers:
             yield from self._list_container(name, start)
 
+    def delete(self, path: str) -> bool:
+        try:
+            self._blob(path).delete_blob()
+        except ResourceNotFoundError:
+            return False
+        return True
+
     def _blob(self, path: str) -> BlobClient:
         container, _, name = check_blob_path(path).partition("/")
         return self.service.get_blob_client(container, name)

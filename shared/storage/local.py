@@ -74,6 +74,16 @@ class LocalBlobStore:
             if container.startswith(prefix) or prefix.startswith(container):
                 yield from _walk(self.root / container, container, prefix)
 
+    def delete(self, path: str) -> bool:
+        file = self._file(path)
+        with self._locked(path):
+            try:
+                file.unlink()
+            except _MISSING:
+                return False
+            self._meta_file("etags", path).unlink(missing_ok=True)
+        return True
+
     def _file(self, path: str) -> Path:
         """The file of a checked path, refusing one that a symbolic link would lead elsewhere."""
         file = self.root / check_blob_path(path)

@@ -3,7 +3,8 @@
 The key is the SHA-256 of everything that determines a reply: the teacher (kind, URL, model), the exact request body
 (model, messages, inference parameters) and the prompt version. A reply lands at `<container>/<2 hex>/<key>.json` by
 a create-only write, so concurrent writers of the same key cannot clash: the first one wins, and every copy of a reply
-for one key is as good as any other. Only replies the teacher actually sent (HTTP 2xx) are kept; failed calls are not.
+for one key is as good as any other. Only replies the teacher actually sent (HTTP 2xx) are kept; failed calls are not,
+and a reply the task rejects as unusable is dropped again, so a later attempt asks the teacher anew.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class ResponseCache:
             self.store.write(self.path(key), dumps(doc), if_absent=True)
 
 
+    def forget(self, key: str) -> None:
+        """Drop a kept reply (one that proved unusable), so the next request for it asks the teacher again."""
+        self.store.delete(self.path(key))
+
+
 class CachedTeacher:
     """A teacher client that answers from the cache when it can, and keeps every new reply in it.
 
@@ -96,3 +102,10 @@ class CachedTeacher:
         reply = await self.teacher.complete(messages)
         await asyncio.to_thread(self._cache.put, key, reply)
         return reply
+
+    async def forget(self, messages: list[dict]) -> None:
+        """Drop the kept reply to `messages`: it was unusable, and a later attempt must ask the teacher again (a
+        fixed teacher, or one that samples, may answer well) rather than replay it."""
+        if self._cache is not None:
+            key = cache_key(self._settings, self.teacher.request_body(messages))
+            await asyncio.to_thread(self._cache.forget, key)
