@@ -7,6 +7,8 @@ Each problem names its file, 1-based line (0 for the whole file) and a stable ru
 `file:line: rule: detail`, or `file:line: rule: warning: detail` for a warning (warnings never fail a file).
 
 Rules, errors unless marked:
+  unreadable-file                the file is missing, a folder, unreadable, or an AzureML data asset (read only
+                                 in AzureML); nothing else is checked
   file-too-large, too-many-rows  the file is refused; reading stops
   encoding                       a line is not UTF-8 (a BOM opening the file and CRLF line ends are fine),
                                  or a content holds an unpaired surrogate escape
@@ -340,10 +342,28 @@ def read_rows(path: Path, task: Task, report: FileReport, *, limits: FileLimits 
             yield row
 
 
+def unreadable(path: Path) -> str | None:
+    """Why a data file cannot be read here, or None when it can: missing, a folder, or an AzureML data asset."""
+    if str(path).startswith("azureml:"):
+        name, _, version = str(path).removeprefix("azureml:").partition(":")
+        return (f"an AzureML data asset, which is read only in AzureML: download it (az ml data download --name "
+                f"{name} --version {version or '<version>'}) and give the file")
+    if path.is_dir():
+        return "a folder, not a JSONL file"
+    if not path.is_file():
+        return "no such file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
 def validate_file(path: Path, task: Task, *, min_rows: int | None = None, limits: FileLimits = FileLimits(),
                   name: str | None = None) -> FileReport:
     """Read a whole file, then apply the file-level rules. Problems name the file as `name` or its path."""
     report = FileReport.empty(name or str(path), task)
+    if problem := unreadable(path):
+        report.add(0, "unreadable-file", problem)
+        return report
     for _ in read_rows(path, task, report, limits=limits, name=name):
         pass
     return finish_report(report, min_rows)

@@ -167,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError) as exc:  # bad option values, a job already running: one clear line
         print(f"distill {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or folder the command could not use: which one, and why
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"distill {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     finally:

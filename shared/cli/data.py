@@ -15,7 +15,7 @@ from shared.manifest.load import load_manifest
 from shared.manifest.model import Manifest, ManifestError, TeacherKind
 from shared.prompts import PROMPT_VERSION, teacher_conversations
 from shared.tasks import Task
-from shared.validation import FileLimits, FileReport, read_rows, validate_file
+from shared.validation import FileLimits, FileReport, read_rows, unreadable, validate_file
 
 
 def shown(path: Path) -> str:
@@ -81,6 +81,10 @@ def preview(args: argparse.Namespace) -> int:
 
     manifest = load_or_report(args.manifest)
     if manifest is None:
+        return 1
+    problems = [f"{shown(p)}:0: unreadable-file: {why}" for p in manifest.files.values() if (why := unreadable(p))]
+    if problems:
+        print("\n".join(problems))
         return 1
     teacher = manifest.teacher
     local = teacher.kind is TeacherKind.LOCAL

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from shared.cli.data import shown
 from shared.cli.show import summary
 from shared.identity import file_digest, job_id
 from shared.jobs.paths import JOB_ID_RULE, is_job_id
@@ -18,6 +19,7 @@ from shared.local.run import TEST_TEACHER, LocalJob, fit_local_model_teacher, ho
 from shared.manifest.load import load_manifest, manifest_from_dict
 from shared.manifest.model import Manifest, ManifestError, TeacherKind, TeacherSettings
 from shared.settings import Settings
+from shared.validation import unreadable
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 2
+    for path in manifest.files.values():
+        if problem := unreadable(path):
+            raise ValueError(f"{shown(path)}: {problem}")
+    if args.out and args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out}: a file is there; the final files go into a folder")
     scratch = home() / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     files = {f"{split}.jsonl": path for split, path in manifest.files.items()}

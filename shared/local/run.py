@@ -32,8 +32,11 @@ LOCAL_TEACHER_TIMEOUT = 1800.0
 
 
 def home() -> Path:
-    """Where local jobs live: $DISTILL_HOME, else `.distill`."""
-    return Path(os.environ.get("DISTILL_HOME", ".distill"))
+    """Where local jobs live: $DISTILL_HOME, else `.distill`. ValueError when it names something else than a folder."""
+    folder = Path(os.environ.get("DISTILL_HOME", ".distill"))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"DISTILL_HOME is {folder}, which is not a folder: name a folder (it is created if missing)")
+    return folder
 
 
 @dataclass(frozen=True, slots=True)

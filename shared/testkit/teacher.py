@@ -254,17 +254,19 @@ def answers_from_jsonl(path: str | Path) -> dict[str, str]:
     """Reference answers from a JSONL of chat rows: each user message -> the assistant message right after it.
 
     For a gold single-turn row `[system, user, assistant]` that is its question -> its answer; the first
-    answer given for a question wins.
+    answer given for a question wins. A line that is not such a row is passed over: judging the data is
+    validation's job, which reports it with its file and line.
     """
     answers: dict[str, str] = {}
-    with Path(path).open(encoding="utf-8") as lines:
+    with Path(path).open(encoding="utf-8-sig", errors="replace") as lines:
         for line in lines:
-            if not line.strip():
+            try:
+                messages = json.loads(line)["messages"]
+                for asked, answered in itertools.pairwise(messages):
+                    if asked["role"] == "user" and answered["role"] == "assistant":
+                        answers.setdefault(asked["content"], answered["content"])
+            except (ValueError, KeyError, TypeError):
                 continue
-            messages = json.loads(line)["messages"]
-            for asked, answered in itertools.pairwise(messages):
-                if asked["role"] == "user" and answered["role"] == "assistant":
-                    answers.setdefault(asked["content"], answered["content"])
     return answers
 
 

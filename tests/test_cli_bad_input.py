@@ -1,0 +1,71 @@
+"""Every command, given bad arguments or bad files, exits non-zero with a reason a user can act on, and no
+traceback: each case runs `distill` in a fresh process, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.local.samples import nli_pairs, nli_row
+
+CASES = {
+    "validate a missing file": (["validate", "--task", "nli", "missing.jsonl"], "no such file"),
+    "validate a folder": (["validate", "--task", "nli", "folder"], "a folder, not a JSONL file"),
+    "validate a data asset": (["validate", "--task", "nli", "azureml:my-train:1"], "az ml data download"),
+    "validate an unknown task": (["validate", "--task", "poetry", "train.jsonl"], "poetry"),
+    "preview a missing manifest": (["preview", "missing.yaml"], "No such file"),
+    "preview a manifest with a data asset": (["preview", "asset.yaml"], "az ml data download"),
+    "run a missing file": (["run", "--task", "nli", "--train", "missing.jsonl", "--teacher", "test"],
+                           "missing.jsonl: no such file"),
+    "run a folder": (["run", "--task", "nli", "--train", "folder", "--teacher", "test"], "a folder"),
+    "run a data asset": (["run", "--task", "nli", "--train", "azureml:my-train:1", "--teacher", "test"],
+                         "az ml data download"),
+    "run with --out naming a file": (["run", "--task", "nli", "--train", "train.jsonl", "--teacher", "test",
+                                      "--out", "a-file"], "--out a-file: a file is there"),
+    "run with DISTILL_HOME naming a file": (["run", "--task", "nli", "--train", "train.jsonl", "--teacher", "test"],
+                                            "DISTILL_HOME"),
+    "run with --limit 0": (["run", "--task", "nli", "--train", "train.jsonl", "--limit", "0"], "--limit"),
+    "run with --workers -1": (["run", "--task", "nli", "--train", "train.jsonl", "--workers", "-1"], "--workers"),
+    "run with --teacher-model alone": (["run", "--task", "nli", "--train", "train.jsonl", "--teacher-model", "m"],
+                                       "--teacher-url"),
+    "run with an unknown --teacher": (["run", "--task", "nli", "--train", "train.jsonl", "--teacher", "gpt"],
+                                      "--teacher gpt"),
+    "run with neither manifest nor data": (["run"], "give a MANIFEST"),
+    "run with --rpm 0": (["run", "--task", "nli", "--train", "train.jsonl", "--rpm", "0"], "requests_per_minute"),
+    "status of a bad job name": (["status", "../x"], "is not a job id"),
+    "sample into a file": (["sample", "--out", "a-file"], "a-file"),
+    "sample no rows": (["sample", "--rows", "0"], "--rows"),
+    "serve a model that is not there": (["teacher", "serve", "--model", "no-such-model"], "no-such-model"),
+    "submit without a storage account": (["submit", "asset.yaml"], "no storage account"),
+    "watch without a storage account": (["watch", "job-1"], "no storage account"),
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bad-input")
+    (folder / "folder").mkdir()
+    (folder / "a-file").write_text("not a folder\n")
+    pairs = nli_pairs(seed=5)
+    (folder / "train.jsonl").write_text("".join(json.dumps(nli_row(*next(pairs))) + "\n" for _ in range(80)))
+    (folder / "asset.yaml").write_text("task: nli\ntraining_file: azureml:my-train:1\n")
+    return folder
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_clear_reason_and_a_non_zero_exit(case: str, workdir: Path) -> None:
+    argv, reason = CASES[case]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISTILL", "DistillStorage"))}
+    env["DISTILL_HOME"] = str(workdir / ("a-file" if "DISTILL_HOME" in case else "home"))
+    done = subprocess.run([sys.executable, "-m", "shared.cli", *argv], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "Traceback" not in output, output
+    assert reason in output, output
+    assert not (workdir / "home" / "storage").exists(), "a refused command started a job"
