@@ -69,3 +69,22 @@ def test_bad_input_is_one_clear_reason_and_a_non_zero_exit(case: str, workdir: P
     assert "Traceback" not in output, output
     assert reason in output, output
     assert not (workdir / "home" / "storage").exists(), "a refused command started a job"
+
+
+def test_validation_comes_first_and_names_the_users_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.cli import main
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    pairs = nli_pairs(seed=6)
+    rows = [json.dumps(nli_row(*next(pairs))) for _ in range(80)]
+    bom = tmp_path / "my-pairs.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode() + b"\n")
+    assert main(["validate", "--task", "nli", str(bom)]) == 0
+    assert main(["run", "--task", "nli", "--train", str(bom), "--teacher", "test", "--no-finetune"]) == 0
+    broken = tmp_path / "broken-pairs.jsonl"
+    broken.write_text("\n".join([*rows[:40], "{not json", *rows[40:]]) + "\n")
+    capsys.readouterr()
+    assert main(["run", "--task", "nli", "--train", str(broken), "--teacher", "test", "--no-finetune"]) == 1
+    out = capsys.readouterr()
+    assert "broken-pairs.jsonl:41: json" in out.out + out.err and "Traceback" not in out.out + out.err

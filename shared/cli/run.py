@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,9 @@ from shared.local.models import TEACHER
 from shared.local.run import TEST_TEACHER, LocalJob, fit_local_model_teacher, home, run_job
 from shared.manifest.load import load_manifest, manifest_from_dict
 from shared.manifest.model import Manifest, ManifestError, TeacherKind, TeacherSettings
+from shared.pipeline.ingest import MANIFEST_NAMES
 from shared.settings import Settings
+from shared.storage import is_blob_path
 from shared.validation import unreadable
 
 
@@ -38,14 +40,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: a file is there; the final files go into a folder")
     scratch = home() / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
-    files = {f"{split}.jsonl": path for split, path in manifest.files.items()}
-    if args.limit:
-        files = {name: first_rows(path, scratch / f"{os.getpid()}-{name}", args.limit) for name, path in files.items()}
-    job = args.job or job_id(manifest, [file_digest(p) for p in files.values()])
-    if not is_job_id(job):
-        raise ValueError(f"--job {job!r}: {JOB_ID_RULE}")
-    outcome = run_job(LocalJob(job, manifest, files, workers=args.workers, restart=args.restart,
-                               export_only=args.export_only, out=args.out))
+    with tempfile.TemporaryDirectory(dir=scratch) as copies:  # --limit's copies go when the run ends
+        files = stored_names(manifest.files)
+        if args.limit:
+            files = {name: first_rows(path, Path(copies) / name, args.limit) for name, path in files.items()}
+        job = args.job or job_id(manifest, [file_digest(p) for p in files.values()])
+        if not is_job_id(job):
+            raise ValueError(f"--job {job!r}: {JOB_ID_RULE}")
+        outcome = run_job(LocalJob(job, manifest, files, workers=args.workers, restart=args.restart,
+                                   export_only=args.export_only, out=args.out))
     print(summary(outcome.record, outcome.folder))
     if outcome.report:
         print(outcome.report)
@@ -113,6 +116,19 @@ def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
         doc["finetune"] = False
     if args.no_cache:
         doc["cache"] = False
+
+
+def stored_names(files: dict[str, Path]) -> dict[str, Path]:
+    """The data files by the name the job stores them under, training file first: the user's own file names, so
+    every problem and rejection names the file the user gave (`<split>.jsonl` when the names clash or are not
+    blob names)."""
+    named: dict[str, Path] = {}
+    for split, path in files.items():
+        name = path.name
+        if name in named or name in MANIFEST_NAMES or not is_blob_path(f"input/job/{name}"):
+            name = next(n for n in (f"{split}.jsonl", f"{split}-data.jsonl") if n not in named)
+        named[name] = path
+    return named
 
 
 def first_rows(src: Path, dest: Path, limit: int) -> Path:

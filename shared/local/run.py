@@ -141,13 +141,15 @@ def open_store(root: Path) -> BlobStore:
 
 
 def upload_job(store: BlobStore, settings: Settings, job: str, manifest: Manifest, files: dict[str, Path]) -> str:
-    """Data first, manifest last (its arrival starts the job); returns the manifest's blob path."""
+    """Data first, manifest last (its arrival starts the job); returns the manifest's blob path. `files` are the
+    data files by the name to store them under, the training file first."""
     folder = f"{settings.input_container}/{job}"
     for name, path in files.items():
         store.upload_from(f"{folder}/{name}", path)
+    names = list(files)
     doc = manifest.model_dump(mode="json")
-    doc["training_file"] = "train.jsonl"
-    doc["validation_file"] = "validation.jsonl" if "validation.jsonl" in files else None
+    doc["training_file"] = names[0]
+    doc["validation_file"] = names[1] if len(names) > 1 else None
     store.write(f"{folder}/manifest.json", dumps(doc))
     return f"{folder}/manifest.json"
 
