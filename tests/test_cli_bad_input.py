@@ -88,3 +88,21 @@ def test_validation_comes_first_and_names_the_users_file_and_line(tmp_path: Path
     assert main(["run", "--task", "nli", "--train", str(broken), "--teacher", "test", "--no-finetune"]) == 1
     out = capsys.readouterr()
     assert "broken-pairs.jsonl:41: json" in out.out + out.err and "Traceback" not in out.out + out.err
+
+
+def test_status_tells_an_interrupted_job_from_a_running_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.cli import main
+    from shared.local.run import job_lock
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    status = tmp_path / "home" / "storage" / "jobs" / "job-1" / "status.json"
+    status.parent.mkdir(parents=True)
+    status.write_text(json.dumps({"job": "job-1", "state": "fine-tuning", "created": "2026-11-30T00:00:00Z"}))
+    assert main(["status", "job-1"]) == 0
+    assert "interrupted: no `distill run` is running it" in capsys.readouterr().out
+    assert main(["status"]) == 0
+    assert capsys.readouterr().out == "job-1\tfine-tuning (interrupted)\n"
+    with job_lock(tmp_path / "home" / "locks" / "job-1.lock"):  # a run holds it
+        assert main(["status"]) == 0
+        assert capsys.readouterr().out == "job-1\tfine-tuning\n"

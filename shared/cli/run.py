@@ -15,7 +15,7 @@ from shared.identity import file_digest, job_id
 from shared.jobs.paths import JOB_ID_RULE, is_job_id
 from shared.jobs.record import JobRecord, JobState
 from shared.local.models import TEACHER
-from shared.local.run import TEST_TEACHER, LocalJob, fit_local_model_teacher, home, run_job
+from shared.local.run import TEST_TEACHER, LocalJob, fit_local_model_teacher, home, is_running, run_job
 from shared.manifest.load import load_manifest, manifest_from_dict
 from shared.manifest.model import Manifest, ManifestError, TeacherKind, TeacherSettings
 from shared.pipeline.ingest import MANIFEST_NAMES
@@ -156,5 +156,10 @@ def status(job: str | None) -> int:
         return 1
     for path in paths:
         record = JobRecord.from_json(json.loads(path.read_text()))
-        print(summary(record, path.parent) if job else f"{record.job}\t{record.state}")
+        stopped = not record.final and not is_running(record.job)
+        state = f"{record.state} (interrupted)" if stopped else str(record.state)
+        print(summary(record, path.parent) if job else f"{record.job}\t{state}")
+        if job and stopped:
+            print(f"  interrupted: no `distill run` is running it; the same command with --job {record.job} "
+                  "continues where it stopped")
     return 0

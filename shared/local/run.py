@@ -131,6 +131,20 @@ def job_lock(path: Path) -> Iterator[None]:
         yield
 
 
+def is_running(job: str) -> bool:
+    """Whether a `distill run` of the job holds its lock now (a process that is gone holds none)."""
+    path = home() / "locks" / f"{job}.lock"
+    try:
+        with path.open("a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except FileNotFoundError:
+        return False
+
+
 def open_store(root: Path) -> BlobStore:
     """The local storage folder, or the storage account (Azurite, say) named by DISTILL_STORAGE_CONNECTION_STRING."""
     if conn := os.environ.get(STORAGE_CONNECTION):
