@@ -49,12 +49,13 @@ demo: install-teacher
 	$(BIN)/distill preview $(DEMO_DIR)/manifest.yaml --rows 1
 	$(BIN)/distill run $(DEMO_DIR)/manifest.yaml --restart --out $(DEMO_DIR)/out
 
-# The benchmarks in bench/, one after another (~10 minutes on 2 cores); each prints its figure last.
-bench: install
+# The benchmarks in bench/, one after another (~15 minutes on 2 cores); each prints its figure last.
+bench: install-teacher
 	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.overhead
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.serving
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .distill
