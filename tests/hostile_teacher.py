@@ -33,10 +33,12 @@ def completion(content: str, prompt_tokens: int | None = 10, completion_tokens: 
 
 
 class HostileTeacher:
-    """`with HostileTeacher(reply) as teacher:` serves at `teacher.base_url`; `requests` counts chat requests."""
+    """`with HostileTeacher(reply) as teacher:` serves at `teacher.base_url`; `requests` counts chat requests.
+    `models` answers `GET …/models` (default: 404, as many endpoints do)."""
 
-    def __init__(self, reply: Callable[[dict[str, Any], str | None], Reply]) -> None:
+    def __init__(self, reply: Callable[[dict[str, Any], str | None], Reply], models: Reply | None = None) -> None:
         self.reply = reply
+        self.models = models or Reply({"error": {"message": "not found"}}, status=404)
         self.requests = 0
         self._lock = threading.Lock()
         outer = self
@@ -45,12 +47,17 @@ class HostileTeacher:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                self.answer(outer.models)
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
                 with outer._lock:
                     outer.requests += 1
                 auth = self.headers.get("authorization") or ""
-                answer = outer.reply(body, auth.removeprefix("Bearer ") or None)
+                self.answer(outer.reply(body, auth.removeprefix("Bearer ") or None))
+
+            def answer(self, answer: Reply) -> None:
                 data = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
                 self.send_response(answer.status)
                 self.send_header("content-type", "application/json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,49 @@ def test_unusable_replies_are_not_replayed_from_the_cache_after_the_teacher_is_f
         assert main([*argv, "--restart"]) == 0
         assert teacher.requests == 160  # good replies are kept
     capsys.readouterr()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens there once the probe is closed
+
+
+def test_a_run_against_a_dead_teacher_fails_at_once_with_one_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    train = nli_file(tmp_path / "train.jsonl", 200)
+    started = time.monotonic()
+    code = main(["run", "--task", "nli", "--train", str(train), "--teacher-url",
+                 f"http://127.0.0.1:{closed_port()}/v1", "--teacher-model", "m", "--no-finetune"])
+    took = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert code == 1 and took < 30, took
+    assert "teacher: the teacher at http://127.0.0.1:" in out and "cannot be reached" in out
+    assert "rejected" not in out  # no row was tried
+
+
+def test_a_missing_key_is_named_by_the_flag_before_any_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    train = nli_file(tmp_path / "train.jsonl", 80)
+    with HostileTeacher(lambda body, key: Reply(completion("entailment"))) as teacher:
+        code = main(["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
+                     "--teacher-model", "m", "--teacher-key-env", "NO_SUCH_KEY_VAR", "--no-finetune"])
+    out = capsys.readouterr().out
+    assert code == 1 and teacher.requests == 0
+    assert "'NO_SUCH_KEY_VAR' (--teacher-key-env" in out
+
+
+def test_a_teacher_that_refuses_the_key_fails_the_job_before_any_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOSTILE_KEY", "sk-wrong-key-0000")
+    train = nli_file(tmp_path / "train.jsonl", 80)
+    refused = Reply({"error": {"message": "invalid key"}}, status=401)
+    with HostileTeacher(lambda body, key: Reply(completion("entailment")), models=refused) as teacher:
+        code = main(["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
+                     "--teacher-model", "m", "--teacher-key-env", "HOSTILE_KEY", "--no-finetune"])
+    out = capsys.readouterr().out
+    assert code == 1 and teacher.requests == 0 and "refused the credentials (HTTP 401)" in out

@@ -8,6 +8,7 @@ duplicate detection drops).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -104,10 +105,21 @@ def ingest_job(services: Services, paths: JobPaths, record: JobRecord | None, bl
         first = next(str(p) for r in reports for p in r.problems if p.severity == "error")
         update_record(store, paths, lambda r: r.fail(f"validation found {errors} errors, first: {first}"))
         return job
+    if problem := teacher_problem(services, manifest):
+        update_record(store, paths, lambda r: r.fail(f"teacher: {problem}"))
+        return job
     store.write(paths.plan, dumps(plan))
     update_record(store, paths, lambda r: r.plan(plan["task"], plan["shards"], plan["rows"], trace_id))
     send_shards(services, job, range(plan["shards"]))
     return job
+
+
+def teacher_problem(services: Services, manifest: Manifest) -> str | None:
+    """Why the job's teacher cannot answer (unreachable, no key, credentials refused), checked once before fan-out."""
+    from shared.teacher.preflight import teacher_problem as problem  # openai: only when a job is ingested
+
+    return asyncio.run(problem(manifest.teacher, manifest.inference, environ=services.environ,
+                               local_url=services.local_teacher_url))
 
 
 def send_shards(services: Services, job: str, shards: Iterable[int], round_: int = 0) -> None:

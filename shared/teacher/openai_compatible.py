@@ -165,7 +165,9 @@ class OpenAICompatibleTeacher:
         name = self.settings.key_setting
         value = self._environ.get(name) if name else None
         if not value:
-            raise TeacherConfigError(f"teacher.key_setting names {name!r}, which is not set or is empty")
+            raise TeacherConfigError(f"the teacher's key is read from {name!r} (--teacher-key-env or "
+                                     "teacher.key_setting), which is not set or is empty: set it in the environment, "
+                                     "or as an app setting of the deployed app")
         return value
 
     def _entra_token_provider(self) -> Callable[[], Awaitable[str]]:
