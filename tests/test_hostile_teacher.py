@@ -200,3 +200,41 @@ def test_a_teacher_that_refuses_the_key_fails_the_job_before_any_row(
                      "--teacher-model", "m", "--teacher-key-env", "HOSTILE_KEY", "--no-finetune"])
     out = capsys.readouterr().out
     assert code == 1 and teacher.requests == 0 and "refused the credentials (HTTP 401)" in out
+
+
+def test_a_reused_job_name_with_other_inputs_is_refused(shared_data: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    train = nli_file(tmp_path / "train.jsonl", 80)
+    assert main(["run", "--task", "nli", "--train", str(train), "--teacher", "test", "--no-finetune",
+                 "--job", "reuse1"]) == 0
+    math = shared_data / "gold" / "math"
+    capsys.readouterr()
+    assert main(["run", "--task", "math", "--train", str(math / "train.jsonl"), "--validation",
+                 str(math / "validation.jsonl"), "--teacher", "test", "--no-finetune", "--job", "reuse1",
+                 "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "job reuse1 was started with other data, task" in err and "--restart" in err
+    assert not (tmp_path / "b").exists()
+    assert main(["run", "--task", "nli", "--train", str(train), "--teacher", "test", "--no-finetune",
+                 "--job", "reuse1", "--chain-of-thought"]) == 2
+    assert "prompt.chain_of_thought" in capsys.readouterr().err
+    assert main(["run", "--task", "nli", "--train", str(train), "--teacher", "test", "--no-finetune",
+                 "--job", "reuse1", "--workers", "2"]) == 0  # what does not change results may differ
+
+
+def test_a_continued_job_uses_the_corrected_teacher_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    train = nli_file(tmp_path / "train.jsonl", 200)
+    answer = lambda body, key: Reply(completion("entailment", 10, 2))  # noqa: E731
+    with HostileTeacher(answer) as first, HostileTeacher(answer) as second:
+        argv = ["run", "--task", "nli", "--train", str(train), "--teacher-model", "m", "--no-finetune",
+                "--job", "moved", "--workers", "1"]
+        assert main([*argv, "--teacher-url", first.base_url, "--budget-tokens", "600"]) == 1  # budget spent
+        sent = first.requests
+        assert 0 < sent < 200
+        assert main([*argv, "--teacher-url", second.base_url, "--budget-tokens", "100000"]) == 0
+    assert first.requests == sent and second.requests == 200 - sent
+    capsys.readouterr()

@@ -75,6 +75,21 @@ def test_a_fine_tune_is_claimed_started_and_ended_by_its_own_run() -> None:
     assert not record.fail("again") and len(record.errors) == 1  # a final job stays as it is
 
 
+def test_an_export_only_job_goes_on_to_training_under_a_new_run_name() -> None:
+    record = labelling(1)
+    record.shard_done(0)
+    record.state = JobState.DATASET_READY
+    assert record.finetune_again("claim-a") and record.finetune_started("job1-ft")
+    assert record.run_ended(RunState("job1-ft", "Completed"))  # exported: no model
+    assert record.state is JobState.SUCCEEDED and record.exported_only
+    assert record.finetune_again("claim-b") and record.state is JobState.FINE_TUNING
+    assert record.finetune is not None and record.finetune.name == "job1-ft-trained"
+    assert record.finetune_started("job1-ft-trained")
+    assert record.run_ended(RunState("job1-ft-trained", "Completed", output_model="models/job1"))
+    assert record.state is JobState.SUCCEEDED and not record.exported_only
+    assert not record.finetune_again("claim-c")  # a trained job stays trained
+
+
 def test_a_budget_round_goes_back_to_labelling_the_shards_it_names() -> None:
     record = labelling(3)
     record.shards_done = [0, 1, 2]

@@ -19,8 +19,7 @@ def summary(record: JobRecord, folder: Path | str) -> str:
             lines.append(f"  rejected by reason: {reasons}")
         lines.append(f"  tokens: {tokens.get('prompt', 0):,} prompt + {tokens.get('completion', 0):,} completion")
     if ft := record.finetune:
-        export_only = ft.status == "Completed" and not ft.output_model
-        note = " (export only: the dataset was exported, no training ran yet)" if export_only else ""
+        note = " (export only: the dataset was exported, no training ran yet)" if record.exported_only else ""
         lines.append(f"  fine-tune {ft.name}: {ft.status or 'not finished'}{note}")
     if record.reason:
         lines.append(f"  stopped: {record.reason}")

@@ -184,11 +184,19 @@ class JobRecord:
         return self._claim_finetune(claim)
 
     def finetune_again(self, claim: str) -> bool:
-        """From `dataset ready` on to the fine-tune (a job first run with --no-finetune, run again without it)."""
-        if self.state is not JobState.DATASET_READY:
+        """From `dataset ready` on to the fine-tune (a job first run with --no-finetune, run again without it), or
+        from an export-only fine-tune on to training (run again without --export-only), under a new run name."""
+        if self.state is not JobState.DATASET_READY and not self.exported_only:
             return False
+        name = f"{self.job}-ft-trained" if self.exported_only else None
         self.timings.pop("finished", None)
-        return self._claim_finetune(claim)
+        return self._claim_finetune(claim, name)
+
+    @property
+    def exported_only(self) -> bool:
+        """The job succeeded with a fine-tune that only exported the dataset: no model was trained."""
+        ft = self.finetune
+        return self.state is JobState.SUCCEEDED and ft is not None and ft.status == "Completed" and not ft.output_model
 
     def reclaim(self, claim: str, stale_after: float) -> bool:
         """Take over the fine-tune start from a handler that claimed it and has not started it for too long."""
@@ -256,9 +264,9 @@ class JobRecord:
         self.timings["finished"] = now()
         return True
 
-    def _claim_finetune(self, claim: str) -> bool:
+    def _claim_finetune(self, claim: str, name: str | None = None) -> bool:
         self.state = JobState.FINE_TUNING
-        self.finetune = FineTune(name=f"{self.job}-ft", claim=claim, claimed=now())
+        self.finetune = FineTune(name=name or f"{self.job}-ft", claim=claim, claimed=now())
         return True
 
     def _budget_spent(self, budget: int, stopped: int, spent: int) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.identity import file_digest, fingerprint
 from shared.jobs.blobs import copy_final_files, dumps, read_json
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobRecord, JobState, read_record
@@ -27,6 +28,8 @@ from shared.settings import Settings
 from shared.storage.local import LocalBlobStore
 
 TEST_TEACHER = "distill-test-teacher"
+FINGERPRINT = "fingerprint.json"  # beside a job's input: what its results depend on (shared.identity.fingerprint)
+FIXABLE = frozenset({"teacher.url"})  # may change when a job is continued
 STORAGE_CONNECTION = "DISTILL_STORAGE_CONNECTION_STRING"
 LOCAL_TEACHER_TIMEOUT = 1800.0
 
@@ -88,7 +91,10 @@ def run_job(request: LocalJob) -> Outcome:
         paths = JobPaths(settings.jobs_container, job)
         record = read_record(store, paths)
         ended_before = record is not None and record.final
+        same_job(store, settings, job, manifest, request.files)
         labeling = record is None or record.state in (JobState.INGESTING, JobState.LABELING, JobState.BUDGET_SPENT)
+        if record is not None and labeling:
+            refresh_teacher(store, paths, manifest)
         print(f"job {job}: {len(request.files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
         teacher = stack.enter_context(contextlib.ExitStack())  # closed early once training starts
         local_url = None
@@ -102,7 +108,8 @@ def run_job(request: LocalJob) -> Outcome:
         if labeling:
             runtime.blob_created(upload_job(store, settings, job, manifest, request.files))
         record = read_record(store, paths)
-        if record.state is JobState.DATASET_READY and manifest.finetune:
+        train_now = record.exported_only and not request.export_only and manifest.student.backend == "local"
+        if manifest.finetune and (record.state is JobState.DATASET_READY or train_now):
             finetune_dataset_ready(runtime.services, paths)
         if record.rows:
             bar.total = record.rows["total"]
@@ -152,6 +159,46 @@ def open_store(root: Path) -> BlobStore:
 
         return AzureBlobStore.from_connection_string(conn)
     return LocalBlobStore(root / "storage")
+
+
+def same_job(store: BlobStore, settings: Settings, job: str, manifest: Manifest, files: dict[str, Path]) -> None:
+    """Refuse to continue a job whose inputs or result-determining settings differ from this run's: a ValueError that
+    names what differs. The first run of a job records them beside its input (FINGERPRINT). The teacher's URL may
+    differ (a corrected endpoint): see refresh_teacher."""
+    path = f"{settings.input_container}/{job}/{FINGERPRINT}"
+    current = flattened(fingerprint(manifest, [file_digest(p) for p in files.values()]))
+    stored = read_json(store, path)
+    if stored is not None:
+        differs = sorted(key for key in current.keys() | stored.keys()
+                         if key not in FIXABLE and current.get(key) != stored.get(key))
+        if differs:
+            raise ValueError(f"job {job} was started with other {', '.join(differs)}; --restart starts it over with "
+                             "these, or give another --job name")
+    if stored != current:
+        store.write(path, dumps(current))
+
+
+def flattened(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as `section.field` keys."""
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            flat.update(flattened(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def refresh_teacher(store: BlobStore, paths: JobPaths, manifest: Manifest) -> None:
+    """A continued job reaches the teacher as this run says (URL, key setting, auth, timeout, retries): the rows still
+    to do use a corrected endpoint or key."""
+    doc = read_json(store, paths.manifest)
+    if doc is None:
+        return
+    fields = ("url", "key_setting", "auth", "timeout_seconds", "max_retries")
+    teacher = {**doc["teacher"], **manifest.teacher.model_dump(mode="json", include=set(fields))}
+    if teacher != doc["teacher"]:
+        store.write(paths.manifest, dumps({**doc, "teacher": teacher}))
 
 
 def upload_job(store: BlobStore, settings: Settings, job: str, manifest: Manifest, files: dict[str, Path]) -> str:

@@ -95,7 +95,8 @@ def assemble(services: Services, paths: JobPaths, manifest: Manifest, shards: in
 
 
 def finetune_dataset_ready(services: Services, paths: JobPaths) -> JobRecord:
-    """Go on from `dataset ready` to the fine-tune (a job first run with --no-finetune, run again without it)."""
+    """Go on to the fine-tune from `dataset ready` (a job first run with --no-finetune, run again without it) or from
+    an export-only fine-tune (run again without --export-only)."""
     claim = uuid.uuid4().hex
     record = update_record(services.store, paths, lambda r: r.finetune_again(claim))
     if record.finetune is not None and record.finetune.claim == claim:
