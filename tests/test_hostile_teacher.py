@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -238,3 +242,34 @@ def test_a_continued_job_uses_the_corrected_teacher_url(tmp_path: Path, monkeypa
         assert main([*argv, "--teacher-url", second.base_url, "--budget-tokens", "100000"]) == 0
     assert first.requests == sent and second.requests == 200 - sent
     capsys.readouterr()
+
+
+def test_ctrl_c_stops_a_run_whose_teacher_hangs_and_the_rerun_loses_nothing(tmp_path: Path) -> None:
+    train = nli_file(tmp_path / "train.jsonl", 100)
+    hang = {"seconds": 120.0}
+
+    def answer(body: dict[str, Any], key: str | None) -> Reply:
+        time.sleep(hang["seconds"])  # a teacher that accepts the request and does not answer
+        return Reply(completion("entailment"))
+
+    env = {**os.environ, "DISTILL_HOME": str(tmp_path / "home")}
+    with HostileTeacher(answer) as teacher:
+        argv = [sys.executable, "-m", "shared.cli", "run", "--task", "nli", "--train", str(train), "--teacher-url",
+                teacher.base_url, "--teacher-model", "m", "--no-finetune", "--job", "hung", "--workers", "2"]
+        run = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while teacher.requests < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert teacher.requests >= 4, "the run never reached the teacher"
+        run.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = run.communicate(timeout=30)
+        took = time.monotonic() - started
+        assert took < 10, took
+        assert run.returncode == 130 and "stopping:" in err and "Traceback" not in err
+        hang["seconds"] = 0.0
+        again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    folder = tmp_path / "home" / "storage" / "jobs" / "hung"
+    rows = sum(len((folder / name).read_text().splitlines()) for name in ("train.jsonl", "validation.jsonl"))
+    assert rows == 100 and not (folder / "rejected.jsonl").read_text().strip()

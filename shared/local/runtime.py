@@ -6,9 +6,11 @@ queue of Event Grid-shaped events for Event Grid. Each trigger gets the Azure Fu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,6 +24,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from shared import services
 from shared.local.export_only import ExportOnlyFineTuner
+from shared.pipeline import interrupt
 from shared.ports import BlobStore, FineTuner, OutgoingMessage, Progress
 from shared.queueing.local import LocalQueue, LockLost, ReceivedMessage
 from shared.services import Services
@@ -115,24 +118,42 @@ class LocalRuntime:
                 self._dead_letters_delivered.add(key)
 
     def drain(self, finished: Callable[[], bool], idle_wait: float = 0.05) -> None:
-        """Deliver messages (shards in parallel, the rest one at a time) until `finished()` or the queues are empty."""
+        """Deliver messages (shards in parallel, the rest one at a time) until `finished()` or the queues are empty.
+
+        Ctrl-C cancels the handlers in progress (shared.pipeline.interrupt) and hands their messages back, so the
+        job stops within seconds, however long its teacher calls would take, and continues on the next run.
+        """
         with ThreadPoolExecutor(self.workers, thread_name_prefix="distill-worker") as pool:
             running: dict[Future[None], ReceivedMessage] = {}
-            renewed = time.monotonic()
-            while not finished():
-                self.deliver_dead_letters()
-                self._fill(pool, running)
-                if not running:
-                    if self.queue.idle(self.queues):
-                        return
-                    time.sleep(idle_wait)
-                    continue
-                done, _ = wait(running, timeout=min(1.0, self.lock_seconds / 3), return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._settle(running.pop(future), future)
-                if time.monotonic() - renewed > self.lock_seconds / 3:
-                    self._renew(running)
-                    renewed = time.monotonic()
+            try:
+                self._drain(pool, running, finished, idle_wait)
+            except KeyboardInterrupt:
+                print(f"\nstopping: {len(running)} messages in progress are handed back; the job is kept, and the same "
+                      "command continues it (Ctrl-C again quits at once)", file=sys.stderr, flush=True)
+                interrupt.cancel_all()
+                pool.shutdown(wait=False, cancel_futures=True)
+                for message in running.values():
+                    with contextlib.suppress(LockLost):
+                        self.queue.abandon(message)
+                raise
+
+    def _drain(self, pool: ThreadPoolExecutor, running: dict[Future[None], ReceivedMessage],
+               finished: Callable[[], bool], idle_wait: float) -> None:
+        renewed = time.monotonic()
+        while not finished():
+            self.deliver_dead_letters()
+            self._fill(pool, running)
+            if not running:
+                if self.queue.idle(self.queues):
+                    return
+                time.sleep(idle_wait)
+                continue
+            done, _ = wait(running, timeout=min(1.0, self.lock_seconds / 3), return_when=FIRST_COMPLETED)
+            for future in done:
+                self._settle(running.pop(future), future)
+            if time.monotonic() - renewed > self.lock_seconds / 3:
+                self._renew(running)
+                renewed = time.monotonic()
 
     def _fill(self, pool: ThreadPoolExecutor, running: dict[Future[None], ReceivedMessage]) -> None:
         for queue in self.queues:

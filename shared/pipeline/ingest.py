@@ -8,7 +8,6 @@ duplicate detection drops).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -23,7 +22,7 @@ from shared.jobs.record import JobRecord, JobState, create_record, new_record, r
 from shared.jobs.shards import shard_line
 from shared.manifest.load import is_data_asset, manifest_from_text
 from shared.manifest.model import Manifest, ManifestError
-from shared.pipeline import budget
+from shared.pipeline import budget, interrupt
 from shared.pipeline.messages import shard_message
 from shared.ports import BlobStore
 from shared.rows import Row
@@ -118,7 +117,7 @@ def teacher_problem(services: Services, manifest: Manifest) -> str | None:
     """Why the job's teacher cannot answer (unreachable, no key, credentials refused), checked once before fan-out."""
     from shared.teacher.preflight import teacher_problem as problem  # openai: only when a job is ingested
 
-    return asyncio.run(problem(manifest.teacher, manifest.inference, environ=services.environ,
+    return interrupt.run(problem(manifest.teacher, manifest.inference, environ=services.environ,
                                local_url=services.local_teacher_url))
 
 

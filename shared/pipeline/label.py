@@ -24,6 +24,7 @@ from shared.jobs.shards import ResultHeader, RowResult, decode_shard, encode_res
 from shared.manifest.model import Manifest
 from shared.parsing import parse_reply
 from shared.pipeline import budget as budgets
+from shared.pipeline import interrupt
 from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
 from shared.pipeline.messages import deferred_shard, shard_message
 from shared.pipeline.telemetry import log_shard
@@ -76,14 +77,14 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
                 if earlier is None or row.id in stopped]
         failed = None
         if manifest.batch.enabled:  # batch mode: label only once the shard's batch has ended
-            step = asyncio.run(batch_step(services, paths, shard, manifest, rows))
+            step = interrupt.run(batch_step(services, paths, shard, manifest, rows))
             if step.wait_until is not None:
                 services.queue.send(settings.shard_queue, [deferred_shard(body, step.wait_until)])
                 return
             failed = step.failed
         budget = budgets.Budget.for_shard(store, paths, shard, manifest)
         counters: Counter[str] = Counter()
-        results = asyncio.run(label_rows(services, job, manifest, rows, budget=budget, counters=counters,
+        results = interrupt.run(label_rows(services, job, manifest, rows, budget=budget, counters=counters,
                                          failed=failed))
         if (until := latest(r.deferred_until for r in results)) is not None:
             services.queue.send(settings.shard_queue, [deferred_shard(body, until)])
