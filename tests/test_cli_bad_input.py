@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,32 @@ def test_status_tells_an_interrupted_job_from_a_running_one(tmp_path: Path, monk
     with job_lock(tmp_path / "home" / "locks" / "job-1.lock"):  # a run holds it
         assert main(["status"]) == 0
         assert capsys.readouterr().out == "job-1\tfine-tuning\n"
+
+
+def test_gc_removes_only_jobs_that_ended_long_ago_and_no_run_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.cli import main
+    from shared.local.run import job_lock
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DISTILL_HOME", str(home))
+    week_ago = time.time() - 8 * 86400
+    for job, state, old in [("old-done", "succeeded", True), ("new-done", "failed", False),
+                            ("old-stuck", "labeling", True), ("old-held", "dataset ready", True)]:
+        status = home / "storage" / "jobs" / job / "status.json"
+        status.parent.mkdir(parents=True)
+        status.write_text(json.dumps({"job": job, "state": state, "created": "2026-11-01T00:00:00Z"}))
+        (home / "storage" / "input" / job).mkdir(parents=True)
+        (home / "storage" / "input" / job / "train.jsonl").write_text("{}\n")
+        if old:
+            os.utime(status, (week_ago, week_ago))
+    with job_lock(home / "locks" / "old-held.lock"):
+        assert main(["gc", "--dry-run"]) == 0
+        assert capsys.readouterr().out.startswith("would remove old-done (succeeded")
+        assert (home / "storage" / "jobs" / "old-done").exists()
+        assert main(["gc"]) == 0
+    left = sorted(p.name for p in (home / "storage" / "jobs").iterdir())
+    assert left == ["new-done", "old-held", "old-stuck"]
+    assert not (home / "storage" / "input" / "old-done").exists()
+    assert main(["gc", "--older-than", "1d"]) == 0  # no longer held: it goes too
+    assert sorted(p.name for p in (home / "storage" / "jobs").iterdir()) == ["new-done", "old-stuck"]

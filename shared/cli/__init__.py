@@ -4,6 +4,7 @@ runs: `data` (validate, preview, sample), `run` (run and status on this machine)
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(args.job)
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from shared.cli.gc import gc
+
+    return gc(args.older_than, args.dry_run)
+
+
 def cmd_remote(args: argparse.Namespace) -> int:
     from shared.cli.remote import command
 
@@ -64,6 +71,17 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is less than 1")
     return value
+
+
+AGE_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def age(text: str) -> float:
+    """Seconds in an age such as 30m, 12h or 7d (argparse type)."""
+    match = re.fullmatch(r"(\d+)([mhd])", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an age such as 30m, 12h or 7d")
+    return int(match[1]) * AGE_UNITS[match[2]]
 
 
 def add_run_options(r: argparse.ArgumentParser) -> None:
@@ -121,6 +139,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--remote", action="store_true", help="the deployed app's jobs (storage account from the "
                     "environment)")
     st.set_defaults(func=cmd_status)
+    g = sub.add_parser("gc", help="remove local jobs that ended long ago (never a running one)")
+    g.add_argument("--older-than", type=age, default=age("7d"), metavar="AGE",
+                   help="unchanged for at least this long: 30m, 12h, 7d (default 7d)")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    g.set_defaults(func=cmd_gc)
     add_remote_commands(sub)
 
     t = sub.add_parser("teacher", help="the local teacher")
