@@ -285,3 +285,12 @@ def test_local_compare_and_swap_from_two_processes_loses_no_increment(tmp_path: 
         pool.starmap(increment_in_own_process, [(str(root), "jobs/counter", 50)] * 2)
     blob = LocalBlobStore(root).read("jobs/counter")
     assert blob is not None and blob.data == b"100"
+
+
+def test_local_keeps_one_file_per_blob_besides_its_etag_record(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    for i in range(300):
+        store.write(f"cache/{i:03d}.json", b"{}", if_absent=True)
+    meta = tmp_path / ".meta"
+    assert len(list((meta / "etags").iterdir())) == 300
+    assert len(list((meta / "locks").iterdir())) <= 256  # lock files are shared, not one per blob

@@ -30,6 +30,7 @@ from shared.storage import check_blob_path, check_conditions, is_blob_path, is_c
 
 CHUNK = 1024 * 1024
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+LOCK_STRIPE_CHARS = 2  # blob locks share 256 lock files: a lock is held for a rename, so sharing costs nothing
 
 
 class LocalBlobStore:
@@ -112,7 +113,8 @@ class LocalBlobStore:
 
     @contextmanager
     def _locked(self, path: str) -> Iterator[None]:
-        fd = os.open(self._meta_file("locks", path), os.O_RDWR | os.O_CREAT, 0o644)
+        stripe = hashlib.sha256(path.encode()).hexdigest()[:LOCK_STRIPE_CHARS]  # a lock file per stripe, not per blob
+        fd = os.open(self._meta / "locks" / stripe, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
