@@ -132,6 +132,9 @@ class Teacher(Protocol):
 
 
 class Progress(Protocol):
-    """Told as each row of a job finishes labelling (the local progress bar; nothing in Azure)."""
+    """Told as each row of a job finishes labelling, and of long waits for the teacher (the local progress bar;
+    nothing in Azure)."""
 
     def row_done(self, job: str, accepted: int, rejected: int, tokens: int) -> None: ...
+
+    def waiting(self, job: str, seconds: float, why: str) -> None: ...

@@ -273,3 +273,21 @@ def test_ctrl_c_stops_a_run_whose_teacher_hangs_and_the_rerun_loses_nothing(tmp_
     folder = tmp_path / "home" / "storage" / "jobs" / "hung"
     rows = sum(len((folder / name).read_text().splitlines()) for name in ("train.jsonl", "validation.jsonl"))
     assert rows == 100 and not (folder / "rejected.jsonl").read_text().strip()
+
+
+def test_a_long_wait_for_the_teacher_shows_in_the_progress_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    train = nli_file(tmp_path / "train.jsonl", 80)
+    calls = {"n": 0}
+
+    def slow_down(body: dict[str, Any], key: str | None) -> Reply:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first call is told to come back in 6 s
+            return Reply({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "6"})
+        return Reply(completion("entailment"))
+
+    with HostileTeacher(slow_down) as teacher:
+        assert main(["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
+                     "--teacher-model", "m", "--no-finetune", "--workers", "1", "--rpm", "6000"]) == 0
+    assert "waiting 6s for the teacher's rate limit" in capsys.readouterr().err

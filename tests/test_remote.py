@@ -142,6 +142,9 @@ def test_cancel_mid_shard_stops_the_rows_not_yet_sent(deployed, tmp_path: Path) 
             if teacher.requests_total >= 10 and not cancelled:
                 cancelled.append(main(["cancel", job]))
 
+        def waiting(self, *_: object) -> None:
+            pass
+
     runtime.services.progress = CancelAfterTenCalls()
     try:
         runtime.blob_created(f"input/{job}/manifest.json")

@@ -20,6 +20,7 @@ class ProgressBar:
         self._drawn = 0.0
         self._lock = threading.Lock()
         self._tty = self.stream.isatty()
+        self._wait: tuple[float, str] | None = None  # until (monotonic), why: the longest wait now in progress
 
     def row_done(self, job: str, accepted: int, rejected: int, tokens: int) -> None:
         """One row finished (`shared.ports.Progress`)."""
@@ -32,6 +33,15 @@ class ProgressBar:
                 self._drawn = now
                 self._draw()
 
+    def waiting(self, job: str, seconds: float, why: str) -> None:
+        """A call waits `seconds` before it goes to the teacher (`shared.ports.Progress`): shown until it is over."""
+        with self._lock:
+            until = time.monotonic() + seconds
+            if self._wait is None or until > self._wait[0]:
+                self._wait = (until, why)
+            self._drawn = time.monotonic()
+            self._draw()
+
     def line(self) -> str:
         elapsed = max(time.monotonic() - self._started, 1e-6)
         rate = (self.done - self._start_done) / elapsed
@@ -39,8 +49,11 @@ class ProgressBar:
         eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else "-"
         filled = int(self.width * self.done / self.total) if self.total else self.width
         bar = "#" * filled + "." * (self.width - filled)
+        wait = ""
+        if self._wait is not None and (left_s := self._wait[0] - time.monotonic()) > 0:
+            wait = f", waiting {left_s:.0f}s for {self._wait[1]}"
         return (f"[{bar}] {self.done}/{self.total} rows, {self.rejected} rejected, {self.tokens:,} tokens, "
-                f"{rate * 60:.0f} rows/min, ETA {eta}")
+                f"{rate * 60:.0f} rows/min, ETA {eta}{wait}")
 
     def _draw(self) -> None:
         if self._tty:

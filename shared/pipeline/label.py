@@ -11,6 +11,7 @@ the same way, for its provider batch to end (shared.teacher.batch).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -113,8 +114,11 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
     cancel = CancelWatch(services.store, JobPaths(services.settings.jobs_container, job),
                          services.settings.cancel_check_seconds)
     gate = CancelGate(asyncio.Semaphore(manifest.limits.concurrency), cancel)
+    progress = services.progress
+    on_wait = functools.partial(progress.waiting, job) if progress else None
     async with open_teacher(manifest, job, store=services.store, settings=services.settings,
-                            environ=services.environ, local_url=services.local_teacher_url, failed=failed) as client:
+                            environ=services.environ, local_url=services.local_teacher_url, failed=failed,
+                            on_wait=on_wait) as client:
 
         async def one(split: str, row: Row) -> Labelled:
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from shared.manifest.model import InferenceParameters, Manifest, TeacherKind, TeacherSettings
 from shared.ports import BlobStore, Teacher
@@ -48,18 +48,19 @@ def adapter_for(settings: TeacherSettings, inference: InferenceParameters, *, en
 def teacher_for(settings: TeacherSettings, inference: InferenceParameters, *,
                 environ: Mapping[str, str] = os.environ, local_url: str | None = None,
                 retry: RetryPolicy | None = None, limiter: RateLimiter | None = None,
-                max_wait: float | None = None) -> ResilientTeacher:
+                max_wait: float | None = None, on_wait: Callable[[float, str], None] | None = None) -> ResilientTeacher:
     """The teacher's adapter with retries (`retry`, default: the teacher's max_retries) and pacing (`limiter`;
     a wait longer than `max_wait` raises Throttled)."""
     adapter: Teacher = adapter_for(settings, inference, environ=environ, local_url=local_url)
     return ResilientTeacher(adapter, retry=retry or RetryPolicy(max_retries=settings.max_retries),
-                            max_tokens=inference.max_tokens, limiter=limiter, max_wait=max_wait)
+                            max_tokens=inference.max_tokens, limiter=limiter, max_wait=max_wait, on_wait=on_wait)
 
 
 @contextlib.asynccontextmanager
 async def open_teacher(manifest: Manifest, job: str, *, store: BlobStore, settings: Settings,
                        environ: Mapping[str, str], local_url: str | None,
-                       failed: Mapping[str, str] | None = None) -> AsyncIterator[CachedTeacher]:
+                       failed: Mapping[str, str] | None = None,
+                       on_wait: Callable[[float, str], None] | None = None) -> AsyncIterator[CachedTeacher]:
     """A job's teacher: paced by the limiter every worker of the job in this process shares, behind the response
     cache unless the manifest turns it off; `failed`: requests batch mode gave up on, rejected without a call.
 
@@ -72,6 +73,6 @@ async def open_teacher(manifest: Manifest, job: str, *, store: BlobStore, settin
     with LIMITERS.use(key, limits.requests_per_minute, limits.tokens_per_minute) as limiter:
         cache = ResponseCache(store, settings.cache_container) if manifest.cache else None
         async with teacher_for(teacher, manifest.inference, environ=environ, local_url=local_url, limiter=limiter,
-                               max_wait=settings.defer_after_seconds) as calls:
+                               max_wait=settings.defer_after_seconds, on_wait=on_wait) as calls:
             origin = batch_origin(job) if manifest.batch.enabled else None
             yield CachedTeacher(calls, teacher, cache, failed, origin)

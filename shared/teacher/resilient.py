@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from shared.ports import Teacher
@@ -18,6 +19,7 @@ from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
 from shared.teacher.retry import RetryPolicy
 
 MAX_PACED_429S = 20  # 429s a paced call rides out (behind the rate limiter) before its retries count them
+WAIT_NOTICE = 5.0  # seconds: a wait this long is told (the progress line shows it)
 TEMPLATE_TOKENS = 1024  # the most tokens a chat template may add to a prompt beyond one per character
 
 
@@ -25,8 +27,10 @@ class ResilientTeacher:
     """Calls one teacher: `async with teacher: await teacher.complete(messages)`."""
 
     def __init__(self, adapter: Teacher, *, retry: RetryPolicy, max_tokens: int | None,
-                 limiter: RateLimiter | None = None, max_wait: float | None = None) -> None:
+                 limiter: RateLimiter | None = None, max_wait: float | None = None,
+                 on_wait: Callable[[float, str], None] | None = None) -> None:
         self.adapter = adapter
+        self._on_wait = on_wait  # told of every wait of WAIT_NOTICE seconds or more (seconds, why)
         self._retry = retry
         self._max_tokens = max_tokens  # the completion allowance the limiter reserves tokens for
         self._limiter = limiter  # paces every attempt; raises Throttled when the wait would exceed max_wait
@@ -77,7 +81,7 @@ class ResilientTeacher:
         while True:
             attempts += 1
             if limiter and estimate:
-                await limiter.acquire(estimate.total, max_wait=self._max_wait)
+                await self._wait(limiter.reserve(estimate.total, max_wait=self._max_wait), "the teacher's rate limit")
             result = await self.adapter.attempt(body)
             if isinstance(result, TeacherReply):
                 result = trusted_usage(result, messages, body.get("max_tokens"))
@@ -91,7 +95,13 @@ class ResilientTeacher:
                 continue
             if not result.retryable or attempts - paced_429s > self._retry.max_retries:
                 raise TeacherCallFailed(result.reason, result.detail, attempts=attempts, status=result.status)
-            await asyncio.sleep(self._retry.delay(attempts - 1, result.headers))
+            await self._wait(self._retry.delay(attempts - 1, result.headers), f"a retry after {result.reason}")
+
+    async def _wait(self, seconds: float, why: str) -> None:
+        if seconds >= WAIT_NOTICE and self._on_wait:
+            self._on_wait(seconds, why)
+        if seconds > 0:
+            await asyncio.sleep(seconds)
 
 
 def trusted_usage(reply: TeacherReply, messages: list[dict], max_tokens: int | None) -> TeacherReply:
