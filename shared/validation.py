@@ -47,6 +47,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from shared.manifest.load import is_data_asset
 from shared.rows import Message, Row, RowIds
 from shared.tasks import Task
 from shared.tasks.base import shown_value
@@ -344,7 +345,7 @@ def read_rows(path: Path, task: Task, report: FileReport, *, limits: FileLimits 
 
 def unreadable(path: Path) -> str | None:
     """Why a data file cannot be read here, or None when it can: missing, a folder, or an AzureML data asset."""
-    if str(path).startswith("azureml:"):
+    if is_data_asset(path):
         name, _, version = str(path).removeprefix("azureml:").partition(":")
         return (f"an AzureML data asset, which is read only in AzureML: download it (az ml data download --name "
                 f"{name} --version {version or '<version>'}) and give the file")

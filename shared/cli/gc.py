@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from shared.jobs.record import JobRecord
-from shared.local.run import discard, home, is_running
+from shared.local.run import discard, home, is_running, lock_file
 from shared.settings import Settings
 
 
@@ -33,7 +33,7 @@ def gc(older_than: float, dry_run: bool) -> int:
               f"last changed {idle / 86400:.1f} days ago)")
         if not dry_run:
             discard(root, settings, record.job)
-            (root / "locks" / f"{record.job}.lock").unlink(missing_ok=True)
+            lock_file(root, record.job).unlink(missing_ok=True)
     print(f"{removed} jobs {'to remove' if dry_run else 'removed'}, {kept} kept", file=sys.stderr)
     return 0
 

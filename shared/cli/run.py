@@ -44,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
         files = stored_names(manifest.files)
         if args.limit:
             files = {name: first_rows(path, Path(copies) / name, args.limit) for name, path in files.items()}
-        job = args.job or job_id(manifest, [file_digest(p) for p in files.values()])
+        digests = tuple(file_digest(p) for p in files.values())
+        job = args.job or job_id(manifest, list(digests))
         if not is_job_id(job):
             raise ValueError(f"--job {job!r}: {JOB_ID_RULE}")
-        outcome = run_job(LocalJob(job, manifest, files, workers=args.workers, restart=args.restart,
+        outcome = run_job(LocalJob(job, manifest, files, digests, workers=args.workers, restart=args.restart,
                                    export_only=args.export_only, out=args.out))
     print(summary(outcome.record, outcome.folder))
     if outcome.report:

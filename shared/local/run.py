@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.identity import file_digest, fingerprint
+from shared.identity import fingerprint
 from shared.jobs.blobs import copy_final_files, dumps, read_json
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobRecord, JobState, read_record
@@ -44,11 +44,13 @@ def home() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class LocalJob:
-    """A job to run here: its manifest, its data files by upload name (`train.jsonl`, `validation.jsonl`), and how."""
+    """A job to run here: its manifest, its data files by the name they are stored under (training file first) with
+    their SHA-256 digests in the same order, and how."""
 
     job: str
     manifest: Manifest
     files: dict[str, Path]
+    digests: tuple[str, ...]
     workers: int = 4  # shards labelled at once
     restart: bool = False  # discard the job's earlier progress first
     export_only: bool = False  # the fine-tune only exports the dataset
@@ -84,14 +86,14 @@ def run_job(request: LocalJob) -> Outcome:
     from shared.local.runtime import LocalRuntime
 
     root, settings, manifest, job = home(), Settings(), request.manifest, request.job
-    with job_lock(root / "locks" / f"{job}.lock"), contextlib.ExitStack() as stack:
+    with job_lock(lock_file(root, job)), contextlib.ExitStack() as stack:
         if request.restart:
             discard(root, settings, job)
         store = open_store(root)
         paths = JobPaths(settings.jobs_container, job)
         record = read_record(store, paths)
         ended_before = record is not None and record.final
-        same_job(store, settings, job, manifest, request.files)
+        same_job(store, settings, job, manifest, request.digests)
         labeling = record is None or record.state in (JobState.INGESTING, JobState.LABELING, JobState.BUDGET_SPENT)
         if record is not None and labeling:
             refresh_teacher(store, paths, manifest)
@@ -138,11 +140,15 @@ def job_lock(path: Path) -> Iterator[None]:
         yield
 
 
+def lock_file(root: Path, job: str) -> Path:
+    """The file a `distill run` of the job holds locked while it runs."""
+    return root / "locks" / f"{job}.lock"
+
+
 def is_running(job: str) -> bool:
     """Whether a `distill run` of the job holds its lock now (a process that is gone holds none)."""
-    path = home() / "locks" / f"{job}.lock"
     try:
-        with path.open("a") as f:
+        with lock_file(home(), job).open("a") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -161,12 +167,12 @@ def open_store(root: Path) -> BlobStore:
     return LocalBlobStore(root / "storage")
 
 
-def same_job(store: BlobStore, settings: Settings, job: str, manifest: Manifest, files: dict[str, Path]) -> None:
+def same_job(store: BlobStore, settings: Settings, job: str, manifest: Manifest, digests: tuple[str, ...]) -> None:
     """Refuse to continue a job whose inputs or result-determining settings differ from this run's: a ValueError that
     names what differs. The first run of a job records them beside its input (FINGERPRINT). The teacher's URL may
     differ (a corrected endpoint): see refresh_teacher."""
     path = f"{settings.input_container}/{job}/{FINGERPRINT}"
-    current = flattened(fingerprint(manifest, [file_digest(p) for p in files.values()]))
+    current = flattened(fingerprint(manifest, list(digests)))
     stored = read_json(store, path)
     if stored is not None:
         differs = sorted(key for key in current.keys() | stored.keys()

@@ -34,10 +34,9 @@ def run(work: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(tracked())
 
 
-def cancel_all() -> int:
-    """Cancel every run in progress; returns how many there were."""
+def cancel_all() -> None:
+    """Cancel every run in progress."""
     with _lock:
         entries = list(_running)
     for loop, task in entries:
         loop.call_soon_threadsafe(task.cancel)
-    return len(entries)

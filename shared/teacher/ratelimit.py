@@ -20,7 +20,6 @@ function holding a queue lock can hand the work back as a scheduled message rath
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import threading
@@ -91,10 +90,14 @@ class _Bucket:
         self.rate = min(self.limit, self.rate + self.limit * RECOVERY)
 
 
+def message_chars(messages: list[dict]) -> int:
+    """The characters of the messages' contents."""
+    return sum(len(str(m.get("content") or "")) for m in messages)
+
+
 def estimate_tokens(messages: list[dict], max_tokens: int | None) -> int:
     """A cheap upper-leaning guess of a call's tokens: characters / 4 of the messages, plus the completion allowance."""
-    chars = sum(len(str(m.get("content") or "")) for m in messages)
-    return chars // CHARS_PER_TOKEN + 4 * len(messages) + (max_tokens or 0)
+    return message_chars(messages) // CHARS_PER_TOKEN + 4 * len(messages) + (max_tokens or 0)
 
 
 class RateLimiter:
@@ -139,12 +142,6 @@ class RateLimiter:
             if self._tokens:
                 self._tokens.take(tokens, max(now, due))
             return wait
-
-    async def acquire(self, tokens: int, *, max_wait: float | None = None) -> None:
-        """Reserve, then sleep until the reservation falls due."""
-        wait = self.reserve(tokens, max_wait=max_wait)
-        if wait > 0:
-            await asyncio.sleep(wait)
 
     def settled(self, estimate: Estimate, prompt_used: int, used: int, headers: Mapping[str, str]) -> None:
         """A call came back: correct the token reservation by what was used, and heed the rate-limit headers."""

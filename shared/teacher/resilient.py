@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from shared.ports import Teacher
-from shared.teacher.ratelimit import CHARS_PER_TOKEN, RateLimiter, estimate_tokens
+from shared.teacher.ratelimit import CHARS_PER_TOKEN, RateLimiter, estimate_tokens, message_chars
 from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
 from shared.teacher.retry import RetryPolicy
 
@@ -110,7 +110,7 @@ def trusted_usage(reply: TeacherReply, messages: list[dict], max_tokens: int | N
 
     Plausible: a prompt has at least one token and at most one per character plus a chat template's; a completion
     has at most `max_tokens` per choice, and at least one token when it has text."""
-    prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+    prompt_chars = message_chars(messages)
     texts = [reply.content, *(content for content, _ in reply.others)]
     completion_chars = sum(len(text or "") for text in texts)
     most = max_tokens * len(texts) if max_tokens else completion_chars + TEMPLATE_TOKENS
