@@ -22,6 +22,8 @@ import pytest
 from hostile_teacher import HostileTeacher, Reply, completion
 
 from shared.cli import main
+from shared.cli.show import progress_line, summary
+from shared.jobs.record import JobRecord
 from shared.local.samples import nli_pairs, nli_row
 from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
 from shared.reasons import Reason
@@ -275,19 +277,31 @@ def test_ctrl_c_stops_a_run_whose_teacher_hangs_and_the_rerun_loses_nothing(tmp_
     assert rows == 100 and not (folder / "rejected.jsonl").read_text().strip()
 
 
-def test_a_long_wait_for_the_teacher_shows_in_the_progress_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_long_wait_for_the_teacher_shows_in_the_progress_line_and_in_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     train = nli_file(tmp_path / "train.jsonl", 80)
-    calls = {"n": 0}
+    status = tmp_path / "home" / "storage" / "jobs" / "waits" / "status.json"
+    seen: dict[str, Any] = {}
 
     def slow_down(body: dict[str, Any], key: str | None) -> Reply:
-        calls["n"] += 1
-        if calls["n"] == 1:  # the first call is told to come back in 6 s
+        if not seen:  # the first call is told to come back in 6 s
+            seen["asked"] = time.time()
             return Reply({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "6"})
+        if "waiting" in (doc := json.loads(status.read_text())):  # what `distill status` reads during the wait
+            seen.setdefault("record", doc)
         return Reply(completion("entailment"))
 
     with HostileTeacher(slow_down) as teacher:
         assert main(["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
-                     "--teacher-model", "m", "--no-finetune", "--workers", "1", "--rpm", "6000"]) == 0
+                     "--teacher-model", "m", "--no-finetune", "--workers", "1", "--rpm", "6000",
+                     "--job", "waits"]) == 0
     assert "waiting 6s for the teacher's rate limit" in capsys.readouterr().err
+    assert "record" in seen, "the wait never showed in status.json"
+    record = JobRecord.from_json(seen["record"])
+    assert record.waiting and record.waiting["why"] == "the teacher's rate limit"
+    assert abs(record.waiting["until"] - seen["asked"] - 6) < 1
+    record.waiting["until"] = time.time() + 40.4  # as `distill status` shows it while the wait lasts
+    assert "waiting 40s for the teacher's rate limit" in progress_line(record)
+    assert "  waiting 40s for the teacher's rate limit\n" in summary(record, "folder")
+    assert "waiting" not in json.loads(status.read_text())  # gone once labelling is over

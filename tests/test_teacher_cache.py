@@ -115,6 +115,8 @@ def test_a_throttled_shard_goes_back_scheduled_and_its_answered_rows_are_not_pai
     assert services.store.read(paths.result(0)) is None and queue.counts("completions")["active"] == 0
     assert queue.counts("shards")["scheduled"] == 1
     assert queue.next_visible_at("shards") > time.time() + 50
+    waiting = read_json(services.store, paths.status)["waiting"]  # `distill status` shows the wait
+    assert waiting["why"] == "the teacher's rate limit" and waiting["until"] > time.time() + 50
 
     ratelimit.LIMITERS.clear()  # a minute later: the limiter's pause is over
     label_shard(services, {**first, "deferrals": 1})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from shared.joblog import metrics_text
@@ -21,6 +22,8 @@ def summary(record: JobRecord, folder: Path | str) -> str:
     if ft := record.finetune:
         note = " (export only: the dataset was exported, no training ran yet)" if record.exported_only else ""
         lines.append(f"  fine-tune {ft.name}: {ft.status or 'not finished'}{note}")
+    if wait := waiting(record):
+        lines.append(f"  {wait}")
     if record.reason:
         lines.append(f"  stopped: {record.reason}")
     lines += [f"  error: {error}" for error in record.errors]
@@ -46,8 +49,16 @@ def progress_line(record: JobRecord | None) -> str:
     if record.state is JobState.LABELING:
         rows = (record.rows or {}).get("total", 0)
         done = len(record.shards_done or [])
-        return f"labeling: {done} of {record.shards or 0} shards done ({rows} rows){cancelling}"
+        wait = f", {note}" if (note := waiting(record)) else ""
+        return f"labeling: {done} of {record.shards or 0} shards done ({rows} rows){wait}{cancelling}"
     if record.state is JobState.FINE_TUNING and record.finetune:
         started = "started" if record.finetune.started else "starting"
         return f"fine-tuning: run {record.finetune.name} {started}"
     return f"{record.state}{cancelling}"
+
+
+def waiting(record: JobRecord) -> str:
+    """The wait for the teacher now in progress ("waiting 40s for the teacher's rate limit"), or ""."""
+    wait = record.waiting if record.state is JobState.LABELING else None
+    left = wait["until"] - time.time() if wait else 0
+    return f"waiting {left:.0f}s for {wait['why']}" if wait and left >= 1 else ""

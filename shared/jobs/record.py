@@ -83,6 +83,7 @@ class JobRecord:
     shards_done: list[int] | None = None
     round: int | None = None  # a round resumed with a higher budget (1, 2, ...)
     batches: dict[str, dict[str, Any]] | None = None  # shard → its provider batch (shared.teacher.batch)
+    waiting: dict[str, Any] | None = None  # {"until": time, "why": ...}: the latest long wait for the teacher
     # assembled
     accepted: dict[str, int] | None = None
     rejected: int | None = None
@@ -144,8 +145,16 @@ class JobRecord:
         done.add(shard)
         self.shards_done = sorted(done)
         if self.state is JobState.LABELING and len(done) == self.shards:
-            self.state = JobState.ASSEMBLING
+            self.state, self.waiting = JobState.ASSEMBLING, None
             self.timings["labeling_finished"] = now()
+        return True
+
+    def wait(self, until: float, why: str) -> bool:
+        """A teacher call waits until `until` (a rate limit, a retry's backoff); kept when it ends later than the
+        wait already shown (by a second or more), so concurrent calls write the record rarely."""
+        if self.state is not JobState.LABELING or (self.waiting and self.waiting["until"] >= until - 1):
+            return False
+        self.waiting = {"until": round(until, 1), "why": why}
         return True
 
     def in_round(self, round_: int) -> bool:

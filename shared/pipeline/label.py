@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from shared.services import Services
 from shared.tasks.base import Accepted, Rejected
 from shared.teacher.batch import BatchStep, advance_batch, batch_origin
 from shared.teacher.cache import CachedTeacher, ResponseCache, cache_key
-from shared.teacher.ratelimit import Throttled
+from shared.teacher.ratelimit import RATE_LIMIT, Throttled
 from shared.teacher.replies import TeacherCallFailed, Usage
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
         results = interrupt.run(label_rows(services, job, manifest, rows, budget=budget, counters=counters,
                                          failed=failed))
         if (until := latest(r.deferred_until for r in results)) is not None:
+            update_record(store, paths, lambda record: record.wait(until, RATE_LIMIT))
             services.queue.send(settings.shard_queue, [deferred_shard(body, until)])
             return
         log_shard(job, shard, results, counters)
@@ -114,11 +116,9 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
     cancel = CancelWatch(services.store, JobPaths(services.settings.jobs_container, job),
                          services.settings.cancel_check_seconds)
     gate = CancelGate(asyncio.Semaphore(manifest.limits.concurrency), cancel)
-    progress = services.progress
-    on_wait = functools.partial(progress.waiting, job) if progress else None
     async with open_teacher(manifest, job, store=services.store, settings=services.settings,
                             environ=services.environ, local_url=services.local_teacher_url, failed=failed,
-                            on_wait=on_wait) as client:
+                            on_wait=functools.partial(note_wait, services, job)) as client:
 
         async def one(split: str, row: Row) -> Labelled:
             try:
@@ -137,6 +137,14 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
         if counters is not None:
             counters["throttled"] += client.teacher.throttled
         return results
+
+
+def note_wait(services: Services, job: str, seconds: float, why: str) -> None:
+    """A long wait for the teacher: shown in the progress line, and in the job record for `distill status`."""
+    if services.progress is not None:
+        services.progress.waiting(job, seconds, why)
+    until = time.time() + seconds
+    update_record(services.store, JobPaths(services.settings.jobs_container, job), lambda r: r.wait(until, why))
 
 
 async def label_row(client: CachedTeacher, gate: CancelGate, manifest: Manifest, split: str, row: Row,

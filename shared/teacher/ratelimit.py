@@ -43,6 +43,9 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+RATE_LIMIT = "the teacher's rate limit"  # the cause of a wait, as shown to the user
+
+
 class Throttled(Exception):
     """Waiting for the rate limit would take longer than the caller accepts; try again at `until` (epoch seconds)."""
 

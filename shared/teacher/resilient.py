@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from shared.ports import Teacher
-from shared.teacher.ratelimit import CHARS_PER_TOKEN, RateLimiter, estimate_tokens, message_chars
+from shared.teacher.ratelimit import CHARS_PER_TOKEN, RATE_LIMIT, RateLimiter, estimate_tokens, message_chars
 from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
 from shared.teacher.retry import RetryPolicy
 
@@ -81,7 +81,7 @@ class ResilientTeacher:
         while True:
             attempts += 1
             if limiter and estimate:
-                await self._wait(limiter.reserve(estimate.total, max_wait=self._max_wait), "the teacher's rate limit")
+                await self._wait(limiter.reserve(estimate.total, max_wait=self._max_wait), RATE_LIMIT)
             result = await self.adapter.attempt(body)
             if isinstance(result, TeacherReply):
                 result = trusted_usage(result, messages, body.get("max_tokens"))
