@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shared import redaction
 from shared.ports import BlobStore, FineTuner, Progress, QueueSender
 from shared.settings import Settings
 
@@ -44,7 +45,10 @@ def current() -> Services:
 
 
 def from_app_settings(environ: Mapping[str, str]) -> Services:
-    """Azure adapters from the Functions app settings (connection strings, or identity-based `__` settings)."""
+    """Azure adapters from the Functions app settings (connection strings, or identity-based `__` settings).
+
+    The settings' secrets are redacted from every log record from here on (shared.redaction)."""
+    redaction.install(environ)
     from shared.finetune.azureml import AzureMLFineTuner
     from shared.queueing.servicebus import ServiceBusQueueSender
     from shared.storage.azure_blob import AzureBlobStore

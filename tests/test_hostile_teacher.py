@@ -87,19 +87,22 @@ def test_a_key_echoed_by_the_teacher_is_stored_nowhere(tmp_path: Path, monkeypat
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HOSTILE_KEY", KEY)
+    storage_key = "c3RvcmFnZS1rZXktaG9zdGlsZQ=="  # another configured secret, which this teacher somehow knows
+    monkeypatch.setenv("DistillStorage", f"AccountName=a;AccountKey={storage_key};EndpointSuffix=x")
     train = nli_file(tmp_path / "train.jsonl", 70)
 
     def echo(body: dict[str, Any], key: str | None) -> Reply:  # half the rows usable, half rejected
-        return Reply(completion(f"entailment {key}" if len(body["messages"][-1]["content"]) % 2 else f"{key}"))
+        said = f"{key} {storage_key}"
+        return Reply(completion(f"entailment {said}" if len(body["messages"][-1]["content"]) % 2 else said))
 
     with HostileTeacher(echo) as teacher:
         main(["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
               "--teacher-model", "m", "--teacher-key-env", "HOSTILE_KEY", "--no-finetune"])
     out = capsys.readouterr()
     assert teacher.requests == 70, out.err
-    assert KEY not in out.out + out.err
+    assert KEY not in out.out + out.err and storage_key not in out.out + out.err
     stored = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
-    assert stored and not [p for p in stored if KEY.encode() in p.read_bytes()]
+    assert stored and not [p for p in stored if any(s.encode() in p.read_bytes() for s in (KEY, storage_key))]
 
 
 def test_a_huge_reply_is_refused_as_oversized_without_reading_it_whole() -> None:

@@ -4,11 +4,13 @@ runs: `data` (validate, preview, sample), `run` (run and status on this machine)
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared import redaction
 from shared.local.models import TEACHER
 
 
@@ -185,10 +187,11 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    redaction.install(os.environ)
     try:
         return args.func(args)
     except (ValueError, RuntimeError) as exc:  # bad option values, a job already running: one clear line
-        print(f"distill {args.command}: {exc}", file=sys.stderr)
+        print(f"distill {args.command}: {redaction.redact(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file or folder the command could not use: which one, and why
         where = f"{exc.filename}: " if exc.filename else ""

@@ -11,6 +11,7 @@ from typing import Any
 
 from shared.jobs.paths import FINAL_FILES, JobPaths
 from shared.ports import BlobStore, Conflict
+from shared.redaction import redact
 
 
 def now() -> float:
@@ -18,7 +19,8 @@ def now() -> float:
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
+    """A JSON document as stored, without any configured secret (shared.redaction)."""
+    return redact(json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True)).encode("utf-8")
 
 
 def read_json(store: BlobStore, path: str) -> Any | None:

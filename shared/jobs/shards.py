@@ -15,6 +15,7 @@ from typing import Any
 from shared.jobs.paths import JobPaths
 from shared.ports import BlobStore
 from shared.reasons import Reason
+from shared.redaction import redact
 from shared.rows import Row
 from shared.tasks.base import Accepted, Rejected
 
@@ -93,7 +94,7 @@ class RowResult:
 
 def encode_result(header: ResultHeader, rows: list[RowResult]) -> bytes:
     lines = [json.dumps(asdict(header)), *(json.dumps(r.to_json(), ensure_ascii=False) for r in rows)]
-    return ("\n".join(lines) + "\n").encode("utf-8")
+    return redact("\n".join(lines) + "\n").encode("utf-8")
 
 
 def decode_result(data: bytes) -> tuple[ResultHeader, list[RowResult]]:

@@ -21,13 +21,13 @@ from openai.types.chat import ChatCompletion
 from shared import tracing
 from shared.manifest.model import InferenceParameters, TeacherAuth, TeacherSettings
 from shared.reasons import Reason
+from shared.redaction import redact, remember
 from shared.teacher.replies import Failure, TeacherConfigError, TeacherReply, Usage
 from shared.teacher.retry import RetryPolicy
 
 AZURE_ML_SCOPE = "https://ml.azure.com/.default"
 NO_KEY = "unused"  # openai needs some api_key; endpoints without auth ignore it
 DETAIL_CHARS = 200
-REDACTED = "***"
 MAX_TOKENS = 32768  # the manifest's largest max_tokens, for a request that names none
 REPLY_BYTES_PER_TOKEN = 32  # a token is a few characters; JSON escapes make one up to 6 bytes
 REPLY_MARGIN_BYTES = 64 * 1024
@@ -147,10 +147,11 @@ class OpenAICompatibleTeacher:
         detail = f"HTTP {status}: {self._scrub(message)[:DETAIL_CHARS]}" if message else f"HTTP {status}"
         return Failure(reason, detail, status, retryable, err.response.headers)
 
-    def _scrub(self, text: str) -> str:
-        """Remove the credential from text a server sent back, in case it echoed it."""
-        secret = self._client.api_key if self._client is not None else ""
-        return text.replace(secret, REDACTED) if secret and secret != NO_KEY else text
+    @staticmethod
+    def _scrub(text: str) -> str:
+        """Remove the credential (and every other configured secret) from text a server sent back, in case it
+        echoed it."""
+        return redact(text)
 
     def _scrubbed(self, reply: TeacherReply | Failure) -> TeacherReply | Failure:
         """A reply without the credential in its text: what a server echoes must not reach a result, a rejection
@@ -168,6 +169,7 @@ class OpenAICompatibleTeacher:
             raise TeacherConfigError(f"the teacher's key is read from {name!r} (--teacher-key-env or "
                                      "teacher.key_setting), which is not set or is empty: set it in the environment, "
                                      "or as an app setting of the deployed app")
+        remember(value)
         return value
 
     def _entra_token_provider(self) -> Callable[[], Awaitable[str]]:
