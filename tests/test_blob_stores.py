@@ -12,6 +12,7 @@ import pytest
 
 from shared.ports import Blob, BlobStore, Conflict
 from shared.storage import check_blob_path
+from shared.storage import local as local_storage
 from shared.storage.azure_blob import AzureBlobStore
 from shared.storage.local import LocalBlobStore
 
@@ -255,8 +256,19 @@ def test_local_keeps_its_bookkeeping_out_of_the_listing(tmp_path: Path) -> None:
     assert (tmp_path / "account" / "jobs" / "a").read_bytes() == b"2"
 
 
-def test_local_takes_a_file_put_in_its_folder_by_hand_as_a_blob(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path / "account")
+def etag_records(root: Path, monkeypatch: pytest.MonkeyPatch, *, in_attributes: bool) -> LocalBlobStore:
+    """A local store keeping ETag records in extended attributes, or in record files as where there are none."""
+    if not in_attributes:
+        monkeypatch.setattr(local_storage, "_has_user_attributes", lambda folder: False)
+    elif not local_storage._has_user_attributes(root.parent):
+        pytest.skip("this file system has no user extended attributes")
+    return LocalBlobStore(root)
+
+
+@pytest.mark.parametrize("attributes", [True, False], ids=["extended attributes", "record files"])
+def test_local_takes_a_file_put_in_its_folder_by_hand_as_a_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                attributes: bool) -> None:
+    store = etag_records(tmp_path / "account", monkeypatch, in_attributes=attributes)
     store.write("uploads/data.jsonl", b"old")
     file = tmp_path / "account" / "uploads" / "data.jsonl"
     file.write_bytes(b"changed by hand")  # in place: the ETag record no longer matches the file
@@ -287,10 +299,19 @@ def test_local_compare_and_swap_from_two_processes_loses_no_increment(tmp_path: 
     assert blob is not None and blob.data == b"100"
 
 
-def test_local_keeps_one_file_per_blob_besides_its_etag_record(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path)
+@pytest.mark.parametrize("attributes", [True, False], ids=["extended attributes", "record files"])
+def test_local_keeps_one_file_per_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attributes: bool) -> None:
+    """With extended attributes a blob is its file alone; without them, its file and an ETag record."""
+    store = etag_records(tmp_path, monkeypatch, in_attributes=attributes)
     for i in range(300):
         store.write(f"cache/{i:03d}.json", b"{}", if_absent=True)
     meta = tmp_path / ".meta"
-    assert len(list((meta / "etags").iterdir())) == 300
+    records = list((meta / "etags").iterdir()) if (meta / "etags").exists() else []
+    assert len(records) == (0 if attributes else 300)
     assert len(list((meta / "locks").iterdir())) <= 256  # lock files are shared, not one per blob
+    assert not list((meta / "tmp").iterdir())
+    blob = store.read("cache/007.json")
+    assert blob is not None and store.write("cache/007.json", b"[]", if_match=blob.etag)
+    with pytest.raises(Conflict):
+        store.write("cache/007.json", b"stale", if_match=blob.etag)
+    assert store.delete("cache/007.json") and store.read("cache/007.json") is None

@@ -1,24 +1,26 @@
 """A folder standing in for the storage account: the blob `<container>/<name>` is the file `<root>/<container>/<name>`.
 
-Bookkeeping lives in `<root>/.meta`, which no container name can clash with (none starts with a dot): per blob, an ETag
-record and a lock file, both named by the hash of the blob's path, and the temporary files that become blobs by an
-atomic rename. Writes hold an exclusive `flock` on the blob's lock file while they compare and replace, so conditional
-writes are race-free across threads and processes; reads take no lock.
+Every write makes a temporary file and renames it onto the blob's file. A blob's ETag record, a fresh random ETag and
+the identity (inode, mtime, size) of the file it was written with, is an extended attribute of that file, set before
+the rename, so a blob is one file. On a file system without user extended attributes the records are files in
+`<root>/.meta/etags` instead, named by the hash of the blob's path (written before the rename). A file that no longer
+matches its record (changed by hand, or replaced between a reader's two looks) gets an ETag derived from that identity
+instead, which no writer ever hands out: at worst a conditional write then fails and is retried, and it never succeeds
+against data its caller did not see.
 
-An ETag record holds a fresh random ETag and the identity (inode, mtime, size) of the file it was written with. A file
-that no longer matches its record (changed by hand, or replaced between a reader's two looks) gets an ETag derived from
-that identity instead, which no writer ever hands out: at worst a conditional write then fails and is retried, and it
-never succeeds against data its caller did not see.
+Bookkeeping lives in `<root>/.meta`, which no container name can clash with (none starts with a dot): the temporary
+files, and 256 lock files that blobs share by the hash of their path. Writes hold an exclusive `flock` on the blob's
+lock file while they compare and replace, so conditional writes are race-free across threads and processes; reads take
+no lock.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import shutil
-import stat
+import struct
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +33,8 @@ from shared.storage import check_blob_path, check_conditions, is_blob_path, is_c
 CHUNK = 1024 * 1024
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 LOCK_STRIPE_CHARS = 2  # blob locks share 256 lock files: a lock is held for a rename, so sharing costs nothing
+ETAG_ATTRIBUTE = "user.distill.etag"
+_RECORD = struct.Struct("<QqQ")  # after the 16 bytes of the ETag: the file's inode, mtime (ns) and size
 
 
 class LocalBlobStore:
@@ -39,13 +43,18 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self._meta = self.root / ".meta"
-        for folder in ("etags", "locks", "tmp"):
+        for folder in ("locks", "tmp"):
             (self._meta / folder).mkdir(parents=True, exist_ok=True)
+        self._in_attributes = _has_user_attributes(self._meta / "tmp")
+        if self._in_attributes:  # record files a store kept before it had attributes: their blobs get identity ETags
+            shutil.rmtree(self._meta / "etags", ignore_errors=True)
+        else:
+            (self._meta / "etags").mkdir(exist_ok=True)
 
     def read(self, path: str) -> Blob | None:
         try:
             with self._file(path).open("rb") as src:
-                return Blob(src.read(), self._etag(path, os.fstat(src.fileno())))
+                return Blob(src.read(), self._etag(path, src.fileno()))
         except _MISSING:
             return None
 
@@ -82,7 +91,8 @@ class LocalBlobStore:
                 file.unlink()
             except _MISSING:
                 return False
-            self._meta_file("etags", path).unlink(missing_ok=True)
+            if not self._in_attributes:
+                self._record_file(path).unlink(missing_ok=True)
         return True
 
     def _file(self, path: str) -> Path:
@@ -92,8 +102,9 @@ class LocalBlobStore:
             raise ValueError(f"refused blob path {path!r}: it passes through a symbolic link")
         return file
 
-    def _meta_file(self, kind: str, path: str) -> Path:
-        return self._meta / kind / hashlib.sha256(path.encode()).hexdigest()
+    def _record_file(self, path: str) -> Path:
+        """Where the blob's ETag record is kept when the file system has no user extended attributes."""
+        return self._meta / "etags" / hashlib.sha256(path.encode()).hexdigest()
 
     def _put(self, path: str, fill: Callable[[BinaryIO], object], if_match: str | None = None,
              if_absent: bool = False) -> str:
@@ -126,8 +137,7 @@ class LocalBlobStore:
         if if_match is None and not if_absent:
             return
         try:
-            info = file.stat()
-            current = self._etag(path, info) if stat.S_ISREG(info.st_mode) else None
+            current = self._etag(path, file) if file.is_file() else None
         except _MISSING:
             current = None
         if if_absent and current is not None:
@@ -141,31 +151,50 @@ class LocalBlobStore:
         The record comes first: a crash between the two steps leaves a record that matches no file, so the old blob
         gets an identity ETag (a spurious Conflict at worst), never the old ETag on new data.
         """
-        etag = uuid.uuid4().hex
-        record = self._meta / "tmp" / uuid.uuid4().hex
-        record.write_text(json.dumps({"etag": etag, "file": _identity(tmp.stat())}))
-        os.replace(record, self._meta_file("etags", path))
+        etag = uuid.uuid4()
+        record = etag.bytes + _RECORD.pack(*_identity(tmp.stat()))  # 40 bytes: it fits in an ext4 inode
+        if self._in_attributes:
+            os.setxattr(tmp, ETAG_ATTRIBUTE, record)
+        else:
+            staged = self._meta / "tmp" / uuid.uuid4().hex
+            staged.write_bytes(record)
+            os.replace(staged, self._record_file(path))
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, file)
         except (FileExistsError, NotADirectoryError, IsADirectoryError) as error:
             raise ValueError(f"{path!r} clashes with a folder or a file here: a folder cannot hold both "
                              "'x' and 'x/...' as blobs") from error
-        return etag
+        return etag.hex
 
-    def _etag(self, path: str, info: os.stat_result) -> str:
-        """The blob's ETag, given the stat of the very file that was (or is being) read."""
+    def _etag(self, path: str, file: int | Path) -> str:
+        """The blob's ETag, given the very file that was (or is being) read: an open descriptor, or the path of a
+        file the caller's lock holds still."""
+        info = os.stat(file)
         try:
-            record = json.loads(self._meta_file("etags", path).read_text())
-        except (FileNotFoundError, ValueError):
-            record = {}
-        if record.get("file") == _identity(info):
-            return record["etag"]
+            record = os.getxattr(file, ETAG_ATTRIBUTE) if self._in_attributes else self._record_file(path).read_bytes()
+        except OSError:  # no record: a file put here by hand
+            record = b""
+        if len(record) == 16 + _RECORD.size and _RECORD.unpack(record[16:]) == _identity(info):
+            return record[:16].hex()
         return "i-" + "-".join(f"{part:x}" for part in _identity(info))
 
 
-def _identity(info: os.stat_result) -> list[int]:
-    return [info.st_ino, info.st_mtime_ns, info.st_size]
+def _has_user_attributes(folder: Path) -> bool:
+    """Whether files in `folder` can carry user extended attributes (Linux on ext4, XFS, Btrfs, tmpfs...)."""
+    probe = folder / f"probe-{uuid.uuid4().hex}"
+    try:
+        probe.touch()
+        os.setxattr(probe, ETAG_ATTRIBUTE, b"{}")
+        return True
+    except (AttributeError, OSError):  # no os.setxattr (macOS, Windows), or a file system without them
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def _is_container(entry: os.DirEntry[str]) -> bool:
