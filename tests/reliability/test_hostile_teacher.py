@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from hostile_teacher import HostileTeacher, Reply, completion
+from reliability_helpers import tally
 
 from shared.cli import main
 from shared.cli.show import progress_line, summary
@@ -27,6 +28,7 @@ from shared.jobs.record import JobRecord
 from shared.local.samples import nli_pairs, nli_row
 from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
 from shared.reasons import Reason
+from shared.storage.local import LocalBlobStore
 from shared.teacher.factory import teacher_for
 from shared.teacher.replies import TeacherCallFailed, TeacherReply
 from shared.teacher.retry import RetryPolicy
@@ -46,6 +48,12 @@ def ask(url: str, *, timeout: float = 5.0, max_tokens: int = 16, environ: dict[s
             return await teacher.complete(MESSAGES)
 
     return asyncio.run(call())
+
+
+def counted(home: Path, job: str, train: Path) -> dict[str, int]:
+    """The reliability suite's row counts for a local job labelled from `train`."""
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    return tally(LocalBlobStore(home / "storage"), job, {train.name: rows})
 
 
 def nli_file(path: Path, rows: int) -> Path:
@@ -70,21 +78,23 @@ def test_plausible_usage_is_kept_as_reported() -> None:
 
 
 def test_negative_usage_cannot_spend_past_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     capsys: pytest.CaptureFixture[str], figures) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     train = nli_file(tmp_path / "train.jsonl", 200)
     with HostileTeacher(lambda body, key: Reply(completion("entailment", -100_000, -100_000))) as teacher:
         main(["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
-              "--teacher-model", "m", "--budget-tokens", "1000", "--workers", "1", "--no-finetune"])
+              "--teacher-model", "m", "--budget-tokens", "1000", "--workers", "1", "--no-finetune", "--job", "usage"])
     capsys.readouterr()
     # every row costs at least its estimate (~40 tokens): 1,000 tokens buy about 25, plus the requests in flight
     assert teacher.requests <= 25 + 10, teacher.requests
     status = json.loads(next((tmp_path / "home").rglob("status.json")).read_text())
     assert status["tokens"]["prompt"] > 0 and status["tokens"]["completion"] > 0
+    figures.record("hostile teacher: negative usage against a budget", faults_injected=1,
+                   **counted(tmp_path / "home", "usage", train))
 
 
 def test_a_key_echoed_by_the_teacher_is_stored_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+                                                       capsys: pytest.CaptureFixture[str], figures) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HOSTILE_KEY", KEY)
     storage_key = "c3RvcmFnZS1rZXktaG9zdGlsZQ=="  # another configured secret, which this teacher somehow knows
@@ -97,20 +107,23 @@ def test_a_key_echoed_by_the_teacher_is_stored_nowhere(tmp_path: Path, monkeypat
 
     with HostileTeacher(echo) as teacher:
         main(["run", "--task", "nli", "--train", str(train), "--teacher-url", teacher.base_url,
-              "--teacher-model", "m", "--teacher-key-env", "HOSTILE_KEY", "--no-finetune"])
+              "--teacher-model", "m", "--teacher-key-env", "HOSTILE_KEY", "--no-finetune", "--job", "echo"])
     out = capsys.readouterr()
     assert teacher.requests == 70, out.err
     assert KEY not in out.out + out.err and storage_key not in out.out + out.err
     stored = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
     assert stored and not [p for p in stored if any(s.encode() in p.read_bytes() for s in (KEY, storage_key))]
+    figures.record("hostile teacher: echoes the configured secrets", faults_injected=2,
+                   **counted(tmp_path / "home", "echo", train))
 
 
-def test_a_huge_reply_is_refused_as_oversized_without_reading_it_whole() -> None:
+def test_a_huge_reply_is_refused_as_oversized_without_reading_it_whole(figures) -> None:
     huge = completion("entailment " * 2_000_000)
     with HostileTeacher(lambda body, key: Reply(huge)) as teacher, pytest.raises(TeacherCallFailed) as caught:
         ask(teacher.base_url, max_tokens=16)
     assert caught.value.reason is Reason.OVERSIZED
     assert "max_tokens 16" in caught.value.detail
+    figures.record("hostile teacher: a 20 MB reply", faults_injected=1)
 
 
 def test_a_long_reply_that_max_tokens_allows_is_read() -> None:
@@ -119,7 +132,7 @@ def test_a_long_reply_that_max_tokens_allows_is_read() -> None:
         assert ask(teacher.base_url, max_tokens=4096).content == text
 
 
-def test_the_timeout_is_a_deadline_for_a_teacher_that_drips_its_reply() -> None:
+def test_the_timeout_is_a_deadline_for_a_teacher_that_drips_its_reply(figures) -> None:
     with HostileTeacher(lambda body, key: Reply(completion("entailment"), drip_seconds=0.1)) as teacher:
         started = time.monotonic()
         with pytest.raises(TeacherCallFailed) as caught:
@@ -127,6 +140,7 @@ def test_the_timeout_is_a_deadline_for_a_teacher_that_drips_its_reply() -> None:
         took = time.monotonic() - started
     assert caught.value.reason is Reason.TIMEOUT
     assert 2.0 <= took <= 2.2, took  # the deadline holds within 10%
+    figures.record("hostile teacher: drips its reply past the deadline", faults_injected=1)
 
 
 @pytest.mark.parametrize("flag", ["--limit", "--workers"])
@@ -145,7 +159,7 @@ def test_out_of_range_counts_are_refused_before_any_work(flag: str, value: str, 
 
 
 def test_unusable_replies_are_not_replayed_from_the_cache_after_the_teacher_is_fixed(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], figures) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     train = nli_file(tmp_path / "train.jsonl", 80)
     answer = {"text": "banana"}  # not a label: every row rejected
@@ -163,6 +177,8 @@ def test_unusable_replies_are_not_replayed_from_the_cache_after_the_teacher_is_f
         assert main([*argv, "--restart"]) == 0
         assert teacher.requests == 160  # good replies are kept
     capsys.readouterr()
+    figures.record("hostile teacher: garbage, then fixed (--restart)", faults_injected=80,
+                   **counted(tmp_path / "home", "fixed-teacher", train))
 
 
 def closed_port() -> int:
@@ -172,7 +188,7 @@ def closed_port() -> int:
 
 
 def test_a_run_against_a_dead_teacher_fails_at_once_with_one_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                                   capsys: pytest.CaptureFixture[str], figures) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     train = nli_file(tmp_path / "train.jsonl", 200)
     started = time.monotonic()
@@ -183,10 +199,11 @@ def test_a_run_against_a_dead_teacher_fails_at_once_with_one_reason(tmp_path: Pa
     assert code == 1 and took < 30, took
     assert "teacher: the teacher at http://127.0.0.1:" in out and "cannot be reached" in out
     assert "rejected" not in out  # no row was tried
+    figures.record("teacher unusable: nothing listens at its URL", faults_injected=1)
 
 
 def test_a_missing_key_is_named_by_the_flag_before_any_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+                                                            capsys: pytest.CaptureFixture[str], figures) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     train = nli_file(tmp_path / "train.jsonl", 80)
@@ -196,10 +213,11 @@ def test_a_missing_key_is_named_by_the_flag_before_any_row(tmp_path: Path, monke
     out = capsys.readouterr().out
     assert code == 1 and teacher.requests == 0
     assert "'NO_SUCH_KEY_VAR' (--teacher-key-env" in out
+    figures.record("teacher unusable: its key is not set", faults_injected=1)
 
 
 def test_a_teacher_that_refuses_the_key_fails_the_job_before_any_row(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], figures) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HOSTILE_KEY", "sk-wrong-key-0000")
     train = nli_file(tmp_path / "train.jsonl", 80)
@@ -209,11 +227,12 @@ def test_a_teacher_that_refuses_the_key_fails_the_job_before_any_row(
                      "--teacher-model", "m", "--teacher-key-env", "HOSTILE_KEY", "--no-finetune"])
     out = capsys.readouterr().out
     assert code == 1 and teacher.requests == 0 and "refused the credentials (HTTP 401)" in out
+    figures.record("teacher unusable: it refuses the key", faults_injected=1)
 
 
 def test_a_reused_job_name_with_other_inputs_is_refused(shared_data: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+                                                        capsys: pytest.CaptureFixture[str], figures) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     train = nli_file(tmp_path / "train.jsonl", 80)
     assert main(["run", "--task", "nli", "--train", str(train), "--teacher", "test", "--no-finetune",
@@ -231,10 +250,13 @@ def test_a_reused_job_name_with_other_inputs_is_refused(shared_data: Path, tmp_p
     assert "prompt.chain_of_thought" in capsys.readouterr().err
     assert main(["run", "--task", "nli", "--train", str(train), "--teacher", "test", "--no-finetune",
                  "--job", "reuse1", "--workers", "2"]) == 0  # what does not change results may differ
+    capsys.readouterr()
+    figures.record("hostile inputs: a job name reused for other data or settings", hostile_inputs=2,
+                   **counted(tmp_path / "home", "reuse1", train))
 
 
 def test_a_continued_job_uses_the_corrected_teacher_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+                                                        capsys: pytest.CaptureFixture[str], figures) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     train = nli_file(tmp_path / "train.jsonl", 200)
     answer = lambda body, key: Reply(completion("entailment", 10, 2))  # noqa: E731
@@ -247,9 +269,11 @@ def test_a_continued_job_uses_the_corrected_teacher_url(tmp_path: Path, monkeypa
         assert main([*argv, "--teacher-url", second.base_url, "--budget-tokens", "100000"]) == 0
     assert first.requests == sent and second.requests == 200 - sent
     capsys.readouterr()
+    figures.record("teacher moved between runs (a corrected --teacher-url)", faults_injected=1,
+                   **counted(tmp_path / "home", "moved", train))
 
 
-def test_ctrl_c_stops_a_run_whose_teacher_hangs_and_the_rerun_loses_nothing(tmp_path: Path) -> None:
+def test_ctrl_c_stops_a_run_whose_teacher_hangs_and_the_rerun_loses_nothing(tmp_path: Path, figures) -> None:
     train = nli_file(tmp_path / "train.jsonl", 100)
     hang = {"seconds": 120.0}
 
@@ -275,13 +299,14 @@ def test_ctrl_c_stops_a_run_whose_teacher_hangs_and_the_rerun_loses_nothing(tmp_
         hang["seconds"] = 0.0
         again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    folder = tmp_path / "home" / "storage" / "jobs" / "hung"
-    rows = sum(len((folder / name).read_text().splitlines()) for name in ("train.jsonl", "validation.jsonl"))
-    assert rows == 100 and not (folder / "rejected.jsonl").read_text().strip()
+    counts = counted(tmp_path / "home", "hung", train)
+    assert counts == {"rows_processed": 100, "rows_lost": 0, "rows_duplicated": 0}
+    assert not (tmp_path / "home" / "storage" / "jobs" / "hung" / "rejected.jsonl").read_text().strip()
+    figures.record("hostile teacher: hangs (Ctrl-C, then the rerun)", faults_injected=1, **counts)
 
 
 def test_a_long_wait_for_the_teacher_shows_in_the_progress_line_and_in_status(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], figures) -> None:
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
     train = nli_file(tmp_path / "train.jsonl", 80)
     status = tmp_path / "home" / "storage" / "jobs" / "waits" / "status.json"
@@ -308,3 +333,5 @@ def test_a_long_wait_for_the_teacher_shows_in_the_progress_line_and_in_status(
     assert "waiting 40s for the teacher's rate limit" in progress_line(record)
     assert "  waiting 40s for the teacher's rate limit\n" in summary(record, "folder")
     assert "waiting" not in json.loads(status.read_text())  # gone once labelling is over
+    figures.record("hostile teacher: a 429 with Retry-After (the wait shown)", faults_injected=1,
+                   **counted(tmp_path / "home", "waits", train))
