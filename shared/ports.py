@@ -53,6 +53,10 @@ class BlobStore(Protocol):
         """Remove a blob; False when there was none (so it is safe to repeat)."""
 
 
+MESSAGE_ID_CHARS = 128  # Service Bus's limit on a message id
+MESSAGE_BYTES = 256 * 1024  # Service Bus's limit on a message (Standard tier), which the local queue enforces too
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """A queue message: a JSON body, an id for duplicate detection, an optional delivery time, and application

@@ -47,7 +47,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from shared.manifest.load import is_data_asset
+from shared.manifest.load import unreadable
 from shared.rows import Message, Row, RowIds
 from shared.tasks import Task
 from shared.tasks.base import shown_value
@@ -341,21 +341,6 @@ def read_rows(path: Path, task: Task, report: FileReport, *, limits: FileLimits 
             if row.reference is not None:
                 report.references += 1
             yield row
-
-
-def unreadable(path: Path) -> str | None:
-    """Why a data file cannot be read here, or None when it can: missing, a folder, or an AzureML data asset."""
-    if is_data_asset(path):
-        name, _, version = str(path).removeprefix("azureml:").partition(":")
-        return (f"an AzureML data asset, which is read only in AzureML: download it (az ml data download --name "
-                f"{name} --version {version or '<version>'}) and give the file")
-    if path.is_dir():
-        return "a folder, not a JSONL file"
-    if not path.is_file():
-        return "no such file"
-    if not os.access(path, os.R_OK):
-        return "not readable (permission denied)"
-    return None
 
 
 def validate_file(path: Path, task: Task, *, min_rows: int | None = None, limits: FileLimits = FileLimits(),

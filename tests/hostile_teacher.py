@@ -33,13 +33,15 @@ def completion(content: str, prompt_tokens: int | None = 10, completion_tokens: 
 
 
 class HostileTeacher:
-    """`with HostileTeacher(reply) as teacher:` serves at `teacher.base_url`; `requests` counts chat requests.
-    `models` answers `GET …/models` (default: 404, as many endpoints do)."""
+    """`with HostileTeacher(reply) as teacher:` serves at `teacher.base_url`; `requests` counts chat requests and
+    `targets` keeps their request targets (the whole URL when the server is used as an HTTP proxy). `models` answers
+    `GET …/models` (default: 404, as many endpoints do)."""
 
     def __init__(self, reply: Callable[[dict[str, Any], str | None], Reply], models: Reply | None = None) -> None:
         self.reply = reply
         self.models = models or Reply({"error": {"message": "not found"}}, status=404)
         self.requests = 0
+        self.targets: list[str] = []
         self._lock = threading.Lock()
         outer = self
 
@@ -54,6 +56,7 @@ class HostileTeacher:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
                 with outer._lock:
                     outer.requests += 1
+                    outer.targets.append(self.path)
                 auth = self.headers.get("authorization") or ""
                 self.answer(outer.reply(body, auth.removeprefix("Bearer ") or None))
 

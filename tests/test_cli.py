@@ -103,6 +103,7 @@ def test_no_teacher_option_means_the_packaged_local_teacher(tmp_path: Path) -> N
     assert teacher.kind is TeacherKind.LOCAL and teacher.model == TEACHER.name
     manifest = tmp_path / "job.yaml"
     manifest.write_text("task: nli\ntraining_file: train.jsonl\n")
+    (tmp_path / "train.jsonl").write_text("")  # a manifest's files must be there to run it
     assert build_manifest(parser().parse_args(["run", str(manifest)])).teacher.model == TEACHER.name
 
 
@@ -115,5 +116,6 @@ def test_teacher_model_without_a_url_says_what_is_missing(capsys: pytest.Capture
 def test_teacher_model_renames_the_manifests_endpoint_model(tmp_path: Path) -> None:
     manifest = tmp_path / "job.yaml"
     manifest.write_text("task: nli\ntraining_file: train.jsonl\nteacher: {url: 'http://127.0.0.1:9/v1', model: a}\n")
+    (tmp_path / "train.jsonl").write_text("")
     teacher = build_manifest(parser().parse_args(["run", str(manifest), "--teacher-model", "b"])).teacher
-    assert teacher.url == "http://127.0.0.1:9/v1" and teacher.model == "b"
+    assert teacher.url == "http://127.0.0.1:9/v1/chat/completions" and teacher.model == "b"

@@ -337,3 +337,12 @@ def test_release_locks_frees_the_messages_of_a_killed_run(queue: LocalQueue):
     assert [(m.message_id, m.delivery_count) for m in queue.receive("work")] == [("a", 2)]
     with pytest.raises(LockLost):
         queue.complete(stale)
+
+
+def test_a_message_id_or_a_message_service_bus_would_refuse_is_refused_here_too(queue: LocalQueue):
+    with pytest.raises(ValueError, match="129 characters; a queue takes at most 128"):
+        queue.send("q", [msg("x" * 129)])
+    with pytest.raises(ValueError, match="a queue takes at most 262,144"):
+        queue.send("q", [OutgoingMessage({"text": "x" * 262_144}, "big")])
+    queue.send("q", [msg("x" * 128)])
+    assert queue.counts("q")["active"] == 1

@@ -69,7 +69,7 @@ def test_each_example_loads_with_its_seed_files(task: str, seed: Path) -> None:
         assert m.validation_file == (seed / task / "validation.jsonl").resolve()
         assert m.validation_file.is_file()
     assert m.teacher.kind is TeacherKind.AZURE_AI
-    assert m.teacher.url.endswith(".models.ai.azure.com")
+    assert ".models.ai.azure.com/" in m.teacher.url and m.teacher.url.endswith("/chat/completions")
     assert m.teacher.key_setting == "TEACHER_API_KEY"
     assert m.teacher.effective_auth is TeacherAuth.KEY
     assert m.student.backend == "azureml"
@@ -112,7 +112,7 @@ def test_azureml_fields_map_to_the_native_ones() -> None:
     assert out["task"] == "nlu_qa"
     assert out["teacher"] == {"kind": "azure_ai", "auth": "key", "key_setting": "TEACHER_API_KEY",
                               "model": "Meta-Llama-3-1-405B-Instruct-xyz",
-                              "url": "https://Meta-Llama-3-1-405B-Instruct-xyz.eastus2.models.ai.azure.com"}
+                              "url": "https://Meta-Llama-3-1-405B-Instruct-xyz.eastus2.models.ai.azure.com/chat/completions"}
     assert out["limits"] == {"concurrency": 8}
     assert out["min_success_ratio"] == 0.8
     assert out["student"] == {"model": "azureml://registries/azureml/models/Phi-3.5-mini-instruct/versions/4",
@@ -322,7 +322,7 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path: Path,
     ({"teacher": {"url": "http://h/v1", "auth": "key"}}, "teacher.key_setting: required when auth is 'key'"),
     ({"teacher": {"url": "h/v1"}}, "teacher.url: must be an http:// or https:// URL"),
     ({"student": {"method": "qlora"}}, "student.method: must be 'full' or 'lora'"),
-    ({"name": "My Job"}, "name: must match pattern"),
+    ({"name": "My Job"}, "name: a job id is 1 to 255 letters, digits, '-' and '_'"),
     ({"training_file": ""}, "training_file: must not be empty"),
     ({"training_file": "https://host/t.jsonl"}, "training_file: a URL is not read"),
 ])
@@ -419,7 +419,7 @@ SENTINEL = "zz-sentinel-9f8e7d"
 
 @pytest.mark.parametrize("fields", [
     {"task": SENTINEL},
-    {"name": SENTINEL.upper()},
+    {"name": f"{SENTINEL}.upper"},
     {"inference": {"temperature": SENTINEL, "stop": SENTINEL, "seed": SENTINEL}},
     {"teacher": {"kind": SENTINEL, "url": SENTINEL, "key_setting": SENTINEL, "auth": SENTINEL}},
     {"teacher": {"url": SENTINEL}},

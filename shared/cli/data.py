@@ -15,7 +15,7 @@ from shared.manifest.load import load_manifest
 from shared.manifest.model import Manifest, ManifestError, TeacherKind
 from shared.prompts import PROMPT_VERSION, teacher_conversations
 from shared.tasks import Task
-from shared.validation import FileLimits, FileReport, read_rows, unreadable, validate_file
+from shared.validation import FileLimits, FileReport, read_rows, validate_file
 
 
 def shown(path: Path) -> str:
@@ -45,11 +45,12 @@ def print_reports(reports: Sequence[FileReport]) -> int:
 
 def load_or_report(path: Path) -> Manifest | None:
     try:
-        return load_manifest(path)
+        return load_manifest(path, check_files=True)
     except ManifestError as exc:
         for problem in exc.problems:
             print(problem)
-        print(f"FAILED: {shown(path)} is not a valid manifest ({len(exc.problems)} problems)")
+        count = len(exc.problems)
+        print(f"FAILED: {shown(path)} is not a valid manifest ({count} problem{'' if count == 1 else 's'})")
         return None
     except OSError as exc:
         print(f"{shown(path)}:0: manifest: cannot read it ({exc.strerror})")
@@ -81,10 +82,6 @@ def preview(args: argparse.Namespace) -> int:
 
     manifest = load_or_report(args.manifest)
     if manifest is None:
-        return 1
-    problems = [f"{shown(p)}:0: unreadable-file: {why}" for p in manifest.files.values() if (why := unreadable(p))]
-    if problems:
-        print("\n".join(problems))
         return 1
     teacher = manifest.teacher
     local = teacher.kind is TeacherKind.LOCAL

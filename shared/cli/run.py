@@ -16,12 +16,11 @@ from shared.jobs.paths import JOB_ID_RULE, is_job_id
 from shared.jobs.record import JobRecord, JobState
 from shared.local.models import TEACHER
 from shared.local.run import TEST_TEACHER, LocalJob, fit_local_model_teacher, home, is_running, run_job
-from shared.manifest.load import load_manifest, manifest_from_dict
+from shared.manifest.load import load_manifest, manifest_from_dict, unreadable
 from shared.manifest.model import Manifest, ManifestError, TeacherKind, TeacherSettings
 from shared.pipeline.ingest import MANIFEST_NAMES
 from shared.settings import Settings
 from shared.storage import is_blob_path
-from shared.validation import unreadable
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 def build_manifest(args: argparse.Namespace) -> Manifest:
     """The manifest file, or one made from --task/--train, with every command-line flag applied."""
     if args.manifest:
-        doc = load_manifest(args.manifest).model_dump(mode="json")
+        doc = load_manifest(args.manifest, check_files=True).model_dump(mode="json")
     else:
         doc = {"task": args.task, "training_file": str(args.train)}
         if args.validation:
@@ -90,7 +89,7 @@ def apply_flags(doc: dict[str, Any], args: argparse.Namespace) -> None:
         raise ValueError(f"--teacher {args.teacher}: expected `local`, `local:MODEL` or `test`; any other "
                          "OpenAI-compatible server is given with --teacher-url and --teacher-model")
     if args.teacher_url:
-        doc["teacher"] = {"kind": TeacherKind.OPENAI_COMPATIBLE.value, "url": args.teacher_url,
+        doc["teacher"] = {"url": args.teacher_url,  # its kind follows from the URL (shared.manifest.endpoints)
                           "model": args.teacher_model or doc.get("teacher", {}).get("model", "teacher")}
     teacher = doc.setdefault("teacher", {"kind": TeacherKind.LOCAL.value})
     local = teacher.get("kind", TeacherKind.OPENAI_COMPATIBLE.value) == TeacherKind.LOCAL.value

@@ -16,11 +16,15 @@ Layout of `jobs/<job>/`:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-JOB_ID_RULE = "a job id is 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit, without '..'"
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$"  # AzureML's rule for a job name
+JOB_ID = re.compile(JOB_ID_PATTERN)
+FILE_NAME_CHARS = 255  # the longest file name most file systems take
+JOB_ID_RULE = ("a job id is 1 to 255 letters, digits, '-' and '_', starting with a letter or digit "
+               "(AzureML's rule for job names)")
 SPLITS = ("train", "validation")
 OUTPUTS = ("train.jsonl", "validation.jsonl", "rejected.jsonl")  # the assembled dataset and its rejections
 FINAL_FILES = (*OUTPUTS, "status.json")  # what a user copies out of a finished job (with report.* once written)
@@ -28,8 +32,18 @@ METRICS = "finetune/metrics.json"
 
 
 def is_job_id(job: str) -> bool:
-    """Whether `job` is safe as one folder name in storage and on disk (no traversal, no encoding tricks)."""
-    return JOB_ID.fullmatch(job) is not None and ".." not in job
+    """Whether `job` is a job id, which is also safe as one folder name in storage and on disk (no dots, so no
+    traversal; no encoding tricks; at most 255 characters, a file name's limit)."""
+    return JOB_ID.fullmatch(job) is not None
+
+
+def fitted(job: str, suffix: str, limit: int) -> str:
+    """`job + suffix` in at most `limit` characters (a message id, a run name): a job id too long for that is cut,
+    and 16 hex digits of its hash keep the result unique."""
+    if len(job) + len(suffix) <= limit:
+        return job + suffix
+    digest = hashlib.sha256(job.encode()).hexdigest()[:16]
+    return f"{job[:limit - len(suffix) - len(digest) - 1]}-{digest}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,15 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from shared.jobs.blobs import dumps, now, read_json, update_json
-from shared.jobs.paths import JobPaths
+from shared.jobs.paths import JobPaths, fitted
 from shared.ports import TERMINAL_STATUSES, BlobStore, Conflict, RunState
 from shared.reasons import Reason
 
 if TYPE_CHECKING:
     from shared.manifest.model import Manifest
+
+
+RUN_NAME_CHARS = 255  # AzureML's limit on a job name, which a fine-tune run's name is
 
 
 class JobState(StrEnum):
@@ -197,7 +200,7 @@ class JobRecord:
         from an export-only fine-tune on to training (run again without --export-only), under a new run name."""
         if self.state is not JobState.DATASET_READY and not self.exported_only:
             return False
-        name = f"{self.job}-ft-trained" if self.exported_only else None
+        name = fitted(self.job, "-ft-trained", RUN_NAME_CHARS) if self.exported_only else None
         self.timings.pop("finished", None)
         return self._claim_finetune(claim, name)
 
@@ -275,7 +278,7 @@ class JobRecord:
 
     def _claim_finetune(self, claim: str, name: str | None = None) -> bool:
         self.state = JobState.FINE_TUNING
-        self.finetune = FineTune(name=name or f"{self.job}-ft", claim=claim, claimed=now())
+        self.finetune = FineTune(name=name or fitted(self.job, "-ft", RUN_NAME_CHARS), claim=claim, claimed=now())
         return True
 
     def _budget_spent(self, budget: int, stopped: int, spent: int) -> bool:

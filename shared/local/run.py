@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.identity import fingerprint
 from shared.jobs.blobs import copy_final_files, dumps, read_json
-from shared.jobs.paths import JobPaths
+from shared.jobs.paths import FILE_NAME_CHARS, JobPaths, fitted
 from shared.jobs.record import JobRecord, JobState, read_record
 from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline.aggregate import finetune_dataset_ready
@@ -104,7 +104,7 @@ def run_job(request: LocalJob) -> Outcome:
             local_url = teacher.enter_context(start_teacher(manifest, request.files))
         bar = ProgressBar(0)
         finetuner = finetuner_for(manifest, root, request.export_only, before_training=teacher.close)
-        runtime = LocalRuntime(store, root / "queues" / f"{job}.db", environ=os.environ, local_teacher_url=local_url,
+        runtime = LocalRuntime(store, queue_file(root, job), environ=os.environ, local_teacher_url=local_url,
                                progress=bar, workers=request.workers, finetuner=finetuner)
         stack.callback(runtime.close)
         if labeling:
@@ -142,7 +142,12 @@ def job_lock(path: Path) -> Iterator[None]:
 
 def lock_file(root: Path, job: str) -> Path:
     """The file a `distill run` of the job holds locked while it runs."""
-    return root / "locks" / f"{job}.lock"
+    return root / "locks" / fitted(job, ".lock", FILE_NAME_CHARS)
+
+
+def queue_file(root: Path, job: str) -> Path:
+    """The job's embedded queue (SQLite, with its `-wal`, `-shm` or `-journal` files beside it)."""
+    return root / "queues" / fitted(job, ".db", FILE_NAME_CHARS - len("-journal"))
 
 
 def is_running(job: str) -> bool:
@@ -225,8 +230,9 @@ def discard(root: Path, settings: Settings, job: str) -> None:
     """Forget everything of the job (`restart`)."""
     for container in (settings.input_container, settings.jobs_container):
         shutil.rmtree(root / "storage" / container / job, ignore_errors=True)
-    for suffix in ("", "-wal", "-shm"):
-        (root / "queues" / f"{job}.db{suffix}").unlink(missing_ok=True)
+    queue = queue_file(root, job)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        queue.with_name(queue.name + suffix).unlink(missing_ok=True)
 
 
 def finetuner_for(manifest: Manifest, root: Path, export_only: bool,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from shared.manifest.endpoints import kind_of
 from shared.manifest.model import InferenceParameters, ManifestError, tasks_with
 from shared.manifest.secrets import find_secrets
 from shared.tasks import Task
@@ -158,7 +159,11 @@ def _native(leaves: dict[str, Any]) -> dict[str, Any]:
         if target:
             _put(doc, target, _hyperparameters(value) if path == "hyperparameters" else value)
     teacher = doc.setdefault("teacher", {})
-    teacher["kind"] = "azure_ai"
+    if kind_of(str(teacher.get("url", ""))) == "azure_openai":  # an Azure OpenAI deployment as the teacher
+        teacher["kind"] = "azure_openai"
+        teacher.pop("model", None)  # the connection's name, not a deployment: the URL names the deployment
+    else:
+        teacher["kind"] = "azure_ai"  # a serverless or online endpoint, whatever its host
     teacher["auth"] = "key" if teacher.get("key_setting") else "entra"
     return doc
 

@@ -18,10 +18,11 @@ from shared.manifest.model import Loc, Manifest, ManifestError, Rename, dotted, 
 from shared.manifest.secrets import NATIVE_KEY_ADVICE, find_secrets
 
 
-def load_manifest(path: Path) -> Manifest:
+def load_manifest(path: Path, *, check_files: bool = False) -> Manifest:
     """Read a manifest file (YAML or JSON, UTF-8): native, or an AzureML `type: distillation` job YAML.
 
-    Relative data paths are resolved against the manifest's folder. Raises ManifestError.
+    Relative data paths are resolved against the manifest's folder; with `check_files` each must be a readable file
+    here (or an AzureML data asset), and a problem names the field that gave it. Raises ManifestError.
     """
     path = Path(path)
     try:
@@ -31,21 +32,24 @@ def load_manifest(path: Path) -> Manifest:
     except UnicodeDecodeError as exc:
         problem = f"not UTF-8 text (byte {exc.start})"
     else:
-        return manifest_from_text(text, path.resolve().parent, str(path), is_json=path.suffix.lower() == ".json")
+        return manifest_from_text(text, path.resolve().parent, str(path), is_json=path.suffix.lower() == ".json",
+                                  check_files=check_files)
     raise ManifestError([located(str(path), "", problem)])
 
 
-def manifest_from_text(text: str, base: Path, source: str, *, is_json: bool = False) -> Manifest:
+def manifest_from_text(text: str, base: Path, source: str, *, is_json: bool = False,
+                       check_files: bool = False) -> Manifest:
     """A manifest from its YAML or JSON text (JSON when `is_json` or it starts with `{`). Raises ManifestError."""
     if not text.strip():
         raise ManifestError([located(source, "", "the file is empty")])
     is_json = is_json or text.lstrip().startswith("{")
     doc = _parse_json(text, source) if is_json else _parse_yaml(text, source)
-    return manifest_from_dict(doc, base, source=source)
+    return manifest_from_dict(doc, base, source=source, check_files=check_files)
 
 
-def manifest_from_dict(doc: Any, base: Path, source: str = "manifest") -> Manifest:
-    """Validate a manifest already parsed into a dict; relative data paths are resolved against `base`."""
+def manifest_from_dict(doc: Any, base: Path, source: str = "manifest", *, check_files: bool = False) -> Manifest:
+    """Validate a manifest already parsed into a dict; relative data paths are resolved against `base` (and, with
+    `check_files`, must name readable files here)."""
     if not isinstance(doc, dict):
         raise ManifestError([located(source, "", "must be a mapping of fields")])
     rename: Rename = same_path
@@ -53,7 +57,7 @@ def manifest_from_dict(doc: Any, base: Path, source: str = "manifest") -> Manife
         doc, rename = azureml.from_azureml(doc, source=source), azureml.azure_path
     elif secrets := find_secrets(doc, NATIVE_KEY_ADVICE):
         raise ManifestError([located(source, "", p) for p in secrets])
-    doc, path_problems = _resolve_data_paths(doc, Path(base))
+    doc, path_problems = _resolve_data_paths(doc, Path(base), check_files)
     manifest, problems = validated(doc, rename)
     problems = [(rename(dotted(loc)), msg) for loc, msg in path_problems] + problems
     if problems or manifest is None:
@@ -69,7 +73,22 @@ def is_data_asset(path: Path | str | None) -> bool:
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _resolve_data_paths(doc: dict, base: Path) -> tuple[dict, list[tuple[Loc, str]]]:
+def unreadable(path: Path) -> str | None:
+    """Why a data file cannot be read here, or None when it can: missing, a folder, or an AzureML data asset."""
+    if is_data_asset(path):
+        name, _, version = str(path).removeprefix("azureml:").partition(":")
+        return (f"an AzureML data asset, which is read only in AzureML: download it (az ml data download --name "
+                f"{name} --version {version or '<version>'}) and give the file")
+    if path.is_dir():
+        return "a folder, not a JSONL file"
+    if not path.is_file():
+        return "no such file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
+def _resolve_data_paths(doc: dict, base: Path, check_files: bool) -> tuple[dict, list[tuple[Loc, str]]]:
     """A copy of `doc` whose relative data paths are absolute under `base`, and the problems found."""
     doc, problems = dict(doc), []
     for field in ("training_file", "validation_file"):
@@ -82,9 +101,12 @@ def _resolve_data_paths(doc: dict, base: Path) -> tuple[dict, list[tuple[Loc, st
         elif _URL.match(text):
             problems.append(((field,), "a URL is not read; give a local file, or an AzureML data asset as "
                                        "`azureml:<name>:<version>`"))
-        elif not is_data_asset(text):
-            local = Path(text).expanduser()
-            doc[field] = local if local.is_absolute() else (base / local).resolve()
+        else:
+            if not is_data_asset(text):
+                local = Path(text).expanduser()
+                doc[field] = local if local.is_absolute() else (base / local).resolve()
+            if check_files and (why := unreadable(Path(doc[field]))):
+                problems.append(((field,), f"{text}: {why}"))
     return doc, problems
 
 

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.jobs.paths import JOB_ID_PATTERN, JOB_ID_RULE
+from shared.manifest.endpoints import kind_of, place
 from shared.tasks import Task
 from shared.tasks.summarization import DEFAULT_MAX_LEN_SUMMARY
 
@@ -45,8 +47,10 @@ _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class TeacherSettings(_Strict):
-    kind: TeacherKind = TeacherKind.OPENAI_COMPATIBLE
-    url: str | None = Field(None, description="endpoint or base URL; not needed for the local teacher")
+    kind: TeacherKind = Field(TeacherKind.OPENAI_COMPATIBLE, description="default: what the URL's host says "
+                              "(azure_openai, azure_ai), else openai_compatible")
+    url: str | None = Field(None, description="the endpoint's URL in any form Azure or the provider shows it "
+                            "(kept as the request URL it leads to); not needed for the local teacher")
     model: str = Field("teacher", min_length=1, description="model name, or the deployment for Azure OpenAI")
     api_version: str = Field("2024-10-21", description="Azure OpenAI API version")
     auth: TeacherAuth | None = Field(None, description="default: key when key_setting is set, else entra for "
@@ -55,6 +59,26 @@ class TeacherSettings(_Strict):
                                     "holding the key")
     timeout_seconds: float = Field(180.0, gt=0, le=3600)
     max_retries: int = Field(4, ge=0, le=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _place_url(cls, data: Any) -> Any:
+        """The URL as the one base URL its kind needs (shared.manifest.endpoints); the kind, when not given, and an
+        Azure OpenAI deployment and API version written in the URL, taken from it."""
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str) or data.get("kind") == TeacherKind.LOCAL:
+            return data
+        kind = str(data.get("kind") or kind_of(data["url"]))
+        try:
+            placed = place(data["url"], kind)
+        except ValueError as err:
+            raise ValueError(f"url: {err}") from None
+        taken = {"kind": placed.kind, "url": placed.url, "model": placed.deployment,
+                 "api_version": placed.api_version}
+        for name in ("model", "api_version"):  # a field left at its default yields to the URL
+            if taken[name] and data.get(name) not in (None, taken[name], cls.model_fields[name].default):
+                raise ValueError(f"url: it names another {name} than the teacher's {name} field; give one of the "
+                                 "two, or make them agree")
+        return {**data, **{name: value for name, value in taken.items() if value}}
 
     @field_validator("key_setting")
     @classmethod
@@ -177,7 +201,7 @@ class Manifest(_Strict):
     cache: bool = Field(True, description="answer repeated teacher requests from the response cache; false (as "
                         "`distill run --no-cache` does) calls the teacher for every request and keeps nothing")
     batch: BatchSettings = Field(default_factory=BatchSettings)
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] | None = None
+    name: Annotated[str, Field(pattern=JOB_ID_PATTERN)] | None = Field(None, description=JOB_ID_RULE)
     experiment_name: str = Field("distill", min_length=1, max_length=255)
     display_name: str | None = Field(None, min_length=1, description="AzureML job display name")
     description: str | None = Field(None, description="free text, kept with the job")
@@ -291,6 +315,8 @@ def _describe(loc: Loc, msg: str, kind: str, rename: Rename) -> tuple[str, str]:
         return rename(dotted(loc)), _unknown_field(str(loc[-1]), _fields_at(Manifest, loc[:-1]))
     if kind in ("value_error", "assertion_error"):
         loc, msg = _split_path(loc, re.sub(r"^(Value error|Assertion failed), ", "", msg))
+    if kind == "string_pattern_mismatch" and loc == ("name",):
+        return rename("name"), f"{JOB_ID_RULE}; this one is not"
     return rename(dotted(loc)), _PLAIN.get(kind) or re.sub(r"^\w+ should ", "must ", msg)
 
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import tracing
-from shared.ports import OutgoingMessage
+from shared.jobs.paths import fitted
+from shared.ports import MESSAGE_ID_CHARS, OutgoingMessage
 
 
 def shard_message(kind: str, job: str, shard: int, round_: int = 0) -> OutgoingMessage:
@@ -15,7 +16,8 @@ def shard_message(kind: str, job: str, shard: int, round_: int = 0) -> OutgoingM
     a higher budget (shared.pipeline.budget) gets new ids, which its duplicate detection lets through."""
     body = {"job": job, "shard": shard, **({"round": round_} if round_ else {})}
     suffix = f"/r{round_}" if round_ else ""
-    return OutgoingMessage(body, message_id=f"{job}/{kind}/{shard}{suffix}", properties=tracing.message_properties())
+    return OutgoingMessage(body, message_id=fitted(job, f"/{kind}/{shard}{suffix}", MESSAGE_ID_CHARS),
+                           properties=tracing.message_properties())
 
 
 def deferred_shard(body: dict[str, Any], until: float) -> OutgoingMessage:
@@ -24,5 +26,6 @@ def deferred_shard(body: dict[str, Any], until: float) -> OutgoingMessage:
     deferrals = int(body.get("deferrals", 0)) + 1
     again = {**body, "deferrals": deferrals}
     when = datetime.fromtimestamp(until, UTC)
-    return OutgoingMessage(again, message_id=f"{body['job']}/shard/{body['shard']}/deferred/{deferrals}",
+    return OutgoingMessage(again, message_id=fitted(str(body["job"]), f"/shard/{body['shard']}/deferred/{deferrals}",
+                                                    MESSAGE_ID_CHARS),
                            scheduled_at=when)

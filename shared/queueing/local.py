@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from shared.ports import OutgoingMessage
+from shared.ports import MESSAGE_BYTES, MESSAGE_ID_CHARS, OutgoingMessage
 from shared.queueing import encode_body, scheduled_utc
 
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
@@ -124,6 +124,12 @@ class LocalQueue:
         """Enqueue messages, all or none; an id already seen in this queue within the duplicate window is dropped."""
         rows = [(m.message_id, encode_body(m.body), scheduled_utc(m), json.dumps(dict(m.properties)))
                 for m in messages]
+        for message_id, body, _, properties in rows:  # refused here as Service Bus would refuse them
+            if len(message_id) > MESSAGE_ID_CHARS:
+                raise ValueError(f"message id {message_id[:40]!r}... is {len(message_id)} characters; a queue takes "
+                                 f"at most {MESSAGE_ID_CHARS}")
+            if (size := len(body.encode()) + len(properties.encode())) > MESSAGE_BYTES:
+                raise ValueError(f"message {message_id!r} is {size:,} bytes; a queue takes at most {MESSAGE_BYTES:,}")
         with self._transaction() as (db, now):
             db.execute("DELETE FROM seen_ids WHERE first_seen <= ?", (now - self._duplicate_window,))
             for message_id, body, scheduled_at, properties in rows:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from shared.manifest.model import InferenceParameters, Manifest, TeacherKind, TeacherSettings
 from shared.ports import BlobStore, Teacher
 from shared.settings import Settings
-from shared.teacher.azure_ai import AzureAITeacher
 from shared.teacher.azure_openai import AzureOpenAITeacher
 from shared.teacher.batch import batch_origin
 from shared.teacher.cache import CachedTeacher, ResponseCache
@@ -28,7 +27,7 @@ from shared.teacher.retry import RetryPolicy
 
 ADAPTERS: dict[TeacherKind, type[OpenAICompatibleTeacher]] = {
     TeacherKind.OPENAI_COMPATIBLE: OpenAICompatibleTeacher,
-    TeacherKind.AZURE_AI: AzureAITeacher,
+    TeacherKind.AZURE_AI: OpenAICompatibleTeacher,  # serverless and online endpoints speak OpenAI's API
     TeacherKind.AZURE_OPENAI: AzureOpenAITeacher,
     TeacherKind.LOCAL: LocalModelTeacher,
 }

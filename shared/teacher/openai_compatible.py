@@ -19,6 +19,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from shared import tracing
+from shared.manifest.endpoints import base_url_of
 from shared.manifest.model import InferenceParameters, TeacherAuth, TeacherSettings
 from shared.reasons import Reason
 from shared.redaction import redact, remember
@@ -34,7 +35,8 @@ REPLY_MARGIN_BYTES = 64 * 1024
 
 
 class OpenAICompatibleTeacher:
-    """`shared.ports.Teacher` for a base URL that serves `/chat/completions`."""
+    """`shared.ports.Teacher` for a URL that serves `/chat/completions`: an OpenAI-compatible server, or an Azure AI
+    serverless or online endpoint (the manifest keeps the request URL, shared.manifest.endpoints)."""
 
     entra_scope = AZURE_ML_SCOPE  # the token audience when `auth` is entra
     key_header = "Authorization: Bearer"  # how a key is sent
@@ -55,7 +57,7 @@ class OpenAICompatibleTeacher:
 
     @property
     def base_url(self) -> str:
-        return self._url
+        return base_url_of(self._url)
 
     @property
     def endpoint(self) -> str:

@@ -149,7 +149,7 @@ def test_job_names_that_leave_the_home_folder_are_refused(tmp_path: Path, monkey
     for name in names:
         assert main(["run", "--task", "nlu_qa", "--train", str(data), "--teacher", "test", "--job", name,
                      "--restart"]) == 2
-        assert f"--job {name!r}: a job id is 1 to 128 letters" in capsys.readouterr().err
+        assert f"--job {name!r}: a job id is 1 to 255 letters" in capsys.readouterr().err
         assert main(["status", name]) == 2
         assert "is not a job id" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "train.jsonl"]
