@@ -68,6 +68,26 @@ class OutgoingMessage:
     properties: Mapping[str, str] = field(default_factory=dict)
 
 
+class PublishFailed(Exception):
+    """Events could not be published now; the outbox keeps them for the next try."""
+
+
+class EventPublisher(Protocol):
+    """Where Distill's own events go (shared.jobs.events): an Event Grid topic in Azure, webhooks locally."""
+
+    def publish(self, events: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+        """Send CloudEvents (structured JSON), in order. Returns `{"id", "to", "error"}` for each event a subscriber
+        was not sent and will not be sent; raises PublishFailed when the whole send is worth trying again later."""
+        ...
+
+
+class NoPublisher:
+    """No subscriber is configured: events are kept in the job's `events.jsonl` only."""
+
+    def publish(self, events: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+        return []
+
+
 class QueueSender(Protocol):
     def send(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
         """Send messages to a queue (in batches where the service has a size limit).

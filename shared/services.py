@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared import redaction
-from shared.ports import BlobStore, FineTuner, Progress, QueueSender
+from shared.ports import BlobStore, EventPublisher, FineTuner, NoPublisher, Progress, QueueSender
 from shared.settings import Settings
 
 
@@ -25,6 +25,7 @@ class Services:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)  # where teacher keys are read
     local_teacher_url: str | None = None  # the model `distill run` serves on this machine (teacher.kind local)
     progress: Progress | None = None  # told as each row finishes
+    publisher: EventPublisher = field(default_factory=NoPublisher)  # where Distill's own events go
 
 
 _current: Services | None = None
@@ -67,8 +68,13 @@ def from_app_settings(environ: Mapping[str, str]) -> Services:
         required(environ, "AZUREML_WORKSPACE"),
         store=store,
     )
+    publisher: EventPublisher = NoPublisher()
+    if topic := environ.get("DISTILL_EVENTS_TOPIC_ENDPOINT"):  # Distill's own events go to this Event Grid topic
+        from shared.publishing.eventgrid import EventGridPublisher
+
+        publisher = EventGridPublisher.from_endpoint(topic)
     return Services(store=store, queue=queue, finetuner=finetuner, settings=Settings.from_env(environ),
-                    environ=environ)
+                    environ=environ, publisher=publisher)
 
 
 def required(environ: Mapping[str, str], name: str) -> str:

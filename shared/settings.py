@@ -23,6 +23,7 @@ class Settings:
     price_completion_per_1k: float | None = None  # and per 1,000 completion tokens
     cache_container: str = "teacher-cache"  # the response cache (shared.teacher.cache)
     defer_after_seconds: float | None = 20.0  # a rate-limit wait longer than this sends the shard back (None: wait)
+    event_source: str = "/distill/local"  # the CloudEvents `source` of Distill's own events: the app that sent them
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -35,6 +36,7 @@ class Settings:
             price_prompt_per_1k=_number(environ.get("DISTILL_PRICE_PROMPT_PER_1K")),
             price_completion_per_1k=_number(environ.get("DISTILL_PRICE_COMPLETION_PER_1K")),
             defer_after_seconds=float(environ.get("DISTILL_DEFER_AFTER_SECONDS", default.defer_after_seconds)),
+            event_source=environ.get("DISTILL_EVENT_SOURCE") or default.event_source,
         )
 
 

@@ -51,6 +51,9 @@ class MemoryStore:
     def list(self, prefix: str) -> Iterator[str]:
         return iter(sorted(p for p in self.blobs if p.startswith(prefix)))
 
+    def delete(self, path: str) -> bool:
+        return self.blobs.pop(path, None) is not None
+
 
 def request(**changes: Any) -> FineTuneRequest:
     values: dict[str, Any] = {
@@ -185,3 +188,14 @@ def test_state_of_an_unknown_run_raises_lookup_error(tuner: ExportOnlyFineTuner)
 def test_a_name_that_is_not_a_path_segment_is_refused(tuner: ExportOnlyFineTuner, name: str) -> None:
     with pytest.raises(ValueError, match="run name"):
         tuner.start(request(name=name))
+
+
+def test_a_start_after_the_job_started_over_exports_and_publishes_again(store: MemoryStore) -> None:
+    published: list[dict[str, Any]] = []
+    tuner = ExportOnlyFineTuner(store, published.append, TOPIC)
+    tuner.start(request())
+    for path in [p for p in store.blobs if p.startswith(f"jobs/{JOB}/export/")]:
+        del store.blobs[path]  # `distill run --restart`: the job's folder is new; the run index outlives it
+    tuner.start(request())
+    assert len(published) == 2 and published[1]["data"]["runStatus"] == "Completed"
+    assert store.read(f"jobs/{JOB}/export/run.json") is not None

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from shared.finetune.run_events import JOB_TAG, RUN_STATUS_CHANGED
+from shared.jobs.events import TYPES as EVENT_TYPES
 from shared.pipeline.ingest import MANIFEST_NAMES
 from shared.ports import TERMINAL_STATUSES
 from shared.settings import Settings
@@ -41,6 +42,8 @@ KNOWN_ROLE_IDS = {
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
     "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
+    "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
 }
 # Functions reading a setting whose name is data: `required` is handed names its callers write (and are scanned for);
 # the teacher key's setting is named by the manifest (teacher.key_setting), and infra declares the documented one.
@@ -49,6 +52,8 @@ APP_PRINCIPAL = {"identity.properties.principalId", "principalId"}  # the app id
 # App settings a Flex Consumption app refuses: functionAppConfig carries the runtime and the deployment instead.
 FLEX_REFUSED = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
                 "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"}
+EVENTS_SETTING = "DISTILL_EVENTS_TOPIC_ENDPOINT"  # where the app publishes Distill's own events
+EVENTS_QUEUE = "distill-events"  # the storage queue the ready-made subscription fills
 BLOB_APIS = {"PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"}  # the calls that complete a blob
 
 
@@ -388,6 +393,36 @@ def check_roles(needs: Needs, found: list[Resource], settings: dict[str, str], r
             yield f"role {role}: no assignment on the {where} the app needs it on"
 
 
+def check_published_events(found: list[Resource], settings: dict[str, str], files: dict[str, str]
+                           ) -> Iterator[str]:
+    """Distill's own events: a CloudEvents topic the app's setting names and its identity may send to, and the
+    ready-made subscription that delivers every event type to the `distill-events` storage queue."""
+    topics = of_type(found, "Microsoft.EventGrid/topics")
+    named = [t for t in topics if f"{t.symbol}.properties.endpoint" in settings.get(EVENTS_SETTING, "")]
+    if not named:
+        yield f"app setting {EVENTS_SETTING}: must be the endpoint of a Microsoft.EventGrid/topics resource"
+        return
+    topic = named[0]
+    if "inputSchema: 'CloudEventSchemaV1_0'" not in topic.body:
+        yield f"topic {topic.symbol}: inputSchema must be 'CloudEventSchemaV1_0' (the app sends CloudEvents)"
+    senders = [a for a in of_type(found, "Microsoft.Authorization/roleAssignments")
+               if "roles['EventGrid Data Sender']" in (_line(a, "roleDefinitionId") or "")
+               and a.field("scope") == topic.symbol and (_line(a, "principalId") or "").strip() in APP_PRINCIPAL]
+    if not senders:
+        yield f"role EventGrid Data Sender: no assignment on the topic {topic.symbol} for the app's identity"
+    queues = {resolve(q.field("name"), files[q.file]) for q in
+              of_type(found, "Microsoft.Storage/storageAccounts/queueServices/queues")}
+    subscriptions = [s for s in of_type(found, "Microsoft.EventGrid/topics/eventSubscriptions")
+                     if s.field("parent") == topic.symbol]
+    to_queue = [s for s in subscriptions if "endpointType: 'StorageQueue'" in s.body
+                and resolve(_line(s, "queueName"), files[s.file]) == EVENTS_QUEUE]
+    if EVENTS_QUEUE not in queues or not to_queue:
+        yield f"events queue: no subscription of the topic delivers to a storage queue {EVENTS_QUEUE}"
+    for sub in to_queue:
+        if quoted(re.search(r"includedEventTypes:\s*\[([^\]]*)\]", sub.body).group(1)) != set(EVENT_TYPES):
+            yield f"events queue: the subscription must include every event type {sorted(EVENT_TYPES)}"
+
+
 def drift(needs: Needs, files: dict[str, str], role_ids: dict[str, str]) -> list[str]:
     """Every way the Bicep in `files` fails what the code needs; empty when none."""
     found = resources(files)
@@ -397,7 +432,7 @@ def drift(needs: Needs, files: dict[str, str], role_ids: dict[str, str]) -> list
         return ["app settings: no Microsoft.Web/sites/config resource named appsettings"]
     return [*check_queues(needs, found, files), *check_storage(needs, found, settings, files),
             *check_settings(needs, settings, site), *check_events(needs, found, files),
-            *check_roles(needs, found, settings, role_ids)]
+            *check_roles(needs, found, settings, role_ids), *check_published_events(found, settings, files)]
 
 
 def infra_files() -> dict[str, str]:
@@ -473,6 +508,16 @@ MUTATIONS = [
      "app setting FUNCTIONS_WORKER_RUNTIME: Flex Consumption refuses it"),
     ("events.bicep", "var runEventsFunction = 'run_events'", "var runEventsFunction = 'job_events'",
      "function run_events: no Event Grid subscription delivers to it"),
+    ("modules/app.bicep", "    DISTILL_EVENTS_TOPIC_ENDPOINT: distillEvents.properties.endpoint\n", "",
+     "app setting DISTILL_EVENTS_TOPIC_ENDPOINT: read by the code, not declared in infra"),
+    ("modules/app.bicep", "    inputSchema: 'CloudEventSchemaV1_0'", "    inputSchema: 'EventGridSchema'",
+     "topic distillEvents: inputSchema must be 'CloudEventSchemaV1_0'"),
+    ("modules/app.bicep", "  scope: distillEvents", "  scope: dataStorage",
+     "role EventGrid Data Sender: no assignment"),
+    ("modules/app.bicep", "        'Distill.Job.BudgetSpent'\n", "",
+     "events queue: the subscription must include every event type"),
+    ("modules/app.bicep", "var eventsQueueName = 'distill-events'", "var eventsQueueName = 'events'",
+     "events queue: no subscription of the topic delivers to a storage queue distill-events"),
 ]
 
 

@@ -25,6 +25,7 @@ var completionQueue = 'completions'
 // Fixed here: the app package, and the BlobCreated events Event Grid could not deliver.
 var packageContainer = 'app-package'
 var eventDeadLetterContainer = 'event-dead-letters'
+var eventsQueueName = 'distill-events' // Distill's own events, for users to read with no code
 var teacherKeySecretName = 'teacher-api-key'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
@@ -264,11 +265,14 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Teacher prices per 1,000 tokens, for the cost metric; empty leaves cost out of status.json.
     DISTILL_PRICE_PROMPT_PER_1K: ''
     DISTILL_PRICE_COMPLETION_PER_1K: ''
+    // Distill's own events: where they are published (as this identity), and the source they name.
+    DISTILL_EVENTS_TOPIC_ENDPOINT: distillEvents.properties.endpoint
+    DISTILL_EVENT_SOURCE: '/distill/${site.name}'
   }, teacherKeyInKeyVault ? {
     // Versionless: a new secret version is picked up without a deployment (docs/operations.md, rotating keys).
     TEACHER_API_KEY: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${teacherKeySecretName}/)'
   } : {})
-  dependsOn: [hostBlobOwner, hostQueueContributor, dataBlobContributor, busSender, busReceiver, telemetryPublisher, vaultSecretsUser]
+  dependsOn: [hostBlobOwner, hostQueueContributor, dataBlobContributor, busSender, busReceiver, telemetryPublisher, vaultSecretsUser, eventsSender]
 }
 
 // ---- Role assignments of the app's identity, each at the narrowest scope that works.
@@ -398,8 +402,92 @@ resource storageEvents 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   }
 }
 
+// ---- Distill's own events (Distill.Job.*, CloudEvents 1.0): a custom topic the app publishes to as its identity, and
+// a ready-made subscription that delivers every one of them to the storage queue `distill-events` in the data account,
+// so a user can see them with no code (`az storage message peek`); users add their own subscriptions to the topic.
+resource distillEvents 'Microsoft.EventGrid/topics@2022-06-15' = {
+  name: 'evgt-distill-${resourceToken}'
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${identity.id}': {} }
+  }
+  properties: {
+    inputSchema: 'CloudEventSchemaV1_0'
+    disableLocalAuth: true // publishers sign in with Entra ID
+  }
+}
+
+resource dataQueues 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: dataStorage
+  name: 'default'
+}
+
+resource eventsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: dataQueues
+  name: eventsQueueName
+}
+
+resource eventsToQueue 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = {
+  parent: distillEvents
+  name: 'distill-events-to-queue'
+  properties: {
+    eventDeliverySchema: 'CloudEventSchemaV1_0'
+    deliveryWithResourceIdentity: {
+      identity: {
+        type: 'UserAssigned'
+        userAssignedIdentity: identity.id
+      }
+      destination: {
+        endpointType: 'StorageQueue'
+        properties: {
+          resourceId: dataStorage.id
+          queueName: eventsQueueName
+          queueMessageTimeToLiveInSeconds: -1
+        }
+      }
+    }
+    filter: {
+      includedEventTypes: [
+        'Distill.Job.Accepted'
+        'Distill.Job.Progress'
+        'Distill.Job.DatasetReady'
+        'Distill.Job.FineTuneStarted'
+        'Distill.Job.Succeeded'
+        'Distill.Job.Failed'
+        'Distill.Job.Cancelled'
+        'Distill.Job.BudgetSpent'
+      ]
+    }
+  }
+  dependsOn: [eventsQueue, eventsQueueSender]
+}
+
+// The app publishes to the topic; the topic (as the same identity) writes to the events queue.
+resource eventsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(distillEvents.id, identity.id, roles['EventGrid Data Sender'])
+  scope: distillEvents
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles['EventGrid Data Sender'])
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource eventsQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(dataStorage.id, identity.id, roles['Storage Queue Data Message Sender'])
+  scope: dataStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles['Storage Queue Data Message Sender'])
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 output functionAppName string = site.name
 output dataStorageName string = dataStorage.name
 output storageEventsTopicName string = storageEvents.name
 output serviceBusName string = serviceBus.name
 output keyVaultName string = vault.name
+output eventsTopicName string = distillEvents.name

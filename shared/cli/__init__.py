@@ -14,6 +14,12 @@ from shared import redaction
 from shared.local.models import TEACHER
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from shared.cli.events import events
+
+    return events(args)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from shared.cli.data import validate
 
@@ -141,6 +147,12 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--remote", action="store_true", help="the deployed app's jobs (storage account from the "
                     "environment)")
     st.set_defaults(func=cmd_status)
+    ev = sub.add_parser("events", help="the events a job published (all jobs' without JOB), one CloudEvent per line")
+    ev.add_argument("job", nargs="?")
+    ev.add_argument("--follow", action="store_true", help="keep printing new events (with JOB: until the job ends)")
+    ev.add_argument("--remote", action="store_true", help="the deployed app's jobs (storage account from the "
+                    "environment)")
+    ev.set_defaults(func=cmd_events)
     g = sub.add_parser("gc", help="remove local jobs that ended long ago (never a running one)")
     g.add_argument("--older-than", type=age, default=age("7d"), metavar="AGE",
                    help="unchanged for at least this long: 30m, 12h, 7d (default 7d)")

@@ -27,6 +27,10 @@ def summary(record: JobRecord, folder: Path | str) -> str:
     if record.reason:
         lines.append(f"  stopped: {record.reason}")
     lines += [f"  error: {error}" for error in record.errors]
+    if missed := record.events_missed:
+        where = ", ".join(sorted({m["to"] for m in missed}))
+        lines.append(f"  events: {len(missed)} not delivered to {where} (all are in events.jsonl: distill events "
+                     f"{record.job})")
     lines.append(f"  files: {folder}")
     return "\n".join(lines)
 

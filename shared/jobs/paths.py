@@ -11,6 +11,7 @@ Layout of `jobs/<job>/`:
     batches/NNNNN-errors.json        what a shard's last provider batch failed (shared.teacher.batch)
     train.jsonl, validation.jsonl, rejected.jsonl   the assembled outputs, in input order
     status.json              the job record (shared.jobs.record)
+    events.jsonl             every event the job published, one CloudEvent per line (shared.jobs.events)
     report.json, report.md, report.png, finetune/metrics.json   the evaluation report and the fine-tune's losses
 """
 
@@ -57,6 +58,10 @@ class JobPaths:
 
     def file(self, name: str) -> str:
         return f"{self.root}/{name}"
+
+    @property
+    def events(self) -> str:
+        return self.file("events.jsonl")
 
     @property
     def status(self) -> str:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from shared.jobs import events
 from shared.jobs.blobs import dumps, now, read_json, update_json
 from shared.jobs.paths import JobPaths, fitted
 from shared.ports import TERMINAL_STATUSES, BlobStore, Conflict, RunState
@@ -99,6 +100,9 @@ class JobRecord:
     budget: dict[str, int] | None = None
     reason: str | None = None
     finetune: FineTune | None = None
+    # Distill's own events (shared.jobs.events): not yet published, and those a subscriber could not be sent
+    outbox: list[dict[str, Any]] | None = None
+    events_missed: list[dict[str, str]] | None = None
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> JobRecord:
@@ -265,6 +269,34 @@ class JobRecord:
         self.batches = {**batches, str(shard): batch}
         return True
 
+    def queue_events(self, before: JobRecord, container: str) -> None:
+        """Add the events of the change from `before` to this record to the outbox."""
+        new = [events.outbox_entry(self, transition, container) for transition in events.transitions(before, self)]
+        if new:
+            self.outbox = [*(self.outbox or []), *new]
+
+    def published(self, ids: set[str], missed: list[dict[str, str]]) -> bool:
+        """Events sent (`ids`, out of the outbox), with what some subscriber could not be sent (`missed`)."""
+        if not ids and not missed:
+            return False
+        self.outbox = [e for e in self.outbox or [] if e["id"] not in ids] or None
+        self.events_missed = [*(self.events_missed or []), *missed] or None
+        return True
+
+    def publish_failed(self, ids: set[str], error: str, max_tries: int) -> bool:
+        """A send of these outbox events failed: they stay for the next try, until `max_tries`, then count as
+        missed with the error."""
+        kept, missed = [], []
+        for entry in self.outbox or []:
+            tries = entry.get("tries", 0) + (entry["id"] in ids)
+            if tries >= max_tries:
+                missed.append({"id": entry["id"], "to": "the event topic", "error": error})
+            else:
+                kept.append({**entry, "tries": tries} if tries else entry)
+        self.outbox = kept or None
+        self.events_missed = [*(self.events_missed or []), *missed] or None
+        return bool(ids)
+
     # --- queries ----------------------------------------------------------------------------------------------
     def unfinished_shards(self) -> list[int]:
         """The shards not done yet (to send again when a resumed round was cut short)."""
@@ -314,10 +346,14 @@ def create_record(store: BlobStore, paths: JobPaths, record: JobRecord) -> bool:
 def update_record(store: BlobStore, paths: JobPaths, change: Callable[[JobRecord], bool]) -> JobRecord:
     """Apply a change to the job record atomically (ETag compare-and-swap, retried on conflict).
 
-    `change` gets a copy and returns whether it changed it. Returns the record as stored.
+    `change` gets a copy and returns whether it changed it; the events of the change go into the outbox in the same
+    write (shared.jobs.events). Returns the record as stored.
     """
     def apply(doc: dict[str, Any]) -> dict[str, Any] | None:
         record = JobRecord.from_json(doc)
-        return record.to_json() if change(record) else None
+        if not change(record):
+            return None
+        record.queue_events(JobRecord.from_json(doc), paths.container)
+        return record.to_json()
 
     return JobRecord.from_json(update_json(store, paths.status, apply, stamp=True))

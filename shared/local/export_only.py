@@ -42,15 +42,17 @@ class ExportOnlyFineTuner:
         self._runs = RunBook(store, Settings().jobs_container, "export", "_export_runs")
 
     def start(self, request: FineTuneRequest) -> str:
-        """Export once per run name and publish the run's final status; a repeated start does nothing.
+        """Export once per run name and publish the run's final status; a repeated start does nothing (a start
+        after `distill run --restart`, whose job folder is new, exports again).
 
         A missing train or validation blob ends the run Failed (recorded and published); a store error raises.
         If the process stops between recording and publishing, `state()` still reports the final status.
         """
         check_run_name(request.name, "run name")
         check_run_name(request.job_id, "job id")
-        if self._store.read(self._runs.index_path(request.name)) is not None:
+        if self._runs.load(request.name) is not None:
             return request.name
+        self._store.delete(self._runs.index_path(request.name))  # left by a run of a job since started over
         error = self._export(request)
         status = "Failed" if error else "Completed"
         self._store.write(self._runs.record_path(request.job_id), dumps(self._record(request, status, error)))

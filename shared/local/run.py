@@ -22,6 +22,7 @@ from shared.jobs.blobs import copy_final_files, dumps, read_json
 from shared.jobs.paths import FILE_NAME_CHARS, JobPaths, fitted
 from shared.jobs.record import JobRecord, JobState, read_record
 from shared.manifest.model import Manifest, TeacherKind
+from shared.pipeline import events
 from shared.pipeline.aggregate import finetune_dataset_ready
 from shared.ports import BlobStore
 from shared.settings import Settings
@@ -116,6 +117,7 @@ def run_job(request: LocalJob) -> Outcome:
         if record.rows:
             bar.total = record.rows["total"]
         runtime.drain(lambda: read_record(store, paths).final)
+        events.flush(runtime.services, job)  # what an earlier, interrupted run left unpublished
         if bar.done:
             bar.finish()
         record = read_record(store, paths)

@@ -1,7 +1,8 @@
 """The embedded local runtime: the functions registered in `function_app.py`, driven on this machine.
 
 A folder stands in for blob storage, an SQLite queue with Service Bus semantics for Service Bus, and a local
-queue of Event Grid-shaped events for Event Grid. Each trigger gets the Azure Functions SDK's own input type.
+queue of Event Grid-shaped events for Event Grid. Each trigger gets the Azure Functions SDK's own input type. Distill's
+own events go to the webhooks in `DISTILL_EVENT_WEBHOOKS` (shared.publishing.webhooks).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from azure.functions.servicebus import ServiceBusMessage
 from shared import services
 from shared.local.export_only import ExportOnlyFineTuner
 from shared.pipeline import interrupt
-from shared.ports import BlobStore, FineTuner, OutgoingMessage, Progress
+from shared.ports import BlobStore, FineTuner, NoPublisher, OutgoingMessage, Progress
+from shared.publishing.webhooks import WebhookPublisher
 from shared.queueing.local import LocalQueue, LockLost, ReceivedMessage
 from shared.services import Services
 from shared.settings import Settings
@@ -73,7 +75,8 @@ class LocalRuntime:
         settings = Settings(workspace_topic=LOCAL_WORKSPACE, finetune_claim_seconds=0, defer_after_seconds=None)
         self.services = Services(store=store, queue=self.queue, settings=settings,
                                  finetuner=finetuner(store, self.publish_event, LOCAL_WORKSPACE),
-                                 environ=environ, local_teacher_url=local_teacher_url, progress=progress)
+                                 environ=environ, local_teacher_url=local_teacher_url, progress=progress,
+                                 publisher=WebhookPublisher.from_environment(environ) or NoPublisher())
         self.queues = [settings.shard_queue, settings.completion_queue, EVENTS_QUEUE]
         services.install(self.services)  # the functions ask shared.services for their adapters
         self._last_error: dict[tuple[str, str], str] = {}  # (queue, message id) → the handler's last failure

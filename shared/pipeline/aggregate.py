@@ -24,7 +24,7 @@ from shared.jobs.paths import OUTPUTS, JobPaths
 from shared.jobs.record import Assembled, JobRecord, JobState, update_record
 from shared.jobs.shards import labelled_shards
 from shared.manifest.model import Manifest
-from shared.pipeline import budget
+from shared.pipeline import budget, events
 from shared.pipeline.telemetry import job_metrics, log_job_metrics
 from shared.ports import FineTuneRequest
 from shared.services import Services
@@ -33,8 +33,13 @@ log = logging.getLogger(__name__)
 
 
 def on_completion(services: Services, body: dict[str, Any]) -> None:
-    """Handle one completion message `{"job": ..., "shard": n}`."""
-    job, shard, round_ = str(body["job"]), int(body["shard"]), int(body.get("round") or 0)
+    """Handle one completion message `{"job": ..., "shard": n}`, then publish what it changed."""
+    complete_shard(services, str(body["job"]), int(body["shard"]), int(body.get("round") or 0))
+    events.flush(services, str(body["job"]))
+
+
+def complete_shard(services: Services, job: str, shard: int, round_: int) -> None:
+    """Note the shard done; the last one assembles the dataset, gates it and starts the fine-tune."""
     store, settings = services.store, services.settings
     paths = JobPaths(settings.jobs_container, job)
     claim = uuid.uuid4().hex
@@ -101,6 +106,7 @@ def finetune_dataset_ready(services: Services, paths: JobPaths) -> JobRecord:
     record = update_record(services.store, paths, lambda r: r.finetune_again(claim))
     if record.finetune is not None and record.finetune.claim == claim:
         start_finetune(services, paths, record)
+    events.flush(services, paths.job)
     return record
 
 

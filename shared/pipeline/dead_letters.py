@@ -7,6 +7,7 @@ from typing import Any
 
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import update_record
+from shared.pipeline import events
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -27,4 +28,5 @@ def on_dead_letter(services: Services, queue: str, body: dict[str, Any], reason:
     tries = f" after {deliveries} deliveries" if deliveries else ""
     cause = ": ".join(part for part in (reason, description) if part) or "no reason given"
     update_record(services.store, paths, lambda r: r.fail(f"{what} was dead-lettered{tries} ({cause})"))
+    events.flush(services, job)
     return job

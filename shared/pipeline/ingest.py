@@ -22,7 +22,7 @@ from shared.jobs.record import JobRecord, JobState, create_record, new_record, r
 from shared.jobs.shards import shard_line
 from shared.manifest.load import is_data_asset, manifest_from_text
 from shared.manifest.model import Manifest, ManifestError
-from shared.pipeline import budget, interrupt
+from shared.pipeline import budget, events, interrupt
 from shared.pipeline.messages import shard_message
 from shared.ports import BlobStore
 from shared.rows import Row
@@ -58,7 +58,9 @@ def ingest(services: Services, blob_path: str) -> str | None:
     record = read_record(store, paths)
     with tracing.span(trace_id=record.trace_id if record else None) as trace:
         log.info("job %s: ingesting %s", job, blob_path, extra=fields(job))
-        return ingest_job(services, paths, record, blob_path, trace.trace_id)
+        ingest_job(services, paths, record, blob_path, trace.trace_id)
+    events.flush(services, job)
+    return job
 
 
 def ingest_job(services: Services, paths: JobPaths, record: JobRecord | None, blob_path: str, trace_id: str) -> str:

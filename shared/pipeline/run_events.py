@@ -12,6 +12,7 @@ from typing import Any
 from shared.finetune.run_events import interpret
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobRecord, JobState, read_record, update_record
+from shared.pipeline import events
 from shared.ports import TERMINAL_STATUSES, RunState
 from shared.services import Services
 
@@ -32,28 +33,31 @@ def on_run_event(services: Services, event: Mapping[str, Any]) -> str | None:
         output_model = services.finetuner.state(update.run_id).output_model
     run = RunState(update.run_id, update.status, output_model, update.error)
     update_record(services.store, paths, lambda r: r.run_ended(run))
+    events.flush(services, update.job_id)
     return update.job_id
 
 
 def poll_unfinished(services: Services) -> list[str]:
-    """Ask the fine-tuner about every job still in fine-tuning; returns the jobs that finished."""
+    """Ask the fine-tuner about every job still in fine-tuning, and publish any job's events a crash left unsent;
+    returns the jobs that finished."""
     done = []
-    for paths, record in jobs_in(services, JobState.FINE_TUNING):
-        if record.finetune is None or not record.finetune.started:
-            continue
-        run = services.finetuner.state(record.finetune.name)
-        if run.status in TERMINAL_STATUSES:
-            update_record(services.store, paths, lambda r, run=run: r.run_ended(run))
-            done.append(paths.job)
+    for paths, record in all_jobs(services):
+        ft = record.finetune
+        if record.state is JobState.FINE_TUNING and ft is not None and ft.started:
+            run = services.finetuner.state(ft.name)
+            if run.status in TERMINAL_STATUSES:
+                record = update_record(services.store, paths, lambda r, run=run: r.run_ended(run))
+                done.append(paths.job)
+        if record.outbox:
+            events.flush(services, paths.job)
     return done
 
 
-def jobs_in(services: Services, state: JobState) -> Iterator[tuple[JobPaths, JobRecord]]:
+def all_jobs(services: Services) -> Iterator[tuple[JobPaths, JobRecord]]:
     container = services.settings.jobs_container
     for path in services.store.list(f"{container}/"):
         parts = path.split("/")
         if len(parts) == 3 and parts[2] == "status.json":
             paths = JobPaths(container, parts[1])
-            record = read_record(services.store, paths)
-            if record is not None and record.state is state:
+            if (record := read_record(services.store, paths)) is not None:
                 yield paths, record
