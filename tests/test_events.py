@@ -32,11 +32,12 @@ FIELDS = {"specversion", "id", "source", "type", "subject", "time", "datacontent
 
 
 class Receiver:
-    """A webhook: parses each POST as a CloudEvent; answers `status` (503 while `down`)."""
+    """A webhook: parses each POST as a CloudEvent; answers 503 while `down`, and to the next `fail_next` requests."""
 
     def __init__(self, *, batch: bool = False) -> None:
         self.events: list[dict[str, Any]] = []
         self.down = False
+        self.fail_next = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,7 +46,8 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                if outer.down:
+                if outer.down or outer.fail_next > 0:
+                    outer.fail_next -= 1
                     self.send_response(503)
                     self.end_headers()
                     return
@@ -264,3 +266,15 @@ def test_the_event_reference_shows_every_type_once_as_a_valid_cloud_event() -> N
                                             json.dumps(example).encode()))
         assert set(example) == FIELDS and event.get_subject() == "jobs/nli-demo"
         assert example["id"].startswith("nli-demo/") and set(example["data"]) <= fields >= known
+
+
+def test_a_webhook_that_fails_for_a_moment_gets_the_event_on_a_later_try(tmp_path: Path, receiver: Receiver,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DISTILL_EVENT_WEBHOOKS", receiver.url)
+    receiver.fail_next = 2  # the first event's first two tries
+    train = nli_file(tmp_path / "train.jsonl", 80)
+    assert main(["run", "--task", "nli", "--train", str(train), "--teacher", "test", "--no-finetune",
+                 "--job", "ev-blip"]) == 0
+    kept, status = stored(tmp_path / "home", "ev-blip")
+    assert [e["id"] for e in receiver.events] == [e["id"] for e in kept] and "events_missed" not in status

@@ -448,7 +448,7 @@ def needs() -> Needs:
 
 def test_the_code_needs_what_the_pipeline_is_built_on(needs: Needs) -> None:
     """The reading of the code itself finds the known bindings and settings (so an empty reading cannot pass)."""
-    assert {"shards", "completions"} <= needs.queues
+    assert {"shards", "completions", "jobs"} <= needs.queues
     assert {"input", "jobs"} <= needs.containers
     assert needs.connections == {"DistillStorage": "blob", "DistillServiceBus": "serviceBus"}
     assert needs.blob_events == {"ingest": "input"}

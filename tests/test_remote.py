@@ -180,3 +180,30 @@ def test_submit_refuses_a_local_teacher_and_bad_data(deployed, capsys) -> None:
     assert main(["submit", str(manifest), "--job", job]) == 1
     assert "train.jsonl:1:" in capsys.readouterr().out
     assert main(["status", "--remote", job]) == 2  # nothing was uploaded
+
+
+def test_submit_with_queue_sends_a_start_request_that_the_app_turns_into_the_job(
+        deployed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from test_servicebus_sender import FakeClient, body_of, sent_messages
+
+    from shared.ports import OutgoingMessage
+    from shared.queueing.servicebus import ServiceBusQueueSender
+
+    store, manifest, teacher, job = deployed
+    client = FakeClient()
+    monkeypatch.setattr("shared.cli.remote.open_queue", lambda environ: ServiceBusQueueSender(client))
+    assert main(["submit", str(manifest), "--job", job, "--queue"]) == 0
+    assert "sent a start request" in capsys.readouterr().out
+    assert store.read(f"input/{job}/manifest.json") is None  # no upload starts it: the request does
+    [[message]] = sent_messages(client, "jobs")
+    body = body_of(message)
+    assert message.message_id == f"{job}/start" and body["action"] == "start" and body["job"] == job
+    assert body["manifest"]["training_file"] == f"input/{job}/train.jsonl"
+    runtime = LocalRuntime(store, tmp_path / "queue.db", environ={})
+    try:  # the app's side: the request arrives on its jobs queue
+        runtime.queue.send("jobs", [OutgoingMessage(body, message.message_id)])
+        runtime.drain(lambda: is_final(store, job))
+    finally:
+        runtime.close()
+    assert read_json(store, JobPaths("jobs", job).status)["state"] == "succeeded"
+    assert teacher.requests_total == 160

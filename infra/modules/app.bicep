@@ -22,6 +22,7 @@ var jobsContainer = 'jobs'
 var cacheContainer = 'teacher-cache' // the response cache: teacher replies by content hash
 var shardQueue = 'shards'
 var completionQueue = 'completions'
+var requestQueue = 'jobs' // job requests users send
 // Fixed here: the app package, and the BlobCreated events Event Grid could not deliver.
 var packageContainer = 'app-package'
 var eventDeadLetterContainer = 'event-dead-letters'
@@ -149,6 +150,25 @@ resource completions 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview'
     // Aggregation spends no tokens and is idempotent (compare-and-swap on the job record), and a dead-lettered
     // completion fails a job whose labelling is already paid for: retry longer than shards do.
     maxDeliveryCount: 10
+    requiresSession: false
+    enablePartitioning: false
+    maxSizeInMegabytes: 1024
+  }
+}
+
+// Job requests (`start`, `cancel`, `resume`; shared/pipeline/job_requests.py). Ids are `<job>/<action>` (a resume's
+// with its budget): a repeated request is dropped. A request that cannot be honoured is recorded and completed by the
+// handler, so only a crash sends one round again; ingest from a start can take minutes on a large file.
+resource jobRequests 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
+  parent: serviceBus
+  name: requestQueue
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT24H'
+    deadLetteringOnMessageExpiration: true
+    defaultMessageTimeToLive: 'P7D'
+    lockDuration: 'PT5M'
+    maxDeliveryCount: 5
     requiresSession: false
     enablePartitioning: false
     maxSizeInMegabytes: 1024
@@ -323,8 +343,9 @@ resource dataBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// Service Bus, on the namespace, which holds only Distill's two queues: ingest sends shards, the teacher sends
-// completions; the four triggers (two queues, two dead-letter queues) receive. Not Data Owner: no queue management.
+// Service Bus, on the namespace, which holds only Distill's three queues: ingest sends shards, the teacher sends
+// completions, users send job requests; the five triggers (three queues, two dead-letter queues) receive. Not Data
+// Owner: no queue management.
 resource busSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(serviceBus.id, identity.id, roles['Azure Service Bus Data Sender'])
   scope: serviceBus
@@ -382,6 +403,25 @@ resource deployerDataContributor 'Microsoft.Authorization/roleAssignments@2022-0
   scope: dataStorage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles['Storage Blob Data Contributor'])
+    principalId: deployerPrincipalId
+  }
+}
+
+// The deployer may send job requests (`distill submit --queue`) and read the events queue, as themselves.
+resource deployerBusSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(serviceBus.id, deployerPrincipalId, roles['Azure Service Bus Data Sender'])
+  scope: serviceBus
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles['Azure Service Bus Data Sender'])
+    principalId: deployerPrincipalId
+  }
+}
+
+resource deployerQueueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(dataStorage.id, deployerPrincipalId, roles['Storage Queue Data Contributor'])
+  scope: dataStorage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles['Storage Queue Data Contributor'])
     principalId: deployerPrincipalId
   }
 }

@@ -14,6 +14,12 @@ from shared import redaction
 from shared.local.models import TEACHER
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    from shared.cli.send import send
+
+    return send(args)
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     from shared.cli.events import events
 
@@ -147,6 +153,13 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--remote", action="store_true", help="the deployed app's jobs (storage account from the "
                     "environment)")
     st.set_defaults(func=cmd_status)
+    se = sub.add_parser("send", help="hand one job request (start, cancel, resume) to the embedded jobs queue and "
+                        "run the job until it ends")
+    se.add_argument("message", type=Path, metavar="MESSAGE.json", help="the request's JSON body (- reads stdin)")
+    se.add_argument("--workers", type=count, default=4, help="shards labelled at once")
+    se.add_argument("--export-only", action="store_true", help="the fine-tune only exports the dataset")
+    se.add_argument("--out", type=Path, help="copy the final files here")
+    se.set_defaults(func=cmd_send)
     ev = sub.add_parser("events", help="the events a job published (all jobs' without JOB), one CloudEvent per line")
     ev.add_argument("job", nargs="?")
     ev.add_argument("--follow", action="store_true", help="keep printing new events (with JOB: until the job ends)")
@@ -184,6 +197,8 @@ def add_remote_commands(sub: argparse._SubParsersAction) -> None:
     su.add_argument("manifest", type=Path)
     su.add_argument("--job", help="the job's id (default: derived from what determines its results)")
     su.add_argument("--quiet", action="store_true", help="no upload progress")
+    su.add_argument("--queue", action="store_true", help="start the job with a request on the app's jobs queue "
+                    "(the Service Bus from the environment) instead of uploading the manifest")
     w = sub.add_parser("watch", help="follow a deployed job until it ends; the exit code tells how it ended")
     w.add_argument("job")
     w.add_argument("--interval", type=float, default=10.0, help="seconds between polls (default 10)")

@@ -1,5 +1,9 @@
 """The user's commands for a deployed app: `distill submit | watch | download | cancel` and `distill status --remote`.
 
+`distill submit --queue` starts the job with a request on the app's `jobs` queue instead of uploading the manifest;
+the Service Bus comes from DISTILL_SERVICEBUS_CONNECTION_STRING or DistillServiceBus (a connection string), or the
+namespace in DistillServiceBus__fullyQualifiedNamespace (signed in with the shell's Azure identity).
+
 They work through the app's storage account alone, as the app does: a job starts when its manifest lands in the
 input container (its data files first, in the same folder `input/<job>/`), and the job's record and files are in
 `jobs/<job>/`. The account comes from the environment, under the names the Functions app uses: a connection string in
@@ -16,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from shared.cli.data import load_or_report, manifest_reports, print_reports
 from shared.cli.show import described, progress_line
@@ -27,11 +31,16 @@ from shared.jobs.record import JobRecord, JobState, read_record
 from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline.cancel import request_cancel
 from shared.pipeline.ingest import MANIFEST_NAMES
+from shared.pipeline.messages import job_request
+from shared.ports import QueueSender
 from shared.settings import Settings
 from shared.storage.azure_blob import AzureBlobStore
 
 CONNECTION_SETTINGS = ("DISTILL_STORAGE_CONNECTION_STRING", "DistillStorage")
 ACCOUNT_URL_SETTING = "DistillStorage__serviceUri"
+T = TypeVar("T")
+QUEUE_CONNECTION_SETTINGS = ("DISTILL_SERVICEBUS_CONNECTION_STRING", "DistillServiceBus")
+NAMESPACE_SETTING = "DistillServiceBus__fullyQualifiedNamespace"
 
 EXIT_FAILED = 1  # the job failed, or a command could not do what it was asked
 EXIT_NO_JOB = 2  # no such job, or the storage account is not configured
@@ -41,13 +50,20 @@ EXIT_TIMEOUT = 124  # `watch --timeout`: the job was still running (as coreutils
 
 def open_store(environ: Mapping[str, str] = os.environ) -> AzureBlobStore:
     """The deployed app's storage account, from the environment."""
-    for name in CONNECTION_SETTINGS:
-        if conn := environ.get(name):
-            return AzureBlobStore.from_connection_string(conn)
-    if url := environ.get(ACCOUNT_URL_SETTING):
-        return AzureBlobStore.from_account_url(url)
-    names = ", ".join((*CONNECTION_SETTINGS, ACCOUNT_URL_SETTING))
-    raise RuntimeError(f"no storage account: set one of {names} to the deployed app's storage account")
+    return from_environment(environ, "storage account", CONNECTION_SETTINGS, AzureBlobStore.from_connection_string,
+                            ACCOUNT_URL_SETTING, AzureBlobStore.from_account_url)
+
+
+def from_environment(environ: Mapping[str, str], what: str, connections: tuple[str, ...],
+                     by_connection: Callable[[str], T], identity: str, by_identity: Callable[[str], T]) -> T:
+    """A client of the deployed app's `what`: from the first connection string set, else the identity-based
+    setting (signed in with the shell's Azure identity)."""
+    for name in connections:
+        if value := environ.get(name):
+            return by_connection(value)
+    if value := environ.get(identity):
+        return by_identity(value)
+    raise RuntimeError(f"no {what}: set one of {', '.join((*connections, identity))} to the deployed app's {what}")
 
 
 @dataclass
@@ -56,6 +72,7 @@ class Remote:
     settings: Settings = field(default_factory=Settings)
     out: TextIO = field(default_factory=lambda: sys.stdout)
     sleep: Callable[[float], None] = time.sleep
+    queue: QueueSender | None = None  # the app's Service Bus: `submit --queue` sends a start request there
 
     def paths(self, job: str) -> JobPaths:
         return JobPaths(self.settings.jobs_container, job)
@@ -77,7 +94,8 @@ class Remote:
     # -- submit
 
     def submit(self, manifest: Manifest, job: str, *, progress: bool = True) -> int:
-        """Upload the data files, then the manifest (whose arrival starts the job), to `input/<job>/`."""
+        """Upload the data files, then the manifest (whose arrival starts the job), to `input/<job>/`; with a queue,
+        send a start request naming the uploaded files instead of the manifest (shared.pipeline.job_requests)."""
         if manifest.teacher.kind is TeacherKind.LOCAL:
             self.say("distill submit: the deployed app cannot reach a teacher on this machine (teacher.kind local); "
                      "give the manifest a teacher the app can call (azure_openai, azure_ai or openai_compatible)")
@@ -94,6 +112,13 @@ class Remote:
             name = f"{split}.jsonl"
             self.store.upload_from(f"{folder}/{name}", src, progress=self._upload_progress(name, src, progress))
             doc["training_file" if split == "train" else "validation_file"] = name
+        if self.queue is not None:
+            doc |= {field: f"{folder}/{doc[field]}" for field in ("training_file", "validation_file") if doc[field]}
+            body = {"version": 1, "action": "start", "job": job, "manifest": doc}
+            self.queue.send(self.settings.request_queue, [job_request(body, job)])
+            self.say(f"sent a start request for job {job} to the {self.settings.request_queue} queue. Follow it "
+                     f"with `distill watch {job}`")
+            return 0
         self.store.write(f"{folder}/manifest.json", dumps(doc))
         self.say(f"submitted job {job}: {folder}/manifest.json. Follow it with `distill watch {job}`")
         return 0
@@ -207,11 +232,22 @@ def _size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
+def open_queue(environ: Mapping[str, str] = os.environ) -> QueueSender:
+    """The deployed app's Service Bus, from the environment: a connection string, or the namespace signed in with the
+    shell's Azure identity (DefaultAzureCredential)."""
+    from shared.queueing.servicebus import ServiceBusQueueSender
+
+    return from_environment(environ, "Service Bus namespace", QUEUE_CONNECTION_SETTINGS,
+                            ServiceBusQueueSender.from_connection_string, NAMESPACE_SETTING,
+                            ServiceBusQueueSender.from_namespace)
+
+
 def command(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> int:
     """Run one remote command from the parsed command line; a storage error is one readable line."""
     from azure.core.exceptions import AzureError
 
-    remote = Remote(open_store(environ), Settings.from_env(environ))
+    queue = open_queue(environ) if getattr(args, "queue", False) else None
+    remote = Remote(open_store(environ), Settings.from_env(environ), queue=queue)
     try:
         return run_command(remote, args)
     except AzureError as exc:

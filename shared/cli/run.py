@@ -15,7 +15,7 @@ from shared.identity import file_digest, job_id
 from shared.jobs.paths import JOB_ID_RULE, is_job_id
 from shared.jobs.record import JobRecord, JobState
 from shared.local.models import TEACHER
-from shared.local.run import TEST_TEACHER, LocalJob, fit_local_model_teacher, home, is_running, run_job
+from shared.local.run import TEST_TEACHER, LocalJob, Outcome, fit_local_model_teacher, home, is_running, run_job
 from shared.manifest.load import load_manifest, manifest_from_dict, unreadable
 from shared.manifest.model import Manifest, ManifestError, TeacherKind, TeacherSettings
 from shared.pipeline.ingest import MANIFEST_NAMES
@@ -49,14 +49,19 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--job {job!r}: {JOB_ID_RULE}")
         outcome = run_job(LocalJob(job, manifest, files, digests, workers=args.workers, restart=args.restart,
                                    export_only=args.export_only, out=args.out))
+    return report_outcome(outcome, job, JobState.SUCCEEDED if manifest.finetune else JobState.DATASET_READY,
+                          "distill run")
+
+
+def report_outcome(outcome: Outcome, job: str, goal: JobState, command: str) -> int:
+    """Print how the job ended (and its report); exit 0 when it reached `goal`, else 1."""
     print(summary(outcome.record, outcome.folder))
     if outcome.report:
         print(outcome.report)
-    goal = JobState.SUCCEEDED if manifest.finetune else JobState.DATASET_READY
     if outcome.ended_before and outcome.record.state is not goal:
-        print(f"distill run: job {job} had already ended ({outcome.record.state}) in an earlier run, so nothing was "
-              "done now; --restart runs it again from the start (good replies kept in the cache are not paid for "
-              "again)", file=sys.stderr)
+        print(f"{command}: job {job} had already ended ({outcome.record.state}) in an earlier run, so nothing was "
+              "done now; `distill run --restart` runs it again from the start (good replies kept in the cache are "
+              "not paid for again)", file=sys.stderr)
     return 0 if outcome.record.state is goal else 1
 
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.identity import fingerprint
 from shared.jobs.blobs import copy_final_files, dumps, read_json
@@ -24,9 +24,14 @@ from shared.jobs.record import JobRecord, JobState, read_record
 from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline import events
 from shared.pipeline.aggregate import finetune_dataset_ready
+from shared.pipeline.job_requests import refusal
+from shared.pipeline.messages import job_request
 from shared.ports import BlobStore
 from shared.settings import Settings
 from shared.storage.local import LocalBlobStore
+
+if TYPE_CHECKING:
+    from shared.local.runtime import LocalRuntime
 
 TEST_TEACHER = "distill-test-teacher"
 FINGERPRINT = "fingerprint.json"  # beside a job's input: what its results depend on (shared.identity.fingerprint)
@@ -83,33 +88,64 @@ def fit_local_model_teacher(manifest: Manifest, workers: int) -> Manifest:
 
 def run_job(request: LocalJob) -> Outcome:
     """Run the job until it ends (or continue it), with a live progress bar; the final record and report."""
-    from shared.local.progress import ProgressBar
-    from shared.local.runtime import LocalRuntime
-
     root, settings, manifest, job = home(), Settings(), request.manifest, request.job
-    with job_lock(lock_file(root, job)), contextlib.ExitStack() as stack:
+    with job_lock(lock_file(root, job)):
         if request.restart:
             discard(root, settings, job)
         store = open_store(root)
         paths = JobPaths(settings.jobs_container, job)
         record = read_record(store, paths)
-        ended_before = record is not None and record.final
         same_job(store, settings, job, manifest, request.digests)
-        labeling = record is None or record.state in (JobState.INGESTING, JobState.LABELING, JobState.BUDGET_SPENT)
-        if record is not None and labeling:
+        if record is not None and labeling(record):
             refresh_teacher(store, paths, manifest)
+
+        def submit(runtime: LocalRuntime) -> None:  # data first, manifest last: its arrival starts the job
+            runtime.blob_created(upload_job(store, settings, job, manifest, request.files))
+
+        return drive(store, request, submit, ended_before=record is not None and record.final)
+
+
+def run_request(body: dict[str, Any], request: LocalJob) -> Outcome:
+    """Hand a job request (shared.pipeline.job_requests) to the embedded `jobs` queue and run the pipeline until its
+    job ends, as `run_job` does; `request` says which job it is, with its manifest and data files here."""
+    root, settings = home(), Settings()
+    with job_lock(lock_file(root, request.job)):
+        store = open_store(root)
+        record = read_record(store, JobPaths(settings.jobs_container, request.job))
+
+        def submit(runtime: LocalRuntime) -> None:
+            message = job_request(body, request.job)
+            runtime.queue.send(settings.request_queue, [message])
+            runtime.handle_requests()
+            if refused := refusal(runtime.services, message.message_id):
+                raise RuntimeError(f"the request was refused ({refused['reason']}): {refused['description']}")
+
+        return drive(store, request, submit, ended_before=record is not None and record.final)
+
+
+def drive(store: BlobStore, request: LocalJob, submit: Callable[[LocalRuntime], None], *,
+          ended_before: bool) -> Outcome:
+    """Start the local teacher when the job still labels, let `submit` start or steer the job, deliver its messages
+    until it ends, then write the report and copy the final files."""
+    from shared.local.progress import ProgressBar
+    from shared.local.runtime import LocalRuntime
+
+    root, settings, manifest, job = home(), Settings(), request.manifest, request.job
+    paths = JobPaths(settings.jobs_container, job)
+    record = read_record(store, paths)
+    with contextlib.ExitStack() as stack:
         print(f"job {job}: {len(request.files)} files, teacher {describe_teacher(manifest)}", file=sys.stderr)
         teacher = stack.enter_context(contextlib.ExitStack())  # closed early once training starts
         local_url = None
-        if labeling and manifest.teacher.kind is TeacherKind.LOCAL:
+        if (record is None or labeling(record)) and manifest.teacher.kind is TeacherKind.LOCAL:
             local_url = teacher.enter_context(start_teacher(manifest, request.files))
         bar = ProgressBar(0)
         finetuner = finetuner_for(manifest, root, request.export_only, before_training=teacher.close)
         runtime = LocalRuntime(store, queue_file(root, job), environ=os.environ, local_teacher_url=local_url,
                                progress=bar, workers=request.workers, finetuner=finetuner)
         stack.callback(runtime.close)
-        if labeling:
-            runtime.blob_created(upload_job(store, settings, job, manifest, request.files))
+        if record is None or labeling(record):
+            submit(runtime)
         record = read_record(store, paths)
         train_now = record.exported_only and not request.export_only and manifest.student.backend == "local"
         if manifest.finetune and (record.state is JobState.DATASET_READY or train_now):
@@ -128,6 +164,11 @@ def run_job(request: LocalJob) -> Outcome:
             copy_final_files(store, paths, request.out)
     folder = paths.root if os.environ.get(STORAGE_CONNECTION) else str(root / "storage" / paths.root)
     return Outcome(record, folder, report, ended_before)
+
+
+def labeling(record: JobRecord) -> bool:
+    """The job still has rows for the teacher (or is waiting for a higher budget)."""
+    return record.state in (JobState.INGESTING, JobState.LABELING, JobState.BUDGET_SPENT)
 
 
 @contextlib.contextmanager

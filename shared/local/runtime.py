@@ -26,6 +26,7 @@ from azure.functions.servicebus import ServiceBusMessage
 from shared import services
 from shared.local.export_only import ExportOnlyFineTuner
 from shared.pipeline import interrupt
+from shared.pipeline.job_requests import refusal
 from shared.ports import BlobStore, FineTuner, NoPublisher, OutgoingMessage, Progress
 from shared.publishing.webhooks import WebhookPublisher
 from shared.queueing.local import LocalQueue, LockLost, ReceivedMessage
@@ -77,7 +78,7 @@ class LocalRuntime:
                                  finetuner=finetuner(store, self.publish_event, LOCAL_WORKSPACE),
                                  environ=environ, local_teacher_url=local_teacher_url, progress=progress,
                                  publisher=WebhookPublisher.from_environment(environ) or NoPublisher())
-        self.queues = [settings.shard_queue, settings.completion_queue, EVENTS_QUEUE]
+        self.queues = [settings.shard_queue, settings.completion_queue, EVENTS_QUEUE, settings.request_queue]
         services.install(self.services)  # the functions ask shared.services for their adapters
         self._last_error: dict[tuple[str, str], str] = {}  # (queue, message id) → the handler's last failure
         self._dead_letters_delivered: set[tuple[str, str]] = set()
@@ -103,6 +104,17 @@ class LocalRuntime:
         function, arg = registered_functions()[f"queue:{message.queue}"]
         function(**{arg: service_bus_message(message.body, message.message_id, message.delivery_count,
                                              properties=message.properties)})
+
+    def handle_requests(self) -> None:
+        """Deliver the job requests waiting on the jobs queue, one at a time, each settled before the next."""
+        while received := self.queue.receive(self.services.settings.request_queue, 1):
+            outcome: Future[None] = Future()
+            try:
+                self.deliver(received[0])
+                outcome.set_result(None)
+            except Exception as exc:  # settled as a failed delivery, as in `drain`
+                outcome.set_exception(exc)
+            self._settle(received[0], outcome)
 
     def deliver_dead_letters(self) -> None:
         """Hand dead letters not yet handed over to the dead-letter triggers (`<queue>/$DeadLetterQueue`).
@@ -170,7 +182,10 @@ class LocalRuntime:
     def _settle(self, message: ReceivedMessage, future: Future[None]) -> None:
         error = future.exception()
         try:
-            if error is None:
+            if error is None and message.queue == self.services.settings.request_queue and \
+                    (refused := refusal(self.services, message.message_id)):
+                self.queue.dead_letter(message, refused["reason"], refused["description"])  # as Service Bus would
+            elif error is None:
                 self.queue.complete(message)
             else:
                 cause = f"{type(error).__name__}: {error}"

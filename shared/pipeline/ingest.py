@@ -73,14 +73,10 @@ def ingest_job(services: Services, paths: JobPaths, record: JobRecord | None, bl
         return job
     if record is not None and record.state is JobState.BUDGET_SPENT:  # run again, perhaps with a higher budget
         try:
-            resumed = budget.resume(store, paths, manifest_of(store, blob_path))
+            resume_budget(services, paths, manifest_of(store, blob_path))
         except ManifestError as exc:
             log.warning("job %s: the manifest uploaded again is invalid (%s); the job stays %s", job,
                         exc.problems[0], record.state)
-            return job
-        if resumed is not None:
-            round_, shards = resumed
-            send_shards(services, job, shards, round_)
         return job
     if record is not None and record.state is not JobState.INGESTING:
         log.info("job %s: manifest event repeated; the job is already %s", job, record.state)
@@ -113,6 +109,16 @@ def ingest_job(services: Services, paths: JobPaths, record: JobRecord | None, bl
     update_record(store, paths, lambda r: r.plan(plan["task"], plan["shards"], plan["rows"], trace_id))
     send_shards(services, job, range(plan["shards"]))
     return job
+
+
+def resume_budget(services: Services, paths: JobPaths, manifest: Manifest) -> bool:
+    """A `budget spent` job back to labelling under this manifest's budget: the shards with rows to label are sent
+    again, as a new round. False when that budget is spent already or the job is not waiting for one."""
+    resumed = budget.resume(services.store, paths, manifest)
+    if resumed is not None:
+        round_, shards = resumed
+        send_shards(services, paths.job, shards, round_)
+    return resumed is not None
 
 
 def teacher_problem(services: Services, manifest: Manifest) -> str | None:

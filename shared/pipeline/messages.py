@@ -1,5 +1,5 @@
-"""The queue messages about one shard: its work order ("shard"), the same again later ("deferred"), and its
-completion ("done")."""
+"""The queue messages: about one shard, its work order ("shard"), the same again later ("deferred") and its
+completion ("done"); and a job request (shared.pipeline.job_requests)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,12 @@ def deferred_shard(body: dict[str, Any], until: float) -> OutgoingMessage:
     return OutgoingMessage(again, message_id=fitted(str(body["job"]), f"/shard/{body['shard']}/deferred/{deferrals}",
                                                     MESSAGE_ID_CHARS),
                            scheduled_at=when)
+
+
+def job_request(body: dict[str, Any], job: str) -> OutgoingMessage:
+    """A job request for `job`, its id from the job and the action (and a resume's budget), so the queue drops a
+    repeated request while a resume with another budget goes through."""
+    action = str(body.get("action"))
+    suffix = f"/resume/{body.get('budget_tokens')}" if action == "resume" else f"/{action}"
+    return OutgoingMessage(body, message_id=fitted(job, suffix, MESSAGE_ID_CHARS),
+                           properties=tracing.message_properties())

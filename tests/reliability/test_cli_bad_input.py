@@ -45,6 +45,11 @@ CASES = {
     "serve a model that is not there": (["teacher", "serve", "--model", "no-such-model"], "no-such-model"),
     "submit without a storage account": (["submit", "asset.yaml"], "no storage account"),
     "watch without a storage account": (["watch", "job-1"], "no storage account"),
+    "send a missing message": (["send", "missing.json"], "missing.json"),
+    "send a message that is not JSON": (["send", "a-file"], "a-file:1:1: not JSON"),
+    "send an unknown action": (["send", "launch.json"], "refused (unknown-action)"),
+    "events of a bad job name": (["events", "../x"], "is not a job id"),
+    "submit to a queue without a Service Bus": (["submit", "asset.yaml", "--queue"], "no Service Bus namespace"),
 }
 
 
@@ -56,6 +61,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pairs = nli_pairs(seed=5)
     (folder / "train.jsonl").write_text("".join(json.dumps(nli_row(*next(pairs))) + "\n" for _ in range(80)))
     (folder / "asset.yaml").write_text("task: nli\ntraining_file: azureml:my-train:1\n")
+    (folder / "launch.json").write_text('{"version": 1, "action": "launch", "job": "j"}')
     return folder
 
 
