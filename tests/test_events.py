@@ -102,8 +102,8 @@ def test_each_transition_reaches_a_webhook_once_in_order(tmp_path: Path, receive
                  "--job", "ev-1"]) == 0
     types = [event["type"].removeprefix("Distill.Job.") for event in receiver.events]
     assert types == ["Accepted", "Progress", "Progress", "Progress", "DatasetReady", "FineTuneStarted", "Succeeded"]
-    assert [e["data"]["progress"]["percent"] for e in receiver.events if e["type"].endswith("Progress")] == [33, 67,
-                                                                                                           100]
+    percents = [e["data"]["progress"]["percent"] for e in receiver.events if e["type"].endswith("Progress")]
+    assert percents[-1] == 100 and all(b - a >= 10 for a, b in zip([0, *percents], percents, strict=False))
     assert all(set(e) >= FIELDS and e["source"] == "/distill/local" and e["subject"] == "jobs/ev-1"
                for e in receiver.events)
     assert receiver.headers["content-type"].startswith("application/cloudevents+json")
@@ -278,3 +278,17 @@ def test_a_webhook_that_fails_for_a_moment_gets_the_event_on_a_later_try(tmp_pat
                  "--job", "ev-blip"]) == 0
     kept, status = stored(tmp_path / "home", "ev-blip")
     assert [e["id"] for e in receiver.events] == [e["id"] for e in kept] and "events_missed" not in status
+
+
+@pytest.mark.parametrize("order", [list(range(10)), [9, 3, 0, 7, 1, 8, 2, 6, 4, 5]])
+def test_progress_events_are_at_least_a_tenth_of_the_rows_apart(order: list[int]) -> None:
+    record = new_record("p")
+    record.plan("NLI", 10, {"total": 455, "per_shard": 50}, "t" * 32)  # nine shards of 50 rows, one of 5
+    for shard in order:
+        before = JobRecord.from_json(record.to_json())
+        record.shard_done(shard)
+        record.queue_events(before, "jobs")
+    percents = [e["data"]["progress"]["percent"] for e in record.outbox or [] if e["type"] == "Distill.Job.Progress"]
+    assert percents and all(b - a >= 10 for a, b in zip([0, *percents], percents, strict=False))
+    done_rows = sum(50 if shard < 9 else 5 for shard in order)
+    assert percents[-1] >= 100 * done_rows // 455 - 10  # the last one is within a tenth of the end

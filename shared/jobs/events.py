@@ -6,7 +6,7 @@ publishes the outbox and empties it (shared.pipeline.events). An event's id foll
 record's creation time and budget round) and the transition, so a handler run again republishes the same id, which
 subscribers can drop, while `--restart` or a budget resume makes new ones.
 
-Types: Distill.Job.Accepted (validated and fanned out), Distill.Job.Progress (at most one per tenth of the shards),
+Types: Distill.Job.Accepted (validated and fanned out), Distill.Job.Progress (one for each tenth or more of the rows),
 Distill.Job.DatasetReady (assembled and past the gates), Distill.Job.FineTuneStarted, and the ends
 Distill.Job.Succeeded, Distill.Job.Failed, Distill.Job.Cancelled, Distill.Job.BudgetSpent.
 """
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 PREFIX = "Distill.Job."
 ENDS = {"succeeded": "Succeeded", "failed": "Failed", "cancelled": "Cancelled", "budget spent": "BudgetSpent"}
+PROGRESS_STEP = 10  # percent of the rows between two Progress events, at least
 TYPES = tuple(PREFIX + name for name in ("Accepted", "Progress", "DatasetReady", "FineTuneStarted", *ENDS.values()))
 
 
@@ -31,8 +32,9 @@ def transitions(before: JobRecord, after: JobRecord) -> list[str]:
     found = []
     if before.state == "ingesting" and after.state == "labeling":
         found.append("Accepted")
-    if after.state in ("labeling", "assembling") and (tenths := _tenths(after)) > _tenths(before):
-        found.append(f"Progress-{tenths}")
+    if after.state in ("labeling", "assembling") and (percent := percent_done(after)) >= \
+            (after.progress_reported or 0) + PROGRESS_STEP:
+        found.append(f"Progress-{percent}")
     if before.state == "assembling" and after.state in ("fine-tuning", "dataset ready"):
         found.append("DatasetReady")
     if after.finetune and after.finetune.started and not (before.finetune and before.finetune.started):
@@ -57,8 +59,7 @@ def summary(record: JobRecord, container: str, *, progress: bool = False) -> dic
     data: dict[str, Any] = {"job": record.job, "state": str(record.state)}
     if progress and record.shards:
         done = len(record.shards_done or [])
-        data["progress"] = {"percent": round(100 * done / record.shards), "shards_done": done,
-                            "shards": record.shards}
+        data["progress"] = {"percent": percent_done(record), "shards_done": done, "shards": record.shards}
     for name in ("task", "rows", "accepted", "rejected", "rejected_by_reason", "success_ratio", "tokens", "metrics",
                  "budget", "reason", "errors"):
         if value := getattr(record, name):
@@ -78,5 +79,11 @@ def cloud_event(entry: dict[str, Any], source: str) -> dict[str, Any]:
             "data": entry["data"]}
 
 
-def _tenths(record: JobRecord) -> int:
-    return 10 * len(record.shards_done or []) // record.shards if record.shards else 0
+def percent_done(record: JobRecord) -> int:
+    """Percent of the job's rows labelled, from the rows of the shards done (from the shards, for a record that does
+    not say how many rows a shard holds)."""
+    done, shards, rows = record.shards_done or [], record.shards or 0, record.rows or {}
+    total, per_shard = rows.get("total", 0), rows.get("per_shard")
+    if not per_shard or not total:
+        return 100 * len(done) // shards if shards else 0
+    return 100 * sum(min(per_shard, total - index * per_shard) for index in done) // total

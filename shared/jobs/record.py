@@ -102,6 +102,7 @@ class JobRecord:
     finetune: FineTune | None = None
     # Distill's own events (shared.jobs.events): not yet published, and those a subscriber could not be sent
     outbox: list[dict[str, Any]] | None = None
+    progress_reported: int | None = None  # percent of the rows labelled at the last Progress event (this round)
     events_missed: list[dict[str, str]] | None = None
 
     @classmethod
@@ -257,7 +258,7 @@ class JobRecord:
         self.state = JobState.LABELING
         self.round = (self.round or 0) + 1
         self.shards_done = sorted(set(self.shards_done or []) - set(shards_again))
-        self.reason = self.budget = None
+        self.reason = self.budget = self.progress_reported = None
         self.timings.pop("finished", None)
         return True
 
@@ -271,8 +272,10 @@ class JobRecord:
 
     def queue_events(self, before: JobRecord, container: str) -> None:
         """Add the events of the change from `before` to this record to the outbox."""
-        new = [events.outbox_entry(self, transition, container) for transition in events.transitions(before, self)]
-        if new:
+        found = events.transitions(before, self)
+        if any(transition.startswith("Progress") for transition in found):
+            self.progress_reported = events.percent_done(self)
+        if new := [events.outbox_entry(self, transition, container) for transition in found]:
             self.outbox = [*(self.outbox or []), *new]
 
     def published(self, ids: set[str], missed: list[dict[str, str]]) -> bool:

@@ -106,7 +106,8 @@ def ingest_job(services: Services, paths: JobPaths, record: JobRecord | None, bl
         update_record(store, paths, lambda r: r.fail(f"teacher: {problem}"))
         return job
     store.write(paths.plan, dumps(plan))
-    update_record(store, paths, lambda r: r.plan(plan["task"], plan["shards"], plan["rows"], trace_id))
+    rows = {**plan["rows"], "per_shard": plan["shard_rows"]}  # (the last shard may hold fewer)
+    update_record(store, paths, lambda r: r.plan(plan["task"], plan["shards"], rows, trace_id))
     send_shards(services, job, range(plan["shards"]))
     return job
 
