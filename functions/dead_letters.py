@@ -4,13 +4,12 @@ import azure.functions as func
 
 from shared import services
 from shared.pipeline.dead_letters import on_dead_letter
-from shared.queueing import decode_body
 
 bp = func.Blueprint()
 
 
 def handle(queue: str, msg: func.ServiceBusMessage) -> None:
-    on_dead_letter(services.current(), queue, decode_body(msg), msg.dead_letter_reason,
+    on_dead_letter(services.current(), queue, msg, msg.dead_letter_reason,
                    msg.dead_letter_error_description, msg.delivery_count)
 
 

@@ -118,6 +118,7 @@ output AZURE_KEY_VAULT_NAME string = app.outputs.keyVaultName
 output DISTILL_STORAGE_ACCOUNT string = app.outputs.dataStorageName
 output DISTILL_STORAGE_EVENTS_TOPIC string = app.outputs.storageEventsTopicName
 output DISTILL_SERVICE_BUS string = app.outputs.serviceBusName
+output DISTILL_SERVICE_BUS_HOST string = app.outputs.serviceBusHost
 output DISTILL_EVENTS_TOPIC string = app.outputs.eventsTopicName
 output AZUREML_RESOURCE_GROUP string = workspaceGroupName
 output AZUREML_WORKSPACE string = workspace.outputs.name

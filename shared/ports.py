@@ -110,6 +110,9 @@ class FineTuneRequest:
     method: str = "full"
     output_model_name: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    display_name: str | None = None
+    description: str | None = None
+    instance_type: str | None = None  # managed compute of this VM size instead of serverless fine-tuning
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,10 @@ class RunState:
     status: str
     output_model: str | None = None
     error: str | None = None
+
+
+class FineTuneRefused(Exception):
+    """The fine-tune cannot be started, and trying again will not change that: the job fails with this reason."""
 
 
 class FineTuner(Protocol):

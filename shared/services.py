@@ -8,11 +8,21 @@ fine-tuner, the address of the model it serves, a progress bar) before it drives
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared import redaction
-from shared.ports import BlobStore, EventPublisher, FineTuner, NoPublisher, Progress, QueueSender
+from shared.ports import (
+    BlobStore,
+    EventPublisher,
+    FineTuner,
+    FineTuneRequest,
+    NoPublisher,
+    Progress,
+    QueueSender,
+    RunState,
+)
 from shared.settings import Settings
 
 
@@ -46,35 +56,72 @@ def current() -> Services:
 
 
 def from_app_settings(environ: Mapping[str, str]) -> Services:
-    """Azure adapters from the Functions app settings (connection strings, or identity-based `__` settings).
+    """Azure adapters from the Functions app settings (connection strings, or identity-based `__` settings), all
+    signed in with one credential (`app_credential`). The AzureML fine-tuner is built on its first use, so only the
+    steps that start or poll a fine-tune import azure.ai.ml.
 
     The settings' secrets are redacted from every log record from here on (shared.redaction)."""
     redaction.install(environ)
-    from shared.finetune.azureml import AzureMLFineTuner
     from shared.queueing.servicebus import ServiceBusQueueSender
     from shared.storage.azure_blob import AzureBlobStore
 
+    credential = app_credential(environ)
     if conn := environ.get("DistillStorage"):
         store = AzureBlobStore.from_connection_string(conn)
     else:
-        store = AzureBlobStore.from_account_url(required(environ, "DistillStorage__serviceUri"))
+        store = AzureBlobStore.from_account_url(required(environ, "DistillStorage__serviceUri"), credential)
     if conn := environ.get("DistillServiceBus"):
         queue = ServiceBusQueueSender.from_connection_string(conn)
     else:
-        queue = ServiceBusQueueSender.from_namespace(required(environ, "DistillServiceBus__fullyQualifiedNamespace"))
-    finetuner = AzureMLFineTuner.from_settings(
-        required(environ, "AZUREML_SUBSCRIPTION_ID"),
-        required(environ, "AZUREML_RESOURCE_GROUP"),
-        required(environ, "AZUREML_WORKSPACE"),
-        store=store,
-    )
+        namespace = required(environ, "DistillServiceBus__fullyQualifiedNamespace")
+        queue = ServiceBusQueueSender.from_namespace(namespace, credential)
+    workspace = (required(environ, "AZUREML_SUBSCRIPTION_ID"), required(environ, "AZUREML_RESOURCE_GROUP"),
+                 required(environ, "AZUREML_WORKSPACE"))
+
+    def azureml() -> FineTuner:
+        from shared.finetune.azureml import AzureMLFineTuner
+
+        return AzureMLFineTuner.from_settings(*workspace, store=store, credential=credential)
+
     publisher: EventPublisher = NoPublisher()
     if topic := environ.get("DISTILL_EVENTS_TOPIC_ENDPOINT"):  # Distill's own events go to this Event Grid topic
         from shared.publishing.eventgrid import EventGridPublisher
 
-        publisher = EventGridPublisher.from_endpoint(topic)
-    return Services(store=store, queue=queue, finetuner=finetuner, settings=Settings.from_env(environ),
+        publisher = EventGridPublisher.from_endpoint(topic, credential)
+    return Services(store=store, queue=queue, finetuner=OnFirstUse(azureml), settings=Settings.from_env(environ),
                     environ=environ, publisher=publisher)
+
+
+def app_credential(environ: Mapping[str, str]) -> Any:
+    """One credential for every Azure client: the app's user-assigned managed identity (its client id is the app
+    setting AZURE_CLIENT_ID), else DefaultAzureCredential (a developer's sign-in). Nothing is fetched until a client
+    asks."""
+    if client_id := environ.get("AZURE_CLIENT_ID"):
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=client_id)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+class OnFirstUse:
+    """A FineTuner built when it is first asked for something."""
+
+    def __init__(self, build: Callable[[], FineTuner]) -> None:
+        self._build = build
+        self._built: FineTuner | None = None
+
+    def _get(self) -> FineTuner:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def start(self, request: FineTuneRequest) -> str:
+        return self._get().start(request)
+
+    def state(self, name: str) -> RunState:
+        return self._get().state(name)
 
 
 def required(environ: Mapping[str, str], name: str) -> str:

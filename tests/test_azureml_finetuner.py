@@ -80,9 +80,36 @@ class FakeJobs:
 
 
 @dataclass
+class FakeSubscriptions:
+    """`ml_client.marketplace_subscriptions`: what exists, what was created, and an HTTP status to refuse with."""
+
+    existing: dict[str, Any] = field(default_factory=dict)
+    created: list[Any] = field(default_factory=list)
+    refuse: int | None = None
+
+    def get(self, name: str) -> Any:
+        if name not in self.existing:
+            raise ResourceNotFoundError(f"subscription {name} not found")
+        return self.existing[name]
+
+    def begin_create_or_update(self, subscription: Any) -> Any:
+        from azure.core.exceptions import HttpResponseError
+
+        if self.refuse:
+            error = HttpResponseError(message="forbidden")
+            error.status_code = self.refuse
+            raise error
+        subscription._to_rest_object()  # the body the SDK would send
+        self.created.append(subscription)
+        self.existing[subscription.name] = subscription
+        return type("Done", (), {"result": lambda _: subscription})()
+
+
+@dataclass
 class FakeMLClient:
     data: FakeData = field(default_factory=FakeData)
     jobs: FakeJobs = field(default_factory=FakeJobs)
+    marketplace_subscriptions: FakeSubscriptions = field(default_factory=FakeSubscriptions)
 
 
 def fetched(job: Any, status: str) -> Any:
@@ -232,3 +259,40 @@ def test_live_workspace_lists_jobs() -> None:
     jobs = list(itertools.islice(tuner.ml_client.jobs.list(), 5))
 
     assert all(job.name for job in jobs)
+
+
+def test_display_name_description_tags_and_managed_compute_reach_the_job_entity(tuner: AzureMLFineTuner,
+                                                                                client: FakeMLClient) -> None:
+    tuner.start(request(display_name="NLI, 405B to 8B", description="teacher labels", tags={"team": "research"},
+                        instance_type="Standard_NC24ads_A100_v4"))
+    job = client.jobs.submitted[0]
+    body = job._to_rest_object().as_dict()["properties"]
+    assert body["displayName"] == "NLI, 405B to 8B" and body["description"] == "teacher labels"
+    assert body["tags"] == {"team": "research", "distill_job": "nli-1a2b3c4d5e6f"}
+    assert job.resources.instance_types == ["Standard_NC24ads_A100_v4"]
+    serverless = tuner.build_job(request(), "azureml:t:1", "azureml:v:1")
+    assert serverless.resources is None and serverless.display_name is None
+
+
+LLAMA = "azureml://registries/azureml-meta/models/Meta-Llama-3.1-8B-Instruct/versions/2"
+
+
+def test_a_partners_student_gets_its_marketplace_subscription_once(tuner: AzureMLFineTuner,
+                                                                  client: FakeMLClient) -> None:
+    tuner.start(request(student_model=LLAMA))
+    tuner.start(request(student_model=LLAMA, name="distill-nli-other-ft"))
+    [subscription] = client.marketplace_subscriptions.created
+    assert subscription.model_id == "azureml://registries/azureml-meta/models/Meta-Llama-3.1-8B-Instruct"
+    assert subscription.name == "meta-llama-3-1-8b-instruct" and len(client.jobs.submitted) == 2
+    tuner.start(request(name="phi-ft"))  # Microsoft's own model: no subscription
+    assert len(client.marketplace_subscriptions.created) == 1
+
+
+def test_a_subscription_the_app_may_not_create_refuses_the_fine_tune_with_the_command(
+        tuner: AzureMLFineTuner, client: FakeMLClient) -> None:
+    from shared.ports import FineTuneRefused
+
+    client.marketplace_subscriptions.refuse = 403
+    with pytest.raises(FineTuneRefused, match=r"az ml marketplace-subscription create .*meta-llama-3-1-8b-instruct"):
+        tuner.start(request(student_model=LLAMA))
+    assert client.jobs.submitted == []

@@ -114,6 +114,7 @@ def test_each_transition_reaches_a_webhook_once_in_order(tmp_path: Path, receive
     kept, status = stored(tmp_path / "home", "ev-1")
     assert [e["id"] for e in kept] == [e["id"] for e in receiver.events]
     assert "outbox" not in status and "events_missed" not in status
+    assert not (tmp_path / "home" / "storage" / "jobs" / "_active" / "ev-1").exists()  # over: unmarked
     capsys.readouterr()
     assert main(["events", "ev-1"]) == 0
     assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == [e["id"] for e in kept]

@@ -299,6 +299,9 @@ def check_settings(needs: Needs, settings: dict[str, str], site: Resource | None
             yield f"connection {prefix}: {prefix}__credential must be 'managedidentity'"
         if user_assigned and f"{prefix}__clientId" not in names:
             yield f"connection {prefix}: {prefix}__clientId must name the user-assigned identity"
+    for name in sorted(n for n in names if n.endswith("__fullyQualifiedNamespace")):
+        if ".windows.net" in settings[name]:
+            yield f"app setting {name}: take the host from the resource (serviceBusEndpoint), not a fixed suffix"
     if not {"AzureWebJobsStorage__accountName", "AzureWebJobsStorage__blobServiceUri"} & names:
         yield "AzureWebJobsStorage: the host's storage connection is missing"
     if user_assigned and "AZURE_CLIENT_ID" not in names:
@@ -423,6 +426,21 @@ def check_published_events(found: list[Resource], settings: dict[str, str], file
             yield f"events queue: the subscription must include every event type {sorted(EVENT_TYPES)}"
 
 
+def check_workspace(found: list[Resource]) -> Iterator[str]:
+    """A workspace the Bicep creates has the dependent resources ARM requires: storage, key vault, Application
+    Insights (each a resource declared here)."""
+    symbols = {r.symbol: r.type.lower() for r in found}
+    needed = {"storageAccount": "microsoft.storage/storageaccounts", "keyVault": "microsoft.keyvault/vaults",
+              "applicationInsights": "microsoft.insights/components"}
+    for workspace in of_type(found, "Microsoft.MachineLearningServices/workspaces"):
+        if "existing" in workspace.body.split("\n", 1)[0] or _line(workspace, "friendlyName") is None:
+            continue  # a reference to a workspace, not one created here
+        for key, type_ in needed.items():
+            value = (_line(workspace, key) or "").strip()
+            if symbols.get(value.removesuffix(".id")) != type_:
+                yield f"workspace {workspace.symbol}: {key} must be the id of a {type_} declared here"
+
+
 def drift(needs: Needs, files: dict[str, str], role_ids: dict[str, str]) -> list[str]:
     """Every way the Bicep in `files` fails what the code needs; empty when none."""
     found = resources(files)
@@ -432,7 +450,8 @@ def drift(needs: Needs, files: dict[str, str], role_ids: dict[str, str]) -> list
         return ["app settings: no Microsoft.Web/sites/config resource named appsettings"]
     return [*check_queues(needs, found, files), *check_storage(needs, found, settings, files),
             *check_settings(needs, settings, site), *check_events(needs, found, files),
-            *check_roles(needs, found, settings, role_ids), *check_published_events(found, settings, files)]
+            *check_roles(needs, found, settings, role_ids), *check_published_events(found, settings, files),
+            *check_workspace(found)]
 
 
 def infra_files() -> dict[str, str]:
@@ -469,8 +488,13 @@ def test_azd_deploys_this_folder_as_the_function_app_and_subscribes_events_after
     hook = (INFRA / "hooks" / "postdeploy.sh").read_text()
     events = (INFRA / "events.bicep").read_text()
     main = (INFRA / "main.bicep").read_text()
+    windows = (INFRA / "hooks" / "postdeploy.ps1").read_text()  # Windows runs the same steps in PowerShell
+    assert re.search(r"windows:\s*\n\s*shell:\s*pwsh\s*\n\s*run:\s*\./infra/hooks/postdeploy\.ps1", azure_yaml)
     for param in re.findall(r"^param\s+(\w+)", events, re.M):  # every parameter of events.bicep is passed ...
         assert f"{param}=" in hook, param
+        assert f"{param}=" in windows, param
+    for variable in re.findall(r'"\$env:([A-Z_]+)"', windows):
+        assert f'"${variable}"' in hook, variable  # ... from the same outputs
     for variable in re.findall(r'"\$([A-Z_]+)"', hook):  # ... from an output of main.bicep, which azd exports
         assert variable in re.findall(r"^output\s+(\w+)", main, re.M), variable
     site = (INFRA / "modules" / "app.bicep").read_text()
@@ -516,6 +540,11 @@ MUTATIONS = [
      "role EventGrid Data Sender: no assignment"),
     ("modules/app.bicep", "        'Distill.Job.BudgetSpent'\n", "",
      "events queue: the subscription must include every event type"),
+    ("modules/app.bicep", "split(split(serviceBus.properties.serviceBusEndpoint, '//')[1], ':')[0]",
+     "'${serviceBus.name}.servicebus.windows.net'",
+     "app setting DistillServiceBus__fullyQualifiedNamespace: take the host from the resource"),
+    ("modules/workspace.bicep", "    applicationInsights: mlInsights.id\n", "",
+     "workspace newWorkspace: applicationInsights must be the id of a microsoft.insights/components"),
     ("modules/app.bicep", "var eventsQueueName = 'distill-events'", "var eventsQueueName = 'events'",
      "events queue: no subscription of the topic delivers to a storage queue distill-events"),
 ]
@@ -541,3 +570,13 @@ def test_a_new_setting_read_by_the_app_must_be_declared(needs: Needs) -> None:
     more = Needs(**{**needs.__dict__, "settings": needs.settings | {"DISTILL_NEW_KNOB"}})
     assert "app setting DISTILL_NEW_KNOB: read by the code, not declared in infra" in \
         drift(more, infra_files(), json.loads((INFRA / "roles.json").read_text()))
+
+
+def test_a_message_lock_is_renewed_as_long_as_a_function_may_run() -> None:
+    """A function that outlives its message's lock renewal loses the message to another instance, which pays the
+    teacher for the same rows again."""
+    host = json.loads((ROOT / "host.json").read_text())
+    hours, minutes, seconds = (int(part) for part in host["functionTimeout"].split(":"))
+    renewal = host["extensions"]["serviceBus"]["maxAutoLockRenewalDuration"]
+    r_hours, r_minutes, r_seconds = (int(part) for part in renewal.split(":"))
+    assert r_hours * 3600 + r_minutes * 60 + r_seconds >= hours * 3600 + minutes * 60 + seconds

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.jobs import blobs
 from shared.jobs.blobs import read_json
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobRecord, JobState, create_record, new_record, read_record, update_record
@@ -21,7 +22,7 @@ from shared.jobs.shards import (
     shard_line,
     stopped_rows,
 )
-from shared.ports import RunState
+from shared.ports import Conflict, RunState
 from shared.reasons import Reason
 from shared.rows import Row
 from shared.storage.local import LocalBlobStore
@@ -154,3 +155,56 @@ def test_a_result_that_does_not_match_its_shard_is_refused(tmp_path: Path) -> No
     store.write(PATHS.result(0), encode_result(ResultHeader(0), list(reversed(results(None, None, None)))))
     with pytest.raises(ValueError, match=r"where .* was expected"):
         list(labelled_shards(store, PATHS, 1))
+
+
+class Contending(LocalBlobStore):
+    """A store whose conditional writes lose to another writer the first `losses` times."""
+
+    def __init__(self, root: Path, losses: int) -> None:
+        super().__init__(root)
+        self.losses = losses
+
+    def write(self, path: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
+        if (if_match or if_absent) and self.losses > 0:
+            self.losses -= 1
+            raise Conflict(path)
+        return super().write(path, data, if_match=if_match, if_absent=if_absent)
+
+
+def test_a_contended_compare_and_swap_backs_off_and_then_gives_up(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(blobs, "pause", pauses.append)
+    store = Contending(tmp_path, losses=5)
+    store.write("jobs/j/x.json", b"{}")
+    assert blobs.update_json(store, "jobs/j/x.json", lambda doc: {**doc, "n": 1}) == {"n": 1}
+    bases = [min(blobs.MAX_BACKOFF, blobs.FIRST_BACKOFF * 2**k) for k in range(5)]  # doubling, with jitter
+    assert len(pauses) == 5 and all(0.5 * base <= took <= 1.5 * base for base, took in zip(bases, pauses, strict=True))
+    pauses.clear()
+    store.losses = 10**6
+    with pytest.raises(blobs.Contended):
+        blobs.update_json(store, "jobs/j/x.json", lambda doc: {**doc, "n": 2})
+    assert len(pauses) == blobs.CAS_TRIES - 1 and max(pauses) <= blobs.MAX_BACKOFF * 1.5
+
+
+class CountingReads(LocalBlobStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def read(self, path: str):
+        self.reads.append(path)
+        return super().read(path)
+
+
+def test_teacher_workers_notice_a_cancel_without_reading_the_job_record(tmp_path: Path) -> None:
+    from shared.pipeline.cancel import CancelWatch, request_cancel
+
+    store = CountingReads(tmp_path)
+    paths = JobPaths("jobs", "j")
+    create_record(store, paths, new_record("j"))
+    watch = CancelWatch(store, paths, every=0.0)
+    assert not watch()
+    assert request_cancel(store, paths).marked and read_record(store, paths).cancel
+    store.reads.clear()
+    assert watch() and store.reads == [paths.cancel_flag]

@@ -74,3 +74,15 @@ def test_the_app_registers_every_trigger_with_its_binding() -> None:
     found = registered_functions()
     assert set(found) == {"blob", "eventgrid", "queue:jobs", "queue:shards", "queue:completions",
                           "queue:shards/$DeadLetterQueue", "queue:completions/$DeadLetterQueue"}
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"\xff\xfe"])
+def test_a_dead_letter_that_cannot_be_read_is_completed_not_delivered_for_ever(runtime, body: bytes, caplog) -> None:
+    from azure.functions.servicebus import ServiceBusMessage
+
+    function, arg = registered_functions()["queue:shards/$DeadLetterQueue"]
+    letter = ServiceBusMessage(body=body, message_id="x", content_type="application/json", delivery_count=5,
+                               dead_letter_reason="MaxDeliveryCountExceeded", application_properties={},
+                               user_properties={})
+    assert function(**{arg: letter}) is None  # returns: the host completes it
+    assert "cannot be read" in caplog.text

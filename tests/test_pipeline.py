@@ -32,6 +32,7 @@ class RecordingFineTuner:
     def start(self, request: FineTuneRequest) -> str:
         with self.lock:
             self.starts[request.name] += 1
+            self.last = request
         return request.name
 
     def state(self, name: str) -> RunState:
@@ -46,7 +47,9 @@ def pipeline(tmp_path: Path):
     for name in ("train.jsonl", "validation.jsonl"):
         store.upload_from(f"input/job1/{name}", data / name)
     manifest = {"task": "nli", "training_file": "train.jsonl", "validation_file": "validation.jsonl",
-                "teacher": {"kind": "local", "model": "distill-test-teacher"}, "prompt": {"chain_of_thought": True}}
+                "teacher": {"kind": "local", "model": "distill-test-teacher"}, "prompt": {"chain_of_thought": True},
+                "display_name": "NLI run", "description": "d", "tags": {"team": "t"},
+                "student": {"instance_type": "Standard_NC24ads_A100_v4"}}
     store.write("input/job1/manifest.json", dumps(manifest))
     answers = answers_from_jsonl(data / "train.jsonl") | answers_from_jsonl(data / "validation.jsonl")
     with FakeTeacher(answers) as teacher, LocalQueue(tmp_path / "queue.db") as queue:
@@ -73,7 +76,8 @@ def test_duplicate_blob_events_start_one_job(pipeline) -> None:
     shards = drain(queue, "shards")
     assert sorted(b["shard"] for b in shards) == list(range(8))  # 160 rows, 20 a shard, each sent once
     record = read_json(services.store, JobPaths("jobs", "job1").status)
-    assert record["state"] == "labeling" and record["rows"] == {"total": 160, "train": 90, "validation": 70}
+    assert record["state"] == "labeling" and record["rows"] == {"total": 160, "train": 90, "validation": 70,
+                                                                "per_shard": 20}
 
 
 def test_a_redelivered_shard_is_not_sent_to_the_teacher_again(pipeline) -> None:
@@ -100,6 +104,9 @@ def test_concurrent_and_duplicate_completions_start_exactly_one_finetune(pipelin
     for thread in threads:
         thread.join()
     assert services.finetuner.starts == {"job1-ft": 1}
+    last = services.finetuner.last  # what the manifest says of the AzureML job reaches the fine-tuner
+    assert (last.display_name, last.description, last.instance_type) == ("NLI run", "d", "Standard_NC24ads_A100_v4")
+    assert last.tags == {"team": "t", "distill_job": "job1"}
     folder = JobPaths("jobs", "job1")
     record = read_json(services.store, folder.status)
     assert record["state"] == "fine-tuning" and record["finetune"]["started"]
@@ -169,3 +176,39 @@ def test_the_poller_finishes_a_job_whose_event_never_came(fine_tuning) -> None:
     record = state(fine_tuning)
     assert record["state"] == "succeeded" and record["finetune"]["output_model"] == "job1-ft-model"
     assert poll_unfinished(fine_tuning) == []
+
+
+def test_the_poller_reads_only_jobs_still_in_flight(fine_tuning) -> None:
+    from shared.jobs.record import JobRecord, JobState
+    from shared.pipeline.run_events import poll_unfinished
+
+    store = fine_tuning.store
+    for n in range(40):  # history: jobs that ended long ago, as old deployments left them (no marker)
+        done = JobRecord(job=f"old-{n}", state=JobState.SUCCEEDED, created=0.0)
+        store.write(JobPaths("jobs", f"old-{n}").status, json.dumps(done.to_json()).encode())
+    read: list[str] = []
+    real_read = store.read
+    store.read = lambda path: read.append(path) or real_read(path)  # type: ignore[method-assign]
+    assert poll_unfinished(fine_tuning) == ["job1"]
+    assert not any("/old-" in path for path in read) and store.read(JobPaths("jobs", "job1").active_marker) is None
+    read.clear()
+    assert poll_unfinished(fine_tuning) == [] and read == []  # nothing is in flight: nothing is read
+
+
+def test_a_fine_tune_that_cannot_be_started_fails_the_job_with_the_reason(pipeline) -> None:
+    from shared.ports import FineTuneRefused
+
+    services, queue, _ = pipeline
+
+    class Refusing(RecordingFineTuner):
+        def start(self, request: FineTuneRequest) -> str:
+            raise FineTuneRefused("the workspace needs a Marketplace subscription for this student")
+
+    services.finetuner = Refusing()
+    ingest(services, "input/job1/manifest.json")
+    for body in drain(queue, "shards"):
+        label_shard(services, body)
+    for body in drain(queue, "completions"):
+        on_completion(services, body)  # no exception: the message is done, the job has failed
+    record = state(services)
+    assert record["state"] == "failed" and "needs a Marketplace subscription" in record["errors"][-1]

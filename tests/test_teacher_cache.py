@@ -177,6 +177,29 @@ def test_a_redelivered_shard_polls_its_batch_instead_of_submitting_another(world
     assert record["batches"]["0"]["round"] == 1 and not record["batches"]["0"]["collected"]
 
 
+def test_a_batch_submitted_just_before_a_crash_is_found_not_submitted_again(world,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.jobs.record import JobRecord
+
+    services, queue, teacher, data = world
+    teacher.batches.pending_polls = 3
+    submit(services, data, "job-c", batch=BATCH)
+    [first, *_] = drain(queue, "shards")
+    real_set_batch = JobRecord.set_batch
+
+    def crash(record: JobRecord, shard: int, batch: dict) -> bool:
+        raise RuntimeError("the process died before the batch id was kept")
+
+    monkeypatch.setattr(JobRecord, "set_batch", crash)
+    with pytest.raises(RuntimeError):
+        label_shard(services, first)  # submitted, id lost
+    monkeypatch.setattr(JobRecord, "set_batch", real_set_batch)
+    label_shard(services, first)  # delivered again: finds the batch by its metadata
+    assert len(teacher.batches.batches) == 1
+    record = read_json(services.store, JobPaths("jobs", "job-c").status)
+    assert record["batches"]["0"]["id"] == next(iter(teacher.batches.batches))
+
+
 def test_requests_a_batch_failed_go_into_the_next_round_then_are_rejected_with_the_reason(world) -> None:
     services, queue, teacher, data = world
     submit(services, data, "job-f", batch=BATCH)

@@ -122,7 +122,7 @@ resource shards 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
     duplicateDetectionHistoryTimeWindow: 'PT24H' // longer than any job's ingest-to-last-shard span
     deadLetteringOnMessageExpiration: true // an expired shard fails its job with a reason instead of vanishing
     defaultMessageTimeToLive: 'P7D'
-    // The longest lock Service Bus allows: the host renews it (host.json maxAutoLockRenewalDuration, 15 min), and a
+    // The longest lock Service Bus allows: the host renews it (host.json maxAutoLockRenewalDuration, 30 min), and a
     // renewal that fails still leaves 5 min before another instance takes the shard and pays the teacher again.
     lockDuration: 'PT5M'
     // Rows the teacher fails are rejected rows, not exceptions: a shard fails a delivery only on a crash, a lost lock or
@@ -269,7 +269,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DistillStorage__serviceUri: dataStorage.properties.primaryEndpoints.blob
     DistillStorage__credential: 'managedidentity'
     DistillStorage__clientId: identity.properties.clientId
-    DistillServiceBus__fullyQualifiedNamespace: '${serviceBus.name}.servicebus.windows.net'
+    // The namespace's host as the resource gives it (sovereign clouds have other suffixes).
+    DistillServiceBus__fullyQualifiedNamespace: split(split(serviceBus.properties.serviceBusEndpoint, '//')[1], ':')[0]
     DistillServiceBus__credential: 'managedidentity'
     DistillServiceBus__clientId: identity.properties.clientId
     AZUREML_SUBSCRIPTION_ID: subscription().subscriptionId
@@ -529,5 +530,6 @@ output functionAppName string = site.name
 output dataStorageName string = dataStorage.name
 output storageEventsTopicName string = storageEvents.name
 output serviceBusName string = serviceBus.name
+output serviceBusHost string = split(split(serviceBus.properties.serviceBusEndpoint, '//')[1], ':')[0]
 output keyVaultName string = vault.name
 output eventsTopicName string = distillEvents.name

@@ -11,8 +11,8 @@ param principalId string
 
 var roles = loadJsonContent('../roles.json')
 
-// A new workspace gets its own storage account and key vault, as AzureML expects: it writes datastore credentials
-// into that vault itself and uploads the fine-tuning data assets to that account.
+// A new workspace gets its own storage account, key vault and Application Insights, as AzureML expects: it writes
+// datastore credentials into that vault itself and uploads the fine-tuning data assets to that account.
 resource mlStorage 'Microsoft.Storage/storageAccounts@2023-05-01' = if (create) {
   name: 'stml${resourceToken}'
   location: location
@@ -37,6 +37,30 @@ resource mlVault 'Microsoft.KeyVault/vaults@2023-07-01' = if (create) {
   }
 }
 
+// ARM refuses a new workspace without Application Insights ("Missing dependent resources in workspace json"); it
+// gets its own, on its own Log Analytics workspace. No container registry: serverless fine-tuning builds no image, and
+// AzureML creates one on first need if a user later builds environments in this workspace.
+resource mlLogs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = if (create) {
+  name: 'log-ml-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    sku: { name: 'PerGB2018' }
+    retentionInDays: 30
+  }
+}
+
+resource mlInsights 'Microsoft.Insights/components@2020-02-02' = if (create) {
+  name: 'appi-ml-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: mlLogs.id
+  }
+}
+
 resource newWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' = if (create) {
   name: name
   location: location
@@ -47,6 +71,7 @@ resource newWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' 
     friendlyName: name
     storageAccount: mlStorage.id
     keyVault: mlVault.id
+    applicationInsights: mlInsights.id
   }
 }
 

@@ -9,12 +9,13 @@ properties. (The SDK's own distillation job writes the teacher key into its prop
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.finetune.run_events import JOB_TAG, normalise_status
-from shared.ports import TERMINAL_STATUSES, BlobStore, FineTuneRequest, RunState
+from shared.ports import TERMINAL_STATUSES, BlobStore, FineTuneRefused, FineTuneRequest, RunState
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 DATA_VERSION = "1"  # a run name is deterministic per job, so its data assets never change
 OUTPUT = "registered_model"  # the fine-tuning job's output naming the registered model
+FIRST_PARTY_REGISTRIES = frozenset({"azureml", "azureml-msr", "azure-openai"})  # Microsoft's: no Marketplace offer
+_REGISTRY_MODEL = re.compile(r"^azureml://registries/(?P<registry>[^/]+)/models/(?P<model>[^/]+)")
 
 
 class AzureMLFineTuner:
@@ -54,6 +57,8 @@ class AzureMLFineTuner:
         """
         if self._find(request.name) is not None:
             return request.name
+        if model := marketplace_model(request.student_model):
+            self._subscribe(model)
         train_id, validation_id = self._register_data(request)
         created = self.ml_client.jobs.create_or_update(self.build_job(request, train_id, validation_id))
         return created.name or request.name
@@ -83,10 +88,37 @@ class AzureMLFineTuner:
             validation_data=validation_asset_id,
             hyperparameters={key: str(value) for key, value in request.hyperparameters.items()},
             output_model_name_prefix=request.output_model_name or request.name,
+            instance_types=[request.instance_type] if request.instance_type else None,
             name=request.name,
+            display_name=request.display_name,
+            description=request.description,
             experiment_name=request.experiment_name,
             tags=job_tags(request),
         )
+
+    def _subscribe(self, model: str) -> None:
+        """Make sure the workspace has the Marketplace subscription a partner's model is fine-tuned under (created once,
+        by name); FineTuneRefused, with what an administrator runs, when the app may not create it."""
+        from azure.ai.ml.entities import MarketplaceSubscription
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        name = subscription_name(model)
+        try:
+            self.ml_client.marketplace_subscriptions.get(name)
+            return
+        except ResourceNotFoundError:
+            pass
+        try:
+            self.ml_client.marketplace_subscriptions.begin_create_or_update(
+                MarketplaceSubscription(model_id=model, name=name)).result()
+        except HttpResponseError as exc:
+            if exc.status_code not in (401, 403):
+                raise
+            raise FineTuneRefused(
+                f"the student {model} is fine-tuned under a Marketplace subscription in the workspace, which the app "
+                f"may not create (HTTP {exc.status_code}); an administrator creates it once with `az ml "
+                f"marketplace-subscription create --resource-group <group> --workspace-name <workspace> --file sub.yml`"
+                f" where sub.yml says `name: {name}` and `model_id: {model}`, then runs the job again") from None
 
     def _find(self, name: str) -> Job | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -115,6 +147,20 @@ class AzureMLFineTuner:
                             version=DATA_VERSION, description=f"Distill {role} data")
                 ids.append(self.ml_client.data.create_or_update(data).id)
         return ids[0], ids[1]
+
+
+def marketplace_model(student: str) -> str | None:
+    """The model id (without its version) a Marketplace subscription must exist for before a student from a partner's
+    registry (Meta, Mistral, Cohere...) is fine-tuned; None for Microsoft's own models and for anything else."""
+    match = _REGISTRY_MODEL.match(student)
+    if match is None or match["registry"] in FIRST_PARTY_REGISTRIES:
+        return None
+    return f"azureml://registries/{match['registry']}/models/{match['model']}"
+
+
+def subscription_name(model: str) -> str:
+    """A Marketplace subscription name for a model id: its model name, lower case, letters, digits and '-'."""
+    return re.sub(r"[^a-z0-9-]+", "-", model.rsplit("/", 1)[1].lower()).strip("-")[:50]
 
 
 def job_tags(request: FineTuneRequest) -> dict[str, str]:

@@ -4,6 +4,7 @@ handlers, and the final files copied out of storage."""
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,12 @@ from shared.redaction import redact
 
 def now() -> float:
     return round(time.time(), 3)
+
+
+CAS_TRIES = 20  # compare-and-swap attempts on one blob before giving up (about 30 s of back-off in all)
+FIRST_BACKOFF = 0.02  # seconds before the second attempt; doubled each time
+MAX_BACKOFF = 2.0
+pause = time.sleep  # (tests replace it)
 
 
 def dumps(value: Any) -> bytes:
@@ -33,9 +40,13 @@ def update_json(store: BlobStore, path: str, change: Callable[[dict], dict | Non
     """Apply `change` to a JSON blob by ETag compare-and-swap, retried on conflict; returns the blob as stored.
 
     `change` gets a copy and returns the new value, or None to leave it as it is. A missing blob starts as `{}` when
-    `create`, else raises LookupError. `stamp` sets "updated" on every write.
+    `create`, else raises LookupError. `stamp` sets "updated" on every write. Conflicts are retried after a jittered
+    back-off that doubles up to `MAX_BACKOFF` seconds, `CAS_TRIES` times in all; then Contended is raised (the
+    message is delivered again later, when the crowd has passed).
     """
-    while True:
+    for attempt in range(CAS_TRIES):
+        if attempt:
+            pause(min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
         blob = store.read(path)
         if blob is None and not create:
             raise LookupError(f"{path} does not exist")
@@ -53,6 +64,11 @@ def update_json(store: BlobStore, path: str, change: Callable[[dict], dict | Non
         except Conflict:
             continue
         return updated
+    raise Contended(f"{path}: still changed by others after {CAS_TRIES} tries")
+
+
+class Contended(RuntimeError):
+    """A compare-and-swap kept losing to other writers."""
 
 
 def copy_final_files(store: BlobStore, paths: JobPaths, out: Path) -> None:

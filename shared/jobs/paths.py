@@ -11,6 +11,7 @@ Layout of `jobs/<job>/`:
     batches/NNNNN-errors.json        what a shard's last provider batch failed (shared.teacher.batch)
     train.jsonl, validation.jsonl, rejected.jsonl   the assembled outputs, in input order
     status.json              the job record (shared.jobs.record)
+    cancel.json              there once the job is cancelled: what teacher workers poll (shared.pipeline.cancel)
     events.jsonl             every event the job published, one CloudEvent per line (shared.jobs.events)
     report.json, report.md, report.png, finetune/metrics.json   the evaluation report and the fine-tune's losses
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$"  # AzureML's rule for a job name
 JOB_ID = re.compile(JOB_ID_PATTERN)
 FILE_NAME_CHARS = 255  # the longest file name most file systems take
+ACTIVE = "_active"  # beside the job folders (no job id starts with "_"): the jobs not yet known to be over
 JOB_ID_RULE = ("a job id is 1 to 255 letters, digits, '-' and '_', starting with a letter or digit "
                "(AzureML's rule for job names)")
 SPLITS = ("train", "validation")
@@ -58,6 +60,15 @@ class JobPaths:
 
     def file(self, name: str) -> str:
         return f"{self.root}/{name}"
+
+    @property
+    def active_marker(self) -> str:
+        """In `<container>/_active/`: one small blob per job that may still need the poll timer (shared.jobs.record)."""
+        return f"{self.container}/{ACTIVE}/{self.job}"
+
+    @property
+    def cancel_flag(self) -> str:
+        return self.file("cancel.json")
 
     @property
     def events(self) -> str:

@@ -338,7 +338,11 @@ def read_record(store: BlobStore, paths: JobPaths) -> JobRecord | None:
 
 
 def create_record(store: BlobStore, paths: JobPaths, record: JobRecord) -> bool:
-    """Write the job record if there is none yet; False when one exists (a repeated event)."""
+    """Write the job record if there is none yet; False when one exists (a repeated event).
+
+    The job's active marker is written first, so the poll timer, which reads only marked jobs, never misses one; it
+    removes the marker once the job is over (shared.pipeline.run_events)."""
+    store.write(paths.active_marker, dumps({"created": record.created}))
     try:
         store.write(paths.status, dumps(record.to_json()), if_absent=True)
     except Conflict:

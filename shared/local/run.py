@@ -154,6 +154,8 @@ def drive(store: BlobStore, request: LocalJob, submit: Callable[[LocalRuntime], 
             bar.total = record.rows["total"]
         runtime.drain(lambda: read_record(store, paths).final)
         events.flush(runtime.services, job)  # what an earlier, interrupted run left unpublished
+        if (ended := read_record(store, paths)) is not None and ended.final and not ended.outbox:
+            store.delete(paths.active_marker)  # no poll timer here: the run unmarks its job itself
         if bar.done:
             bar.finish()
         record = read_record(store, paths)
@@ -273,6 +275,7 @@ def discard(root: Path, settings: Settings, job: str) -> None:
     """Forget everything of the job (`restart`)."""
     for container in (settings.input_container, settings.jobs_container):
         shutil.rmtree(root / "storage" / container / job, ignore_errors=True)
+    (root / "storage" / JobPaths(settings.jobs_container, job).active_marker).unlink(missing_ok=True)
     queue = queue_file(root, job)
     for suffix in ("", "-wal", "-shm", "-journal"):
         queue.with_name(queue.name + suffix).unlink(missing_ok=True)

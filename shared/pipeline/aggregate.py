@@ -26,7 +26,7 @@ from shared.jobs.shards import labelled_shards
 from shared.manifest.model import Manifest
 from shared.pipeline import budget, events
 from shared.pipeline.telemetry import job_metrics, log_job_metrics
-from shared.ports import FineTuneRequest
+from shared.ports import FineTuneRefused, FineTuneRequest
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,14 @@ def start_finetune(services: Services, paths: JobPaths, record: JobRecord) -> No
         train_path=paths.file("train.jsonl"), validation_path=paths.file("validation.jsonl"),
         experiment_name=manifest.experiment_name, hyperparameters=dict(manifest.student.hyperparameters),
         method=manifest.student.method.value, output_model_name=manifest.output_model_name,
-        tags={"distill_job": paths.job},
+        tags={**manifest.tags, "distill_job": paths.job}, display_name=manifest.display_name,
+        description=manifest.description, instance_type=manifest.student.instance_type,
     )
-    services.finetuner.start(request)
+    try:
+        services.finetuner.start(request)
+    except FineTuneRefused as refused:  # trying again would not help: the job fails with the reason
+        reason = str(refused)
+        update_record(services.store, paths, lambda r: r.fail(f"fine-tune {name} not started: {reason}"))
+        return
     update_record(services.store, paths, lambda r: r.finetune_started(name))
     log.info("job %s: fine-tune %s started", paths.job, name, extra=fields(paths.job, finetune=name))

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.jobs.blobs import now
+from shared.jobs.blobs import dumps, now
 from shared.jobs.paths import JobPaths
-from shared.jobs.record import JobRecord, create_record, new_record, read_record, update_record
+from shared.jobs.record import JobRecord, create_record, new_record, update_record
 from shared.ports import BlobStore
 from shared.reasons import Reason
 from shared.tasks.base import Rejected
@@ -43,13 +43,18 @@ def request_cancel(store: BlobStore, paths: JobPaths) -> CancelOutcome:
     requested = now()
     fresh = new_record(paths.job, cancel_requested=requested)
     if create_record(store, paths, fresh):  # written only if there is no record yet
-        return CancelOutcome(fresh, True)
-    record = update_record(store, paths, lambda r: r.mark_cancel(requested))
-    return CancelOutcome(record, record.cancel == {"requested": requested})
+        outcome = CancelOutcome(fresh, True)
+    else:
+        record = update_record(store, paths, lambda r: r.mark_cancel(requested))
+        outcome = CancelOutcome(record, record.cancel == {"requested": requested})
+    if outcome.record.cancel:  # the small blob teacher workers look for (after the record: it holds the truth)
+        store.write(paths.cancel_flag, dumps(outcome.record.cancel))
+    return outcome
 
 
 class CancelWatch:
-    """Whether a job has been cancelled, reading its record at most every `every` seconds (and on the first call)."""
+    """Whether a job has been cancelled, looking for its small cancel blob at most every `every` seconds (and on the
+    first call), so that many teacher workers polling never read the busy job record."""
 
     def __init__(self, store: BlobStore, paths: JobPaths, every: float) -> None:
         self._store, self._paths, self._every = store, paths, every
@@ -60,8 +65,7 @@ class CancelWatch:
         if self._cancelled:
             return True
         if self._checked is None or time.monotonic() - self._checked >= self._every:
-            record = read_record(self._store, self._paths)
-            self._cancelled = bool(record and record.cancel)
+            self._cancelled = self._store.read(self._paths.cancel_flag) is not None
             self._checked = time.monotonic()
         return self._cancelled
 

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import update_record
 from shared.pipeline import events
+from shared.queueing import BadMessage, TriggerMessage, decode_body
 from shared.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def on_dead_letter(services: Services, queue: str, body: dict[str, Any], reason: str | None,
+def on_dead_letter(services: Services, queue: str, message: TriggerMessage, reason: str | None,
                    description: str | None, deliveries: int | None) -> str | None:
-    """Mark the message's job failed (a final job stays as it is); returns the job id."""
+    """Mark the message's job failed (a final job stays as it is); returns the job id.
+
+    A dead letter whose body cannot be read is logged and completed: nothing can dead-letter it further, so raising
+    would deliver it again for ever."""
+    try:
+        body = decode_body(message)
+    except BadMessage as exc:
+        log.error("dead letter on %s cannot be read (%s); completed without a job to fail", queue, exc)
+        return None
     job = body.get("job")
     if not isinstance(job, str):
         log.warning("dead letter on %s names no job; left in the dead-letter queue", queue)

@@ -213,7 +213,8 @@ async def batch_step(services: Services, paths: JobPaths, shard: int, manifest: 
             for messages in teacher_conversations(manifest.task, row, manifest.prompt))}
         step = await advance_batch(adapter, cache, requests, state, read_json(store, paths.batch_errors(shard)) or {},
                                    manifest.batch, name=f"{paths.job}-{shard:05d}", origin=batch_origin(paths.job),
-                                   metadata={"distill_job": paths.job, "shard": str(shard)})
+                                   metadata={"distill_job": paths.job, "shard": str(shard),
+                                             "attempt": f"{int((record.created if record else 0) * 1000):x}"})
     finally:
         await adapter.aclose()
     if step.errors is not None:

@@ -6,17 +6,20 @@ Events can repeat and arrive late or out of order; only the first terminal statu
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from shared.finetune.run_events import interpret
-from shared.jobs.paths import JobPaths
-from shared.jobs.record import JobRecord, JobState, read_record, update_record
+from shared.jobs.blobs import now, read_json
+from shared.jobs.paths import ACTIVE, JobPaths
+from shared.jobs.record import JobState, read_record, update_record
 from shared.pipeline import events
-from shared.ports import TERMINAL_STATUSES, RunState
+from shared.ports import TERMINAL_STATUSES, BlobStore, RunState
 from shared.services import Services
 
 log = logging.getLogger(__name__)
+
+STALE_MARKER_SECONDS = 3600.0  # a marker with no record this old belongs to a job that was removed
 
 
 def on_run_event(services: Services, event: Mapping[str, Any]) -> str | None:
@@ -38,26 +41,33 @@ def on_run_event(services: Services, event: Mapping[str, Any]) -> str | None:
 
 
 def poll_unfinished(services: Services) -> list[str]:
-    """Ask the fine-tuner about every job still in fine-tuning, and publish any job's events a crash left unsent;
-    returns the jobs that finished."""
+    """For every job still marked active: ask the fine-tuner how a started fine-tune stands, publish events a crash
+    left unsent, and unmark a job that is over; returns the jobs whose fine-tune finished. Only marked jobs are read,
+    so the cost follows the jobs in flight, not the history."""
+    store, container = services.store, services.settings.jobs_container
     done = []
-    for paths, record in all_jobs(services):
+    for marker in list(store.list(f"{container}/{ACTIVE}/")):
+        paths = JobPaths(container, marker.rsplit("/", 1)[1])
+        record = read_record(store, paths)
+        if record is None:
+            unmark_if_stale(store, marker)
+            continue
         ft = record.finetune
         if record.state is JobState.FINE_TUNING and ft is not None and ft.started:
             run = services.finetuner.state(ft.name)
             if run.status in TERMINAL_STATUSES:
-                record = update_record(services.store, paths, lambda r, run=run: r.run_ended(run))
+                record = update_record(store, paths, lambda r, run=run: r.run_ended(run))
                 done.append(paths.job)
         if record.outbox:
             events.flush(services, paths.job)
+            record = read_record(store, paths) or record
+        if record.final and not record.outbox:
+            store.delete(marker)
     return done
 
 
-def all_jobs(services: Services) -> Iterator[tuple[JobPaths, JobRecord]]:
-    container = services.settings.jobs_container
-    for path in services.store.list(f"{container}/"):
-        parts = path.split("/")
-        if len(parts) == 3 and parts[2] == "status.json":
-            paths = JobPaths(container, parts[1])
-            if (record := read_record(services.store, paths)) is not None:
-                yield paths, record
+def unmark_if_stale(store: BlobStore, marker: str) -> None:
+    """A marker without a record: a job about to be created (kept), or one removed long ago (unmarked)."""
+    doc = read_json(store, marker) or {}
+    if now() - float(doc.get("created", 0)) > STALE_MARKER_SECONDS:
+        store.delete(marker)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from shared.teacher.openai_compatible import OpenAICompatibleTeacher
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+LOOKBACK = 100  # the provider's most recent batches searched for one a crashed step submitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +70,26 @@ async def advance_batch(teacher: OpenAICompatibleTeacher, cache: ResponseCache, 
         default = last.get("*", f"no reply in {rounds} batches")
         return BatchStep(None, state, {key: last.get(key, default) for key in pending}, errors)
     url = teacher.batch_url
-    lines = [json.dumps({"custom_id": key, "method": "POST", "url": url, "body": requests[key]}, ensure_ascii=False)
-             for key in pending]
-    upload = await api.files.create(file=(f"{name}-{rounds + 1}.jsonl", "\n".join(lines).encode("utf-8")),
-                                    purpose="batch")
-    batch = await api.batches.create(input_file_id=upload.id, endpoint=url,  # type: ignore[arg-type]
-                                     completion_window=settings.completion_window,  # type: ignore[arg-type]
-                                     metadata={**metadata, "round": str(rounds + 1)})
+    tagged = {**metadata, "round": str(rounds + 1)}
+    batch = await submitted_before(api, tagged)  # a step cut short after submitting, before keeping the id
+    if batch is None:
+        lines = [json.dumps({"custom_id": key, "method": "POST", "url": url, "body": requests[key]},
+                            ensure_ascii=False) for key in pending]
+        upload = await api.files.create(file=(f"{name}-{rounds + 1}.jsonl", "\n".join(lines).encode("utf-8")),
+                                        purpose="batch")
+        batch = await api.batches.create(input_file_id=upload.id, endpoint=url,  # type: ignore[arg-type]
+                                         completion_window=settings.completion_window,  # type: ignore[arg-type]
+                                         metadata=tagged)
     state = {"id": batch.id, "round": rounds + 1, "requests": len(pending), "collected": False}
     return BatchStep(time.time() + settings.poll_seconds, state, errors=errors)
+
+
+async def submitted_before(api: openai.AsyncOpenAI, metadata: Mapping[str, str]) -> Any | None:
+    """The batch already submitted under exactly this metadata (job, attempt, shard, round) and not failed, among the
+    provider's LOOKBACK most recent: a crash between submitting a batch and keeping its id does not pay twice."""
+    page = await api.batches.list(limit=LOOKBACK)
+    return next((batch for batch in page.data if (batch.metadata or {}) == dict(metadata)
+                 and batch.status not in ("failed", "expired", "cancelled")), None)
 
 
 def batch_origin(job: str) -> str:

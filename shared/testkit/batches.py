@@ -42,6 +42,12 @@ class FakeBatches:
             return Response(payload=None, raw=self.files[parts[-2]][1])
         if parts[-2] == "batches" and parts[-1] in self.batches:
             return Response(payload=self._poll(parts[-1]))
+        if parts[-1] == "batches":  # the list, newest first
+            with self._lock:
+                listed = [dict(batch) for batch in reversed(self.batches.values())]
+            return Response(payload={"object": "list", "data": listed, "has_more": False,
+                                     "first_id": listed[0]["id"] if listed else None,
+                                     "last_id": listed[-1]["id"] if listed else None})
         return error(404, f"no such path: {path}", "not_found")
 
     def post(self, path: str, content_type: str, raw: bytes) -> Response:
