@@ -50,7 +50,7 @@ demo: install-teacher
 	$(BIN)/distill run $(DEMO_DIR)/manifest.yaml --restart --out $(DEMO_DIR)/out
 
 # The benchmarks in bench/, one after another (~15 minutes on 2 cores); each prints its figure last.
-bench: install-teacher
+bench: install-teacher $(NODE_STAMP)
 	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.overhead
 	$(BIN)/python -m bench.throughput
