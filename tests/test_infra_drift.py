@@ -424,6 +424,13 @@ def check_published_events(found: list[Resource], settings: dict[str, str], file
     for sub in to_queue:
         if quoted(re.search(r"includedEventTypes:\s*\[([^\]]*)\]", sub.body).group(1)) != set(EVENT_TYPES):
             yield f"events queue: the subscription must include every event type {sorted(EVENT_TYPES)}"
+        account = resolve(_line(sub, "resourceId"), files[sub.file]).removesuffix(".id")
+        writers = [a for a in of_type(found, "Microsoft.Authorization/roleAssignments")
+                   if "roles['Storage Queue Data Message Sender']" in (_line(a, "roleDefinitionId") or "")
+                   and a.field("scope") == account and (_line(a, "principalId") or "").strip() in APP_PRINCIPAL]
+        if "userAssignedIdentity: identity.id" not in sub.body or not writers:
+            yield (f"events queue: the topic delivers as the app's identity, which needs Storage Queue Data Message "
+                   f"Sender on {account}")
 
 
 def check_workspace(found: list[Resource]) -> Iterator[str]:
@@ -543,6 +550,9 @@ MUTATIONS = [
     ("modules/app.bicep", "split(split(serviceBus.properties.serviceBusEndpoint, '//')[1], ':')[0]",
      "'${serviceBus.name}.servicebus.windows.net'",
      "app setting DistillServiceBus__fullyQualifiedNamespace: take the host from the resource"),
+    ("modules/app.bicep", "roles['Storage Queue Data Message Sender'])\n    principalId",
+     "roles['Reader'])\n    principalId",
+     "events queue: the topic delivers as the app's identity, which needs Storage Queue Data Message Sender"),
     ("modules/workspace.bicep", "    applicationInsights: mlInsights.id\n", "",
      "workspace newWorkspace: applicationInsights must be the id of a microsoft.insights/components"),
     ("modules/app.bicep", "var eventsQueueName = 'distill-events'", "var eventsQueueName = 'events'",
