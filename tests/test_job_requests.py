@@ -179,3 +179,21 @@ def test_distill_send_runs_the_seed_nli_job_and_its_events_are_listed_once(
     bad.write_text('{"version": 1,\n "action": }')
     assert main(["send", str(bad)]) == 2
     assert f"{bad}:2:12: not JSON" in capsys.readouterr().err
+
+
+def test_distill_send_hands_a_cancel_to_the_run_that_holds_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.jobs.record import JobRecord, JobState
+    from shared.local.run import job_lock, lock_file
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    store = LocalBlobStore(tmp_path / "home" / "storage")
+    labeling = JobRecord(job="busy-1", state=JobState.LABELING, created=1.0, shards=4, shards_done=[])
+    store.write(JobPaths("jobs", "busy-1").status, dumps(labeling.to_json()))
+    message = tmp_path / "cancel.json"
+    message.write_text(json.dumps({"version": 1, "action": "cancel", "job": "busy-1"}))
+    with job_lock(lock_file(tmp_path / "home", "busy-1")):  # another `distill run` holds the job
+        assert main(["send", str(message)]) == 0
+    assert "cancel handed over" in capsys.readouterr().out
+    assert store.read(JobPaths("jobs", "busy-1").cancel_flag) is not None  # what that run's workers look for
+    assert status(store, "busy-1")["cancel"]

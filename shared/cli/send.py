@@ -20,7 +20,7 @@ from shared.identity import file_digest, job_id
 from shared.jobs.blobs import read_json
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobState
-from shared.local.run import LocalJob, home, open_store, run_request
+from shared.local.run import LocalJob, home, is_running, open_store, run_request, steer_running
 from shared.manifest.model import Manifest
 from shared.pipeline.ingest import job_of, load_job_manifest
 from shared.pipeline.job_requests import Refused, fetch_data, inline_manifest, parse
@@ -42,6 +42,8 @@ def send(args: argparse.Namespace) -> int:
         settings, store = Settings(), open_store(home())  # only for a request that may be honoured
         if body["action"] == "start" and isinstance(body.get("manifest"), dict):
             body["manifest"] = with_local_files_uploaded(body["manifest"], base, store, settings.input_container)
+        if body["action"] != "start" and body.get("job") and is_running(str(body["job"])):
+            return steer(body, str(body["job"]))
         with tempfile.TemporaryDirectory(dir=scratch()) as tmp:
             job, manifest, files = what_it_runs(body, store, settings, Path(tmp))
             outcome = run_request(body, LocalJob(job, manifest, files, (), workers=args.workers,
@@ -54,6 +56,15 @@ def send(args: argparse.Namespace) -> int:
     goal = JobState.CANCELLED if body["action"] == "cancel" else \
         JobState.SUCCEEDED if manifest.finetune else JobState.DATASET_READY
     return report_outcome(outcome, job, goal, "distill send")
+
+
+def steer(body: dict[str, Any], job: str) -> int:
+    """A cancel or resume for a job that another process is running: handled here, that run carries on with it."""
+    if refused := steer_running(body, job):
+        print(f"distill send: the request is refused ({refused['reason']}): {refused['description']}", file=sys.stderr)
+        return 2
+    print(f"job {job}: {body['action']} handed over; the `distill run` running the job carries it out")
+    return 0
 
 
 def with_local_files_uploaded(doc: dict[str, Any], base: Path, store: BlobStore, container: str) -> dict[str, Any]:

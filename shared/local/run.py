@@ -123,6 +123,22 @@ def run_request(body: dict[str, Any], request: LocalJob) -> Outcome:
         return drive(store, request, submit, ended_before=record is not None and record.final)
 
 
+def steer_running(body: dict[str, Any], job: str) -> dict[str, Any] | None:
+    """Hand a request for a job another `distill run` (or `distill send`) is running to the embedded `jobs` queue of
+    this process and handle it here (a cancel: that run's workers notice it); the refusal, if it was refused."""
+    from shared.local.runtime import LocalRuntime
+
+    root = home()
+    runtime = LocalRuntime(open_store(root), root / "queues" / "_requests.db", environ=os.environ)
+    try:
+        message = job_request(body, job)
+        runtime.queue.send(Settings().request_queue, [message])
+        runtime.handle_requests()
+        return refusal(runtime.services, message.message_id)
+    finally:
+        runtime.close()
+
+
 def drive(store: BlobStore, request: LocalJob, submit: Callable[[LocalRuntime], None], *,
           ended_before: bool) -> Outcome:
     """Start the local teacher when the job still labels, let `submit` start or steer the job, deliver its messages
