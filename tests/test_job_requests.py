@@ -197,3 +197,11 @@ def test_distill_send_hands_a_cancel_to_the_run_that_holds_the_job(tmp_path: Pat
     assert "cancel handed over" in capsys.readouterr().out
     assert store.read(JobPaths("jobs", "busy-1").cancel_flag) is not None  # what that run's workers look for
     assert status(store, "busy-1")["cancel"]
+
+
+def test_a_bad_start_naming_a_job_that_exists_leaves_that_job_alone(world) -> None:
+    runtime, _, store = world
+    request(runtime, {"version": 1, "action": "start", "job": "kept-1", "manifest": MANIFEST}, "kept-1")
+    bad = {"version": 1, "action": "start", "job": "kept-1", "manifest": {**MANIFEST, "task": "poetry"}}
+    assert on_job_request(runtime.services, json.dumps(bad).encode(), "bad-kept-1").reason == "invalid-manifest"
+    assert status(store, "kept-1")["state"] == "dataset ready"

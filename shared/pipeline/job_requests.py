@@ -14,8 +14,8 @@ ingested from there as an upload would be. `manifest_blob` names an uploaded man
 starts. Both are idempotent: a repeated start finds the job ingested and changes nothing.
 
 A request that cannot be honoured (not JSON, an unknown version or action, an invalid manifest, no such job) is
-refused with a reason: recorded in `jobs/_requests/<message>.json` and, when it names a job, in that job's record
-(`failed` for a start); the message is not delivered again.
+refused with a reason: recorded in `jobs/_requests/<message>.json`, and a refused start of a job that does not exist yet
+records that job `failed` with the reason; the message is not delivered again.
 """
 
 from __future__ import annotations
@@ -181,9 +181,9 @@ def record_refusal(services: Services, message_id: str, refused: Refused) -> Non
     services.store.write(refusal_path(services, message_id), dumps(doc))
     if refused.job and refused.reason == "invalid-manifest" and is_job_id(refused.job):
         paths = JobPaths(services.settings.jobs_container, refused.job)
-        create_record(services.store, paths, new_record(refused.job))
-        update_record(services.store, paths, lambda r: r.fail(f"refused request: {refused.description}"))
-        events.flush(services, refused.job)
+        if create_record(services.store, paths, new_record(refused.job)):  # a job that exists is not another's to fail
+            update_record(services.store, paths, lambda r: r.fail(f"refused request: {refused.description}"))
+            events.flush(services, refused.job)
 
 
 def refusal(services: Services, message_id: str) -> dict[str, Any] | None:
