@@ -60,9 +60,7 @@ def send(args: argparse.Namespace) -> int:
 
 def steer(body: dict[str, Any], job: str) -> int:
     """A cancel or resume for a job that another process is running: handled here, that run carries on with it."""
-    if refused := steer_running(body, job):
-        print(f"distill send: the request is refused ({refused['reason']}): {refused['description']}", file=sys.stderr)
-        return 2
+    steer_running(body, job)
     print(f"job {job}: {body['action']} handed over; the `distill run` running the job carries it out")
     return 0
 
@@ -104,12 +102,7 @@ def what_it_runs(body: dict[str, Any], store: BlobStore, settings: Settings, tmp
         if stored is None:
             raise Refused("no-such-job", f"there is no local job {job!r}")
         manifest = Manifest.model_validate(stored)
-    local = {}
-    for split, path in manifest.files.items():
-        local[split] = tmp / split / Path(str(path)).name
-        local[split].parent.mkdir()
-        store.download_to(str(path), local[split])
-    return job, manifest, local
+    return job, manifest, fetch_data(store, settings.input_container, manifest, tmp, job)
 
 
 def scratch() -> Path:

@@ -47,8 +47,8 @@ def transitions(before: JobRecord, after: JobRecord) -> list[str]:
 def outbox_entry(record: JobRecord, transition: str, container: str) -> dict[str, Any]:
     """The event for one transition, as the outbox keeps it (a CloudEvent without its source)."""
     kind = transition.partition("-")[0]
-    attempt = f"{int(record.created * 1000):x}-r{record.round or 0}"
-    return {"id": f"{record.job}/{attempt}/{transition}", "type": PREFIX + kind, "subject": f"jobs/{record.job}",
+    return {"id": f"{record.job}/{record.attempt}-r{record.round or 0}/{transition}", "type": PREFIX + kind,
+            "subject": f"jobs/{record.job}",
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "data": summary(record, container, progress=kind == "Progress")}
 

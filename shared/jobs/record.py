@@ -210,6 +210,11 @@ class JobRecord:
         return self._claim_finetune(claim, name)
 
     @property
+    def attempt(self) -> str:
+        """Which run of the job this is: its record's creation time (new after `--restart`), in hex milliseconds."""
+        return f"{int(self.created * 1000):x}"
+
+    @property
     def exported_only(self) -> bool:
         """The job succeeded with a fine-tune that only exported the dataset: no model was trained."""
         ft = self.finetune
@@ -348,6 +353,12 @@ def create_record(store: BlobStore, paths: JobPaths, record: JobRecord) -> bool:
     except Conflict:
         return False
     return True
+
+
+def unmark_if_over(store: BlobStore, paths: JobPaths, record: JobRecord | None) -> None:
+    """Remove the job's active marker once the job is over: final, with every event published."""
+    if record is not None and record.final and not record.outbox:
+        store.delete(paths.active_marker)
 
 
 def update_record(store: BlobStore, paths: JobPaths, change: Callable[[JobRecord], bool]) -> JobRecord:

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from shared.identity import fingerprint
 from shared.jobs.blobs import copy_final_files, dumps, read_json
 from shared.jobs.paths import FILE_NAME_CHARS, JobPaths, fitted
-from shared.jobs.record import JobRecord, JobState, read_record
+from shared.jobs.record import JobRecord, JobState, read_record, unmark_if_over
 from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline import events
 from shared.pipeline.aggregate import finetune_dataset_ready
-from shared.pipeline.job_requests import refusal
+from shared.pipeline.job_requests import Refused, refusal
 from shared.pipeline.messages import job_request
 from shared.ports import BlobStore
 from shared.settings import Settings
@@ -113,30 +113,31 @@ def run_request(body: dict[str, Any], request: LocalJob) -> Outcome:
         store = open_store(root)
         record = read_record(store, JobPaths(settings.jobs_container, request.job))
 
-        def submit(runtime: LocalRuntime) -> None:
-            message = job_request(body, request.job)
-            runtime.queue.send(settings.request_queue, [message])
-            runtime.handle_requests()
-            if refused := refusal(runtime.services, message.message_id):
-                raise RuntimeError(f"the request was refused ({refused['reason']}): {refused['description']}")
-
-        return drive(store, request, submit, ended_before=record is not None and record.final)
+        return drive(store, request, lambda runtime: hand_over(runtime, body, request.job),
+                     ended_before=record is not None and record.final)
 
 
-def steer_running(body: dict[str, Any], job: str) -> dict[str, Any] | None:
+def steer_running(body: dict[str, Any], job: str) -> None:
     """Hand a request for a job another `distill run` (or `distill send`) is running to the embedded `jobs` queue of
-    this process and handle it here (a cancel: that run's workers notice it); the refusal, if it was refused."""
+    this process and handle it here (a cancel: that run's workers notice it); Refused when it is refused."""
     from shared.local.runtime import LocalRuntime
 
     root = home()
     runtime = LocalRuntime(open_store(root), root / "queues" / "_requests.db", environ=os.environ)
     try:
-        message = job_request(body, job)
-        runtime.queue.send(Settings().request_queue, [message])
-        runtime.handle_requests()
-        return refusal(runtime.services, message.message_id)
+        hand_over(runtime, body, job)
     finally:
         runtime.close()
+
+
+def hand_over(runtime: LocalRuntime, body: dict[str, Any], job: str) -> None:
+    """Send the request to the runtime's `jobs` queue and handle it now; Refused, with the recorded reason, when the
+    handler refused it."""
+    message = job_request(body, job)
+    runtime.queue.send(Settings().request_queue, [message])
+    runtime.handle_requests()
+    if refused := refusal(runtime.services, message.message_id):
+        raise Refused(refused["reason"], refused["description"], job)
 
 
 def drive(store: BlobStore, request: LocalJob, submit: Callable[[LocalRuntime], None], *,
@@ -170,8 +171,7 @@ def drive(store: BlobStore, request: LocalJob, submit: Callable[[LocalRuntime], 
             bar.total = record.rows["total"]
         runtime.drain(lambda: read_record(store, paths).final)
         events.flush(runtime.services, job)  # what an earlier, interrupted run left unpublished
-        if (ended := read_record(store, paths)) is not None and ended.final and not ended.outbox:
-            store.delete(paths.active_marker)  # no poll timer here: the run unmarks its job itself
+        unmark_if_over(store, paths, read_record(store, paths))  # no poll timer here: the run unmarks its job itself
         if bar.done:
             bar.finish()
         record = read_record(store, paths)

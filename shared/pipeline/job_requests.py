@@ -174,7 +174,7 @@ def resume(services: Services, paths: JobPaths, budget: Any) -> None:
 
 
 def record_refusal(services: Services, message_id: str, refused: Refused) -> None:
-    """Keep why a request was refused; a refused start of a job that can be named fails that job."""
+    """Keep why a request was refused; a refused start of a named job that does not exist yet fails that job."""
     log.warning("job request %s refused (%s): %s", message_id, refused.reason, refused.description)
     doc = {"message_id": message_id, "reason": refused.reason, "description": refused.description,
            "job": refused.job}

@@ -214,7 +214,7 @@ async def batch_step(services: Services, paths: JobPaths, shard: int, manifest: 
         step = await advance_batch(adapter, cache, requests, state, read_json(store, paths.batch_errors(shard)) or {},
                                    manifest.batch, name=f"{paths.job}-{shard:05d}", origin=batch_origin(paths.job),
                                    metadata={"distill_job": paths.job, "shard": str(shard),
-                                             "attempt": f"{int((record.created if record else 0) * 1000):x}"})
+                                             "attempt": record.attempt if record else "0"})
     finally:
         await adapter.aclose()
     if step.errors is not None:

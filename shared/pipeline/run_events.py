@@ -12,7 +12,7 @@ from typing import Any
 from shared.finetune.run_events import interpret
 from shared.jobs.blobs import now, read_json
 from shared.jobs.paths import ACTIVE, JobPaths
-from shared.jobs.record import JobState, read_record, update_record
+from shared.jobs.record import JobState, read_record, unmark_if_over, update_record
 from shared.pipeline import events
 from shared.ports import TERMINAL_STATUSES, BlobStore, RunState
 from shared.services import Services
@@ -60,9 +60,8 @@ def poll_unfinished(services: Services) -> list[str]:
                 done.append(paths.job)
         if record.outbox:
             events.flush(services, paths.job)
-            record = read_record(store, paths) or record
-        if record.final and not record.outbox:
-            store.delete(marker)
+            record = read_record(store, paths)
+        unmark_if_over(store, paths, record)
     return done
 
 
