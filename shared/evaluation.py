@@ -7,7 +7,6 @@ closely a student imitates its teacher.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -21,34 +20,13 @@ from shared.manifest.model import Manifest, PromptSettings
 from shared.parsing import parse_reply
 from shared.ports import BlobStore
 from shared.prompts import teacher_conversations
+from shared.rouge import rouge_l
 from shared.rows import Message, Row
 from shared.tasks import Task
 from shared.tasks.base import Accepted
 
 Mode = Literal["reference", "teacher"]
-_WORD = re.compile(r"\w+")
 _PLAIN = PromptSettings()
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 over lower-cased word tokens (longest common subsequence); 0.0 when either is empty."""
-    cand, ref = _WORD.findall(candidate.lower()), _WORD.findall(reference.lower())
-    common = _lcs_length(cand, ref)
-    if not common:
-        return 0.0
-    precision, recall = common / len(cand), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence, in O(len(a) * len(b)) time and O(len(b)) memory."""
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
 
 
 def score(task: Task, answer_text: str | None, target: str, *, question: str, prompt: PromptSettings) -> float:

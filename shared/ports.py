@@ -137,6 +137,33 @@ class FineTuner(Protocol):
         """The run's current status, for the fallback poller."""
 
 
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A model deployed for the evaluation step, as it stands: "creating", "ready", "failed", or "absent" (none of
+    that name). A ready one gives the base URL of its OpenAI-compatible API and the key it takes (held in memory
+    only, never stored or logged); `kind` is how it is reached: "azure_ai" (a serverless endpoint) or "local" (a model
+    served on this machine)."""
+
+    name: str
+    state: str
+    url: str | None = None
+    key: str | None = field(default=None, repr=False)
+    kind: str = "azure_ai"
+    error: str | None = None
+
+
+class ModelDeployer(Protocol):
+    """Deploys a fine-tuned model for a while (shared.pipeline.evaluate): an AzureML serverless endpoint in Azure, a
+    model server on this machine locally. No call waits for a deployment to finish."""
+
+    def deploy(self, name: str, model: str) -> Deployment:
+        """Begin deploying `model` under `name`, or, when a deployment of that name exists, return it as it stands;
+        safe to repeat. Raises ValueError when `model` cannot be deployed this way (a readable reason)."""
+
+    def delete(self, name: str) -> None:
+        """Remove the deployment (not waiting for the removal to end); safe to repeat, and for one never made."""
+
+
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
 
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.evaluation import evaluation_items, rouge_l, score
+from shared.evaluation import evaluation_items, score
 from shared.jobs.blobs import dumps, read_json
 from shared.jobs.paths import JobPaths
 from shared.local.runtime import LocalRuntime
 from shared.local.samples import write_nli_sample
 from shared.manifest.model import Manifest, PromptSettings
+from shared.rouge import rouge_l
 from shared.storage.local import LocalBlobStore
 from shared.tasks import Task
 from shared.testkit.teacher import FakeTeacher, Fault
