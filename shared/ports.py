@@ -153,14 +153,16 @@ class Deployment:
 
 
 class ModelDeployer(Protocol):
-    """Deploys a fine-tuned model for a while (shared.pipeline.evaluate): an AzureML serverless endpoint in Azure, a
-    model server on this machine locally. No call waits for a deployment to finish."""
+    """Deploys a model for a while, for the evaluation step (shared.pipeline.evaluate): an AzureML serverless endpoint
+    in Azure, a model server on this machine locally. The deployment's name follows from (job, role) by the platform's
+    own naming rules; no call waits for a deployment to finish."""
 
-    def deploy(self, name: str, model: str) -> Deployment:
-        """Begin deploying `model` under `name`, or, when a deployment of that name exists, return it as it stands;
-        safe to repeat. Raises ValueError when `model` cannot be deployed this way (a readable reason)."""
+    def deploy(self, job: str, role: str, model: str) -> Deployment:
+        """Begin deploying `model` for the job's `role` ("distilled", "base"), or, when that deployment exists, return
+        it as it stands; safe to repeat. One that exists for another model is returned "failed", with the reason.
+        Raises ValueError when `model` cannot be deployed this way (a readable reason)."""
 
-    def delete(self, name: str) -> None:
+    def delete(self, job: str, role: str) -> None:
         """Remove the deployment (not waiting for the removal to end); safe to repeat, and for one never made."""
 
 
