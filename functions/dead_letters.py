@@ -1,4 +1,5 @@
-"""Service Bus triggers on the dead-letter queues: a message that failed every delivery fails its job."""
+"""Service Bus triggers on the dead-letter queues: a shard or completion that failed every delivery fails its job; an
+evaluation that did ends the evaluation with the reason (shared.pipeline.dead_letters)."""
 
 import azure.functions as func
 
@@ -22,3 +23,9 @@ def shard_dead_letters(msg: func.ServiceBusMessage) -> None:
                               connection="DistillServiceBus")
 def completion_dead_letters(msg: func.ServiceBusMessage) -> None:
     handle("completions", msg)
+
+
+@bp.service_bus_queue_trigger(arg_name="msg", queue_name="evaluations/$DeadLetterQueue",
+                              connection="DistillServiceBus")
+def evaluation_dead_letters(msg: func.ServiceBusMessage) -> None:
+    handle("evaluations", msg)

@@ -18,6 +18,7 @@ from shared.ports import (
     EventPublisher,
     FineTuner,
     FineTuneRequest,
+    ModelDeployer,
     NoPublisher,
     Progress,
     QueueSender,
@@ -36,6 +37,7 @@ class Services:
     local_teacher_url: str | None = None  # the model `distill run` serves on this machine (teacher.kind local)
     progress: Progress | None = None  # told as each row finishes
     publisher: EventPublisher = field(default_factory=NoPublisher)  # where Distill's own events go
+    deployer: ModelDeployer | None = None  # deploys a fine-tuned model for its evaluation (shared.pipeline.evaluate)
 
 
 _current: Services | None = None

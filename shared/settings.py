@@ -16,6 +16,7 @@ class Settings:
     shard_queue: str = "shards"
     completion_queue: str = "completions"
     request_queue: str = "jobs"  # job requests: start, cancel, resume (shared.pipeline.job_requests)
+    evaluation_queue: str = "evaluations"  # a fine-tuned job's evaluation (shared.pipeline.evaluate)
     shard_rows: int = 50  # rows per shard: at 10 calls in flight and ~10 s a call, ~50 s of work per message
     workspace_topic: str | None = None  # the AzureML workspace resource id whose run events we accept
     finetune_claim_seconds: float = 600.0  # a fine-tune start claimed this long ago and not done is taken over
