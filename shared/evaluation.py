@@ -1,4 +1,5 @@
-"""Scoring answers against targets, and the validation rows of a job as evaluation items (pure Python).
+"""Scoring answers against targets, the validation rows of a job as evaluation items, and the evaluation's summary and
+per-row results (pure Python).
 
 A job's validation rows are scored against their reference answers when every one carries a reference
 ("reference" mode); otherwise against the teacher's own answers ("teacher" mode), which only measures how
@@ -7,13 +8,13 @@ closely a student imitates its teacher.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Literal
+from typing import Any, Literal
 
 from shared.assembly import fold_system_prompt
-from shared.jobs.blobs import read_json
+from shared.jobs.blobs import now, read_json
 from shared.jobs.paths import JobPaths
 from shared.jobs.shards import labelled_shards
 from shared.manifest.model import Manifest, PromptSettings
@@ -24,8 +25,11 @@ from shared.rouge import rouge_l
 from shared.rows import Message, Row
 from shared.tasks import Task
 from shared.tasks.base import Accepted
+from shared.tasks.reading import excerpt
 
 Mode = Literal["reference", "teacher"]
+ROLES = ("teacher", "base", "distilled")  # the models an evaluation scores, in the order they are shown
+EXAMPLES = 3  # rows of each model the report shows
 _PLAIN = PromptSettings()
 
 
@@ -108,3 +112,53 @@ def _student_messages(manifest: Manifest, row: Row) -> tuple[Message, ...]:
     """What the student is asked: the row's own messages up to its last question, as it was trained on them."""
     messages = teacher_conversations(manifest.task, row, _PLAIN)[-1]
     return tuple(messages if manifest.student.takes_system_prompt else fold_system_prompt(messages))
+
+
+def points(manifest: Manifest, items: Sequence[EvalItem], replies: Sequence[str | None]) -> list[float]:
+    """Each reply's score against its item's target."""
+    return [score(manifest.task, reply, item.target, question=item.question, prompt=manifest.prompt)
+            for item, reply in zip(items, replies, strict=True)]
+
+
+def agreement(manifest: Manifest, items: Sequence[EvalItem], replies: Sequence[str | None]) -> float | None:
+    """How often a student gives the teacher's answer (the mean score against the teacher's answers, on the rows the
+    teacher answered); None when it answered none."""
+    pairs = [(item, reply) for item, reply in zip(items, replies, strict=True) if item.teacher_answer is not None]
+    if not pairs:
+        return None
+    return _mean([score(manifest.task, reply, item.teacher_answer or "", question=item.question,
+                        prompt=manifest.prompt) for item, reply in pairs])
+
+
+def row_results(items: Sequence[EvalItem], answers: dict[str, list[str | None]],
+                scores: dict[str, list[float]]) -> Iterator[dict[str, Any]]:
+    """`evaluation.jsonl`: one line per row and model (row id, model, answer, target, score), row by row."""
+    for index, item in enumerate(items):
+        for role in ROLES:
+            if role in answers:
+                yield {"id": item.id, "model": role, "answer": answers[role][index], "target": item.target,
+                       "score": round(scores[role][index], 4)}
+
+
+def build_report(job: str, manifest: Manifest, mode: Mode, items: Sequence[EvalItem],
+                 answers: dict[str, list[str | None]], scores: dict[str, list[float]],
+                 models: dict[str, str]) -> dict[str, Any]:
+    """The summary: each model's score as a share from 0 to 1 (models not asked are left out), the distilled
+    student's agreement with the teacher, and the first rows of each model as examples."""
+    report: dict[str, Any] = {
+        "job": job, "task": manifest.task.value, "mode": mode, "metric": manifest.task.rules.metric, "n": len(items),
+        "models": {role: models[role] for role in ROLES if role in answers},
+        "scores": {role: round(_mean(scores[role]), 4) for role in ROLES if role in answers and items},
+        "examples": {role: [{"id": item.id, "question": excerpt(item.question), "target": item.target,
+                             "answer": reply, "score": round(point, 4)}
+                            for item, reply, point in zip(items[:EXAMPLES], answers[role], scores[role],
+                                                          strict=False)]
+                     for role in ROLES if role in answers},
+        "created": now()}
+    if "distilled" in answers and (agreed := agreement(manifest, items, answers["distilled"])) is not None:
+        report["agreement"] = round(agreed, 4)
+    return report
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -25,6 +25,8 @@ class Settings:
     price_completion_per_1k: float | None = None  # and per 1,000 completion tokens
     cache_container: str = "teacher-cache"  # the response cache (shared.teacher.cache)
     defer_after_seconds: float | None = 20.0  # a rate-limit wait longer than this sends the shard back (None: wait)
+    evaluation_poll_seconds: float = 30.0  # how often a deployment the evaluation waits for is looked at
+    evaluation_claim_seconds: float = 1800.0  # a scoring claimed this long ago and not ended is taken over
     event_source: str = "/distill/local"  # the CloudEvents `source` of Distill's own events: the app that sent them
 
     @classmethod

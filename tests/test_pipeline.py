@@ -49,7 +49,8 @@ def pipeline(tmp_path: Path):
     manifest = {"task": "nli", "training_file": "train.jsonl", "validation_file": "validation.jsonl",
                 "teacher": {"kind": "local", "model": "distill-test-teacher"}, "prompt": {"chain_of_thought": True},
                 "display_name": "NLI run", "description": "d", "tags": {"team": "t"},
-                "student": {"instance_type": "Standard_NC24ads_A100_v4"}}
+                "student": {"instance_type": "Standard_NC24ads_A100_v4"},
+                "evaluation": {"deploy": "none"}}  # the evaluation step has its own tests (test_evaluate_step.py)
     store.write("input/job1/manifest.json", dumps(manifest))
     answers = answers_from_jsonl(data / "train.jsonl") | answers_from_jsonl(data / "validation.jsonl")
     with FakeTeacher(answers) as teacher, LocalQueue(tmp_path / "queue.db") as queue:

@@ -186,7 +186,8 @@ class Remote:
     # -- download, cancel
 
     def download(self, job: str, out: Path) -> int:
-        """The job's final files into `out`: train, validation, rejected, status.json, and report.* once there."""
+        """The job's final files into `out`: train, validation, rejected, status.json, and the evaluation's
+        report.* and evaluation.jsonl once there."""
         record = self.record(job)
         if record is None:
             return self._no_record(job)

@@ -22,6 +22,8 @@ def summary(record: JobRecord, folder: Path | str) -> str:
     if ft := record.finetune:
         note = " (export only: the dataset was exported, no training ran yet)" if record.exported_only else ""
         lines.append(f"  fine-tune {ft.name}: {ft.status or 'not finished'}{note}")
+    if evaluation := evaluation_line(record):
+        lines.append(f"  {evaluation}")
     if wait := waiting(record):
         lines.append(f"  {wait}")
     if record.reason:
@@ -58,7 +60,25 @@ def progress_line(record: JobRecord | None) -> str:
     if record.state is JobState.FINE_TUNING and record.finetune:
         started = "started" if record.finetune.started else "starting"
         return f"fine-tuning: run {record.finetune.name} {started}"
+    if record.state is JobState.EVALUATING:
+        return evaluation_line(record)
     return f"{record.state}{cancelling}"
+
+
+def evaluation_line(record: JobRecord) -> str:
+    """Where the evaluation stands, or how it ended ("" before it starts)."""
+    evaluation = record.evaluation
+    if not evaluation:
+        return ""
+    if error := evaluation.get("error"):
+        model = record.finetune.output_model if record.finetune else None
+        return f"evaluation failed: {error} (the fine-tuned model {model} is kept)"
+    if scores := evaluation.get("scores"):
+        shown = ", ".join(f"{role} {value:.3f}" for role, value in scores.items())
+        return f"evaluation on {evaluation.get('rows', 0)} validation rows ({evaluation.get('metric')}): {shown}"
+    deployments = ", ".join(f"{role} {name}" for role, name in (evaluation.get("deployments") or {}).items())
+    return "evaluating: " + (f"deploying {deployments}" if deployments and not evaluation.get("claim")
+                             else "asking the students the validation rows")
 
 
 def waiting(record: JobRecord) -> str:

@@ -72,8 +72,9 @@ class Contended(RuntimeError):
 
 
 def copy_final_files(store: BlobStore, paths: JobPaths, out: Path) -> None:
-    """The job's dataset, rejections and record (and its report, once there is one) copied into a local folder."""
+    """The job's dataset, rejections and record (and its evaluation's files, once there are some) copied into a local
+    folder."""
     out.mkdir(parents=True, exist_ok=True)
-    reports = [p.rsplit("/", 1)[1] for p in store.list(paths.file("report."))]
-    for name in (*FINAL_FILES, *reports):
+    evaluation = [p.rsplit("/", 1)[1] for prefix in ("report.", "evaluation.") for p in store.list(paths.file(prefix))]
+    for name in (*FINAL_FILES, *evaluation):
         store.download_to(paths.file(name), out / name)

@@ -66,6 +66,9 @@ def summary(record: JobRecord, container: str, *, progress: bool = False) -> dic
             data[name] = value
     if ft := record.finetune:
         data["finetune"] = {"name": ft.name, "status": ft.status, "output_model": ft.output_model}
+    if record.evaluation and ("scores" in record.evaluation or "error" in record.evaluation):
+        data["evaluation"] = {key: value for key, value in record.evaluation.items()
+                              if key not in ("claim", "claimed")}
     if record.accepted is not None:
         paths = JobPaths(container, record.job)
         data["files"] = {name.removesuffix(".jsonl"): paths.file(name) for name in OUTPUTS}

@@ -30,7 +30,8 @@ JOB_ID_RULE = ("a job id is 1 to 255 letters, digits, '-' and '_', starting with
                "(AzureML's rule for job names)")
 SPLITS = ("train", "validation")
 OUTPUTS = ("train.jsonl", "validation.jsonl", "rejected.jsonl")  # the assembled dataset and its rejections
-FINAL_FILES = (*OUTPUTS, "status.json")  # what a user copies out of a finished job (with report.* once written)
+# what a user copies out of a finished job (with the evaluation's report.* and evaluation.jsonl once written)
+FINAL_FILES = (*OUTPUTS, "status.json")
 METRICS = "finetune/metrics.json"
 
 

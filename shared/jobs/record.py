@@ -3,9 +3,12 @@
 Each change is a method of `JobRecord` that returns whether it changed anything; `update_record` applies it by ETag
 compare-and-swap, so concurrent and repeated handlers change a record once. States:
 
-    ingesting → labeling → assembling → fine-tuning → succeeded
+    ingesting → labeling → assembling → fine-tuning → evaluating → succeeded
                                       ↘ dataset ready (no fine-tune asked), budget spent (a higher budget goes on),
                                         cancelled, failed (with a readable error), from any state not final
+
+A fine-tune that trained a model goes on to `evaluating` when the manifest's evaluation reaches the student; a failed
+evaluation still ends `succeeded` (the model is kept), with the reason in `evaluation.error`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class JobState(StrEnum):
     LABELING = "labeling"
     ASSEMBLING = "assembling"
     FINE_TUNING = "fine-tuning"
+    EVALUATING = "evaluating"  # the students are asked the validation rows (shared.pipeline.evaluate)
     DATASET_READY = "dataset ready"  # goal state of --no-finetune
     BUDGET_SPENT = "budget spent"  # stopped by the token budget; a run with a higher budget goes on
     SUCCEEDED = "succeeded"
@@ -100,6 +104,9 @@ class JobRecord:
     budget: dict[str, int] | None = None
     reason: str | None = None
     finetune: FineTune | None = None
+    # the evaluation: while it runs {"started", "claim", "claimed", "deployments"}; once over {"scores", "rows", ...} or
+    # {"error", ...} (shared.pipeline.evaluate)
+    evaluation: dict[str, Any] | None = None
     # Distill's own events (shared.jobs.events): not yet published, and those a subscriber could not be sent
     outbox: list[dict[str, Any]] | None = None
     progress_reported: int | None = None  # percent of the rows labelled at the last Progress event (this round)
@@ -237,8 +244,9 @@ class JobRecord:
         ft.started = self.timings["finetune_started"] = now()
         return True
 
-    def run_ended(self, run: RunState) -> bool:
-        """The run's final status, when it is this job's run and the job still waits for it."""
+    def run_ended(self, run: RunState, *, evaluate: bool = False) -> bool:
+        """The run's final status, when it is this job's run and the job still waits for it; a run that trained a
+        model goes on to `evaluating` when `evaluate`."""
         ft = self.finetune
         if self.state is not JobState.FINE_TUNING or ft is None or ft.name != run.name:
             return False
@@ -247,11 +255,46 @@ class JobRecord:
         ft.status, ft.output_model, ft.finished = run.status, run.output_model, now()
         if run.status != "Completed":
             return self.fail(f"fine-tune run {run.name} ended {run.status}" + (f": {run.error}" if run.error else ""))
+        if evaluate and run.output_model:
+            self.state, self.evaluation = JobState.EVALUATING, {"started": now()}
+            self.timings["evaluation_started"] = self.evaluation["started"]
+            return True
+        return self._end(JobState.SUCCEEDED)
+
+    def deployments_seen(self, deployments: dict[str, str]) -> bool:
+        """The names of the deployments the evaluation made (role → name), kept so the job can say where they are."""
+        if self.state is not JobState.EVALUATING or not deployments or \
+                (self.evaluation or {}).get("deployments") == deployments:
+            return False
+        self.evaluation = {**(self.evaluation or {}), "deployments": deployments}
+        return True
+
+    def claim_evaluation(self, claim: str, stale_after: float) -> bool:
+        """Take the scoring for `claim` (a message id): when nobody holds it, it is this claim's own again (a
+        redelivery), or its holder has not finished for `stale_after` seconds."""
+        current = self.evaluation or {}
+        if self.state is not JobState.EVALUATING:
+            return False
+        held = current.get("claim")
+        if held and held != claim and now() - current.get("claimed", 0) < stale_after:
+            return False
+        self.evaluation = {**current, "claim": claim, "claimed": now()}
+        return True
+
+    def evaluated(self, outcome: dict[str, Any], claim: str | None = None) -> bool:
+        """The evaluation is over (scores, or an `error`): the job succeeds with it. With `claim`, only the holder of
+        the scoring claim may end it."""
+        current = self.evaluation or {}
+        if self.state is not JobState.EVALUATING or (claim is not None and current.get("claim") != claim):
+            return False
+        kept = {key: current[key] for key in ("started", "deployments") if key in current}
+        self.evaluation = {**kept, **outcome, "finished": now()}
+        self.timings["evaluated"] = self.evaluation["finished"]
         return self._end(JobState.SUCCEEDED)
 
     def mark_cancel(self, requested: float) -> bool:
         """Note that `distill cancel` asked: workers stop sending rows (not once the job is final or fine-tuning)."""
-        if self.cancel or self.final or self.state is JobState.FINE_TUNING:
+        if self.cancel or self.final or self.state in (JobState.FINE_TUNING, JobState.EVALUATING):
             return False
         self.cancel = {"requested": requested}
         return True

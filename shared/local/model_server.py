@@ -65,40 +65,67 @@ def serve(model: str = TEACHER.name, port: int = DEFAULT_PORT) -> int:
             return 130
 
 
+class ModelServer:
+    """A model served in a subprocess on a free loopback port, started without waiting for it (`state` tells when it
+    answers); `stop` ends it."""
+
+    def __init__(self, folder: Path) -> None:
+        port = free_port()
+        self.url = f"http://{HOST}:{port}"
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop, which outlives this call)
+        self._process = subprocess.Popen(serve_command(folder, port), stdout=self._log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env={**os.environ, **OFFLINE})
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def state(self) -> tuple[str, str | None]:
+        """("ready", None) once it answers `/health`, ("creating", None) while it loads, or ("failed", why) once it
+        has exited."""
+        if self._process.poll() is not None:
+            return "failed", (f"the local model server exited with code {self._process.returncode} before it was "
+                              f"ready; its log ends with:\n{_tail(self._log)}")
+        with contextlib.suppress(OSError, urllib.error.URLError), \
+                urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+            if response.status == 200:
+                return "ready", None
+        return "creating", None
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until it answers; RuntimeError with its log's tail if it exits or times out first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state, why = self.state()
+            if state == "ready":
+                return
+            if state == "failed":
+                raise RuntimeError(why)
+            time.sleep(0.5)
+        raise RuntimeError(f"the local model server was not ready within {timeout:g} s; its log ends with:\n"
+                           f"{_tail(self._log)}")
+
+    def stop(self) -> None:
+        """Stop the server (safe to repeat)."""
+        _stop(self._process)
+        self._log.close()
+
+
 @contextlib.contextmanager
 def start_model_server(model: str, *, timeout: float = READY_TIMEOUT) -> Iterator[str]:
     """Serve `model` in a subprocess; yields its base URL (…/v1) once it answers, stops it on exit."""
-    folder = model_folder(model)  # a missing model fails here, before a server starts
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(serve_command(folder, port), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env={**os.environ, **OFFLINE})
-        try:
-            wait_ready(process, f"http://{HOST}:{port}", log, timeout)
-            yield f"http://{HOST}:{port}/v1"
-        finally:
-            _stop(process)
+    server = ModelServer(model_folder(model))  # a missing model fails here, before a server starts
+    try:
+        server.wait_ready(timeout)
+        yield server.base_url
+    finally:
+        server.stop()
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return probe.getsockname()[1]
-
-
-def wait_ready(process: subprocess.Popen[bytes], root: str, log: IO[bytes], timeout: float) -> None:
-    """Wait until the server answers `/health`; RuntimeError with its log's tail if it exits or times out first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the local model server exited with code {process.returncode} before it was ready; "
-                               f"its log ends with:\n{_tail(log)}")
-        with contextlib.suppress(OSError, urllib.error.URLError), \
-                urllib.request.urlopen(f"{root}/health", timeout=2) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"the local model server was not ready within {timeout:g} s; its log ends with:\n{_tail(log)}")
 
 
 def _tail(log: IO[bytes]) -> str:

@@ -24,6 +24,7 @@ from shared.jobs.record import JobRecord, JobState, read_record, unmark_if_over
 from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline import events
 from shared.pipeline.aggregate import finetune_dataset_ready
+from shared.pipeline.evaluate import request_evaluation
 from shared.pipeline.job_requests import Refused, refusal
 from shared.pipeline.messages import job_request
 from shared.ports import BlobStore
@@ -144,6 +145,7 @@ def drive(store: BlobStore, request: LocalJob, submit: Callable[[LocalRuntime], 
           ended_before: bool) -> Outcome:
     """Start the local teacher when the job still labels, let `submit` start or steer the job, deliver its messages
     until it ends, then write the report and copy the final files."""
+    from shared.local.deployer import LocalModelDeployer
     from shared.local.progress import ProgressBar
     from shared.local.runtime import LocalRuntime
 
@@ -158,8 +160,10 @@ def drive(store: BlobStore, request: LocalJob, submit: Callable[[LocalRuntime], 
             local_url = teacher.enter_context(start_teacher(manifest, request.files))
         bar = ProgressBar(0)
         finetuner = finetuner_for(manifest, root, request.export_only, before_training=teacher.close)
+        deployer = LocalModelDeployer()  # serves the students for the evaluation
+        stack.callback(deployer.close)
         runtime = LocalRuntime(store, queue_file(root, job), environ=os.environ, local_teacher_url=local_url,
-                               progress=bar, workers=request.workers, finetuner=finetuner)
+                               progress=bar, workers=request.workers, finetuner=finetuner, deployer=deployer)
         stack.callback(runtime.close)
         if record is None or labeling(record):
             submit(runtime)
@@ -167,6 +171,7 @@ def drive(store: BlobStore, request: LocalJob, submit: Callable[[LocalRuntime], 
         train_now = record.exported_only and not request.export_only and manifest.student.backend == "local"
         if manifest.finetune and (record.state is JobState.DATASET_READY or train_now):
             finetune_dataset_ready(runtime.services, paths)
+        request_evaluation(runtime.services, read_record(store, paths))  # an evaluation an earlier run left
         if record.rows:
             bar.total = record.rows["total"]
         runtime.drain(lambda: read_record(store, paths).final)
@@ -175,9 +180,7 @@ def drive(store: BlobStore, request: LocalJob, submit: Callable[[LocalRuntime], 
         if bar.done:
             bar.finish()
         record = read_record(store, paths)
-        report = None
-        if record.state is JobState.SUCCEEDED and record.finetune and record.finetune.output_model:
-            report = report_for(store, paths, manifest, record.finetune.output_model)
+        report = report_table(store, paths) if record.state is JobState.SUCCEEDED else None
         if request.out:
             copy_final_files(store, paths, request.out)
     folder = paths.root if os.environ.get(STORAGE_CONNECTION) else str(root / "storage" / paths.root)
@@ -310,14 +313,12 @@ def finetuner_for(manifest: Manifest, root: Path, export_only: bool,
                                                       before_training=before_training)
 
 
-def report_for(store: BlobStore, paths: JobPaths, manifest: Manifest, distilled: str) -> str:
-    """The evaluation table: computed once after the fine-tune, read back on later runs."""
-    from shared.local.report import evaluate_job, format_table
+def report_table(store: BlobStore, paths: JobPaths) -> str | None:
+    """The evaluation's score table, once the evaluation step has written its report."""
+    from shared.report import format_table
 
     report = read_json(store, paths.file("report.json"))
-    if report is None:
-        report = evaluate_job(store, paths, manifest, base_model=manifest.student.model, distilled_model=distilled)
-    return format_table(report)
+    return None if report is None else format_table(report)
 
 
 def describe_teacher(manifest: Manifest) -> str:

@@ -27,7 +27,7 @@ from shared import services
 from shared.local.export_only import ExportOnlyFineTuner
 from shared.pipeline import interrupt
 from shared.pipeline.job_requests import refusal
-from shared.ports import BlobStore, FineTuner, NoPublisher, OutgoingMessage, Progress
+from shared.ports import BlobStore, FineTuner, ModelDeployer, NoPublisher, OutgoingMessage, Progress
 from shared.publishing.webhooks import WebhookPublisher
 from shared.queueing.local import LocalQueue, LockLost, ReceivedMessage
 from shared.services import Services
@@ -66,7 +66,8 @@ class LocalRuntime:
 
     def __init__(self, store: BlobStore, queue_db: Path, *, environ: Mapping[str, str],
                  local_teacher_url: str | None = None, progress: Progress | None = None, workers: int = 4,
-                 lock_seconds: float = 30.0, finetuner: FineTunerFactory = ExportOnlyFineTuner) -> None:
+                 lock_seconds: float = 30.0, finetuner: FineTunerFactory = ExportOnlyFineTuner,
+                 deployer: ModelDeployer | None = None) -> None:
         self.queue = LocalQueue(queue_db, lock_seconds=lock_seconds, max_delivery_count=5)
         self.queue.release_locks()  # one run per job holds its lock file: any lock left is a killed run's
         self.workers = workers
@@ -77,8 +78,10 @@ class LocalRuntime:
         self.services = Services(store=store, queue=self.queue, settings=settings,
                                  finetuner=finetuner(store, self.publish_event, LOCAL_WORKSPACE),
                                  environ=environ, local_teacher_url=local_teacher_url, progress=progress,
-                                 publisher=WebhookPublisher.from_environment(environ) or NoPublisher())
-        self.queues = [settings.shard_queue, settings.completion_queue, EVENTS_QUEUE, settings.request_queue]
+                                 publisher=WebhookPublisher.from_environment(environ) or NoPublisher(),
+                                 deployer=deployer)
+        self.queues = [settings.shard_queue, settings.completion_queue, settings.evaluation_queue, EVENTS_QUEUE,
+                       settings.request_queue]
         services.install(self.services)  # the functions ask shared.services for their adapters
         self._last_error: dict[tuple[str, str], str] = {}  # (queue, message id) → the handler's last failure
         self._dead_letters_delivered: set[tuple[str, str]] = set()
@@ -121,12 +124,13 @@ class LocalRuntime:
 
         In memory only: after a restart they are handed over again, which the handler takes calmly.
         """
-        for queue in self.queues[:2]:
+        triggers = registered_functions()
+        for queue in (q for q in self.queues if f"queue:{q}/$DeadLetterQueue" in triggers):
             for letter in self.queue.dead_letters(queue):
                 key = (queue, letter.message_id)
                 if key in self._dead_letters_delivered:
                     continue
-                function, arg = registered_functions()[f"queue:{queue}/$DeadLetterQueue"]
+                function, arg = triggers[f"queue:{queue}/$DeadLetterQueue"]
                 description = self._last_error.get(key) or letter.description
                 function(**{arg: service_bus_message(letter.body, letter.message_id, letter.delivery_count,
                                                      dead_letter=(letter.reason, description))})

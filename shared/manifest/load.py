@@ -13,9 +13,12 @@ from typing import Any
 
 import yaml
 
+from shared.jobs.blobs import read_json
+from shared.jobs.paths import JobPaths
 from shared.manifest import azureml
 from shared.manifest.model import Loc, Manifest, ManifestError, Rename, dotted, located, same_path, validated
 from shared.manifest.secrets import NATIVE_KEY_ADVICE, find_secrets
+from shared.ports import BlobStore
 
 
 def load_manifest(path: Path, *, check_files: bool = False) -> Manifest:
@@ -163,3 +166,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                                         key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def stored_manifest(store: BlobStore, paths: JobPaths) -> Manifest:
+    """The manifest ingest stored with the job (`jobs/<job>/manifest.json`), validated."""
+    return Manifest.model_validate(read_json(store, paths.manifest))

@@ -178,6 +178,53 @@ class BatchSettings(_Strict):
                             "into the next one; after the last, their rows are rejected with the batch's error")
 
 
+class EvaluationSettings(_Strict):
+    """How the evaluation step reaches the students once the fine-tune is done (shared.pipeline.evaluate)."""
+
+    deploy: Literal["serverless", "none"] | None = Field(
+        None, description="serverless: deploy the fine-tuned model for the evaluation (in Azure a serverless endpoint, "
+        "locally a model server on this machine) and remove it afterwards; none: no evaluation. Default: serverless, "
+        "or the endpoint when one is given, or none for a student fine-tuned on managed compute "
+        "(student.instance_type)")
+    endpoint: str | None = Field(None, description="the URL of a deployment of the fine-tuned model you made yourself")
+    key_setting: str | None = Field(None, description="NAME of the setting holding the endpoint's key")
+    model: str | None = Field(None, min_length=1, description="the model name sent to `endpoint` (default: the "
+                              "fine-tuned model's name)")
+    keep_endpoint: bool = Field(False, description="keep the serverless deployment after the evaluation")
+    base_endpoint: str | None = Field(None, description="the URL of the base student, to score it too")
+    base_key_setting: str | None = Field(None, description="NAME of the setting holding the base endpoint's key")
+    max_rows: int = Field(200, ge=1, le=100_000, description="validation rows scored (the first ones), for every "
+                          "model alike: a cap, not a limit that refuses")
+    deploy_timeout_minutes: float = Field(60.0, gt=0, le=24 * 60, description="how long a deployment may take "
+                                          "to become ready before the evaluation ends with that reason")
+    timeout_seconds: float = Field(180.0, gt=0, le=3600, description="the longest a student's answer may take")
+    max_retries: int = Field(4, ge=0, le=20, description="retries of a student's failed call")
+
+    @field_validator("key_setting", "base_key_setting")
+    @classmethod
+    def _check_setting(cls, value: str | None) -> str | None:
+        return TeacherSettings._check_key_setting(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluationSettings:
+        for name in ("endpoint", "base_endpoint"):
+            url = getattr(self, name)
+            if url is not None and not url.lower().startswith(("https://", "http://")):
+                raise ValueError(f"{name}: must be an http:// or https:// URL")
+            if url is not None:
+                try:
+                    place(url, kind_of(url))
+                except ValueError as err:
+                    raise ValueError(f"{name}: {err}") from None
+        if self.endpoint and self.deploy:
+            raise ValueError(f"deploy: `{self.deploy}` and an endpoint are two ways to reach the student; give one")
+        if self.key_setting and not self.endpoint:
+            raise ValueError("key_setting: belongs to endpoint, which is not given")
+        if self.base_key_setting and not self.base_endpoint:
+            raise ValueError("base_key_setting: belongs to base_endpoint, which is not given")
+        return self
+
+
 def tasks_with(rule: str) -> str:
     """The tasks whose rules allow `rule` (a TaskRules flag), for an error message: "SUMMARIZATION"."""
     return ", ".join(t.value for t in Task if getattr(t.rules, rule))
@@ -201,6 +248,7 @@ class Manifest(_Strict):
     cache: bool = Field(True, description="answer repeated teacher requests from the response cache; false (as "
                         "`distill run --no-cache` does) calls the teacher for every request and keeps nothing")
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     name: Annotated[str, Field(pattern=JOB_ID_PATTERN)] | None = Field(None, description=JOB_ID_RULE)
     experiment_name: str = Field("distill", min_length=1, max_length=255)
     display_name: str | None = Field(None, min_length=1, description="AzureML job display name")
@@ -232,6 +280,9 @@ class Manifest(_Strict):
             raise ValueError(f"prompt.max_len_summary: only for {tasks_with('summary_length')}, not {task}")
         if p.keep_reasoning and not p.chain_of_thought:
             raise ValueError("prompt.keep_reasoning: needs prompt.chain_of_thought")
+        if self.evaluation.deploy == "serverless" and self.student.instance_type:
+            raise ValueError("evaluation.deploy: a model fine-tuned on managed compute (student.instance_type) "
+                             "cannot be deployed serverless; deploy it yourself and give evaluation.endpoint")
         if self.batch.enabled and not self.cache:
             raise ValueError("batch.enabled: needs the response cache (batch replies are delivered through it)")
         return self
@@ -243,6 +294,16 @@ class Manifest(_Strict):
         if self.validation_file is not None:
             files["validation"] = self.validation_file
         return files
+
+    @property
+    def student_access(self) -> Literal["serverless", "endpoint", "none"]:
+        """How the evaluation reaches the fine-tuned student (EvaluationSettings.deploy's default worked out)."""
+        evaluation = self.evaluation
+        if evaluation.endpoint:
+            return "endpoint"
+        if evaluation.deploy:
+            return evaluation.deploy
+        return "none" if self.student.instance_type and self.student.backend == "azureml" else "serverless"
 
     @property
     def effective_min_rows(self) -> int:

@@ -23,6 +23,7 @@ from shared.jobs.blobs import read_json
 from shared.jobs.paths import OUTPUTS, JobPaths
 from shared.jobs.record import Assembled, JobRecord, JobState, update_record
 from shared.jobs.shards import labelled_shards
+from shared.manifest.load import stored_manifest
 from shared.manifest.model import Manifest
 from shared.pipeline import budget, events
 from shared.pipeline.telemetry import job_metrics, log_job_metrics
@@ -58,7 +59,7 @@ def complete_shard(services: Services, job: str, shard: int, round_: int) -> Non
 def assemble_and_gate(services: Services, paths: JobPaths, claim: str) -> JobRecord:
     """Write the three outputs in input order, then apply the gates and move the job on."""
     store = services.store
-    manifest = Manifest.model_validate(read_json(store, paths.manifest))
+    manifest = stored_manifest(store, paths)
     plan = read_json(store, paths.plan)
     with tempfile.TemporaryDirectory(prefix="distill-assemble-") as tmp:
         counts, reasons = assemble(services, paths, manifest, plan["shards"], Path(tmp))
@@ -112,7 +113,7 @@ def finetune_dataset_ready(services: Services, paths: JobPaths) -> JobRecord:
 
 def start_finetune(services: Services, paths: JobPaths, record: JobRecord) -> None:
     """Start the fine-tune (idempotent by run name) and note when it started."""
-    manifest = Manifest.model_validate(read_json(services.store, paths.manifest))
+    manifest = stored_manifest(services.store, paths)
     assert record.finetune is not None
     name = record.finetune.name
     request = FineTuneRequest(

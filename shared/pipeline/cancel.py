@@ -34,6 +34,8 @@ class CancelOutcome:
         """Why the job cannot be cancelled, when it cannot."""
         if self.record.cancel or self.record.final:
             return None
+        if self.record.state == "evaluating":
+            return "its fine-tune is done and the evaluation is under way; it ends on its own"
         name = self.record.finetune.name if self.record.finetune else None
         return f"the fine-tune {name} is already under way; cancel that run in its service (AzureML)"
 

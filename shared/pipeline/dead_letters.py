@@ -1,12 +1,15 @@
-"""Dead letters: a shard or completion message that failed every delivery fails its job, with the reason."""
+"""Dead letters: a shard or completion message that failed every delivery fails its job, with the reason; an
+evaluation message that did ends the job's evaluation with the reason (the fine-tuned model is kept)."""
 
 from __future__ import annotations
 
 import logging
 
 from shared.jobs.paths import JobPaths
-from shared.jobs.record import update_record
+from shared.jobs.record import JobState, read_record, update_record
+from shared.manifest.load import stored_manifest
 from shared.pipeline import events
+from shared.pipeline.evaluate import end_with_error
 from shared.queueing import BadMessage, TriggerMessage, decode_body
 from shared.services import Services
 
@@ -31,10 +34,16 @@ def on_dead_letter(services: Services, queue: str, message: TriggerMessage, reas
     paths = JobPaths(services.settings.jobs_container, job)
     if services.store.read(paths.status) is None:
         return None
-    shard = f"shard {body.get('shard')}"
-    what = shard if queue == services.settings.shard_queue else f"the completion of {shard}"
     tries = f" after {deliveries} deliveries" if deliveries else ""
     cause = ": ".join(part for part in (reason, description) if part) or "no reason given"
+    if queue == services.settings.evaluation_queue:
+        record = read_record(services.store, paths)
+        if record is not None and record.state is JobState.EVALUATING:
+            manifest = stored_manifest(services.store, paths)
+            end_with_error(services, paths, manifest, f"the evaluation message was dead-lettered{tries} ({cause})")
+        return job
+    shard = f"shard {body.get('shard')}"
+    what = shard if queue == services.settings.shard_queue else f"the completion of {shard}"
     update_record(services.store, paths, lambda r: r.fail(f"{what} was dead-lettered{tries} ({cause})"))
     events.flush(services, job)
     return job

@@ -31,7 +31,7 @@ from shared.identity import file_digest, job_id
 from shared.jobs.blobs import dumps, read_json
 from shared.jobs.paths import JOB_ID_RULE, JobPaths, is_job_id
 from shared.jobs.record import create_record, new_record, read_record, update_record
-from shared.manifest.load import manifest_from_dict
+from shared.manifest.load import manifest_from_dict, stored_manifest
 from shared.manifest.model import Manifest, ManifestError
 from shared.pipeline import events
 from shared.pipeline.cancel import request_cancel
@@ -164,7 +164,7 @@ def resume(services: Services, paths: JobPaths, budget: Any) -> None:
     """A `budget spent` job labels on under a higher budget (as a rerun with a higher --budget-tokens does)."""
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
         raise Refused("invalid-budget", "resume needs `budget_tokens`, a whole number of tokens above 0", paths.job)
-    stored = Manifest.model_validate(read_json(services.store, paths.manifest))
+    stored = stored_manifest(services.store, paths)
     raised = stored.model_copy(update={"limits": stored.limits.model_copy(update={"budget_tokens": budget})})
     if not resume_budget(services, paths, raised):
         record = read_record(services.store, paths)

@@ -23,6 +23,7 @@ from shared.jobs.blobs import dumps, read_json
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import read_record, update_record
 from shared.jobs.shards import ResultHeader, RowResult, decode_shard, encode_result, merge_result, stopped_rows
+from shared.manifest.load import stored_manifest
 from shared.manifest.model import Manifest
 from shared.parsing import parse_reply
 from shared.pipeline import budget as budgets
@@ -74,7 +75,7 @@ def label_shard(services: Services, body: dict[str, Any]) -> None:
         if record is None or record.final:
             log.info("job %s shard %d: the job is %s; not labelling", job, shard, record.state if record else "unknown")
             return
-        manifest = Manifest.model_validate(read_json(store, paths.manifest))
+        manifest = stored_manifest(store, paths)
         rows = [(split, row) for split, row in decode_shard(store.read(paths.shard(shard)).data)
                 if earlier is None or row.id in stopped]
         failed = None

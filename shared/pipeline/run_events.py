@@ -13,7 +13,9 @@ from shared.finetune.run_events import interpret
 from shared.jobs.blobs import now, read_json
 from shared.jobs.paths import ACTIVE, JobPaths
 from shared.jobs.record import JobState, read_record, unmark_if_over, update_record
+from shared.manifest.load import stored_manifest
 from shared.pipeline import events
+from shared.pipeline.evaluate import request_evaluation, wants_evaluation
 from shared.ports import TERMINAL_STATUSES, BlobStore, RunState
 from shared.services import Services
 
@@ -35,14 +37,16 @@ def on_run_event(services: Services, event: Mapping[str, Any]) -> str | None:
     if update.status == "Completed" and output_model is None:  # events never name the registered model
         output_model = services.finetuner.state(update.run_id).output_model
     run = RunState(update.run_id, update.status, output_model, update.error)
-    update_record(services.store, paths, lambda r: r.run_ended(run))
+    record = update_record(services.store, paths, lambda r: r.run_ended(run, evaluate=evaluates(services, paths)))
+    request_evaluation(services, record)  # a repeated event sends it again, which the queue drops
     events.flush(services, update.job_id)
     return update.job_id
 
 
 def poll_unfinished(services: Services) -> list[str]:
-    """For every job still marked active: ask the fine-tuner how a started fine-tune stands, publish events a crash
-    left unsent, and unmark a job that is over; returns the jobs whose fine-tune finished. Only marked jobs are read,
+    """For every job still marked active: ask the fine-tuner how a started fine-tune stands, send a job's evaluation
+    message again (the queue drops it unless a crash lost it), publish events a crash left unsent, and unmark a job
+    that is over; returns the jobs whose fine-tune finished. Only marked jobs are read,
     so the cost follows the jobs in flight, not the history."""
     store, container = services.store, services.settings.jobs_container
     done = []
@@ -56,13 +60,21 @@ def poll_unfinished(services: Services) -> list[str]:
         if record.state is JobState.FINE_TUNING and ft is not None and ft.started:
             run = services.finetuner.state(ft.name)
             if run.status in TERMINAL_STATUSES:
-                record = update_record(store, paths, lambda r, run=run: r.run_ended(run))
+                evaluate = evaluates(services, paths)
+                record = update_record(store, paths, lambda r, run=run, evaluate=evaluate: r.run_ended(
+                    run, evaluate=evaluate))
                 done.append(paths.job)
+        request_evaluation(services, record)  # again for a job evaluating: a message lost in a crash is sent
         if record.outbox:
             events.flush(services, paths.job)
             record = read_record(store, paths)
         unmark_if_over(store, paths, record)
     return done
+
+
+def evaluates(services: Services, paths: JobPaths) -> bool:
+    """Whether the job's manifest asks for the evaluation once its fine-tune has trained a model."""
+    return wants_evaluation(stored_manifest(services.store, paths))
 
 
 def unmark_if_stale(store: BlobStore, marker: str) -> None:

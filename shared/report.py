@@ -1,117 +1,28 @@
-"""The evaluation report of a job: teacher, base student and distilled student scored on the validation rows.
-
-The teacher is scored from the answers it gave while labelling (it is not asked again); the students answer the
-same questions here, by greedy generation on this machine. The report is written beside the job's outputs as
-`report.json`, `report.md` and `report.png` (score bars, and the fine-tune's loss curves when it left any).
+"""The evaluation report's files: `report.json`, `report.md` and `report.png` (score bars, and the fine-tune's loss
+curves when it left any), written beside the job's outputs by the evaluation step (shared.pipeline.evaluate), and the
+score table `distill run` prints. matplotlib is imported only when the chart is drawn.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import os
-import sys
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from shared.evaluation import EvalItem, Mode, evaluation_items, score
-from shared.jobs.blobs import dumps, now, read_json
+from shared.evaluation import ROLES
+from shared.jobs.blobs import dumps, read_json
 from shared.jobs.paths import METRICS, JobPaths
-from shared.local.models import model_folder, native_dtype, prepare_torch
-from shared.manifest.model import Manifest
 from shared.ports import BlobStore
 from shared.tasks.reading import excerpt
 
-ROLES = ("teacher", "base", "distilled")
 LABELS = {"teacher": "teacher", "base": "base student", "distilled": "distilled student"}
 COLORS = {"teacher": "#7a7a7a", "base": "#d08c3a", "distilled": "#3a7bd0"}
-EXAMPLES = 3
+REPORT_FILES = ("report.json", "report.md", "report.png")
 
 
-# --- generation --------------------------------------------------------------------------------------------
-def generate(model: str | Path, conversations: list[list[dict]], *, max_new_tokens: int, batch_size: int = 8
-             ) -> list[str]:
-    """Greedy replies of `model` (a known model's name or an HF folder) to each conversation, in order."""
-    if not conversations:
-        return []
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch = prepare_torch()
-    from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = model_folder(str(model))
-    tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    llm = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, native_dtype())).eval()
-    prompts = tokenizer.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
-    replies = [""] * len(prompts)
-    with torch.inference_mode(), tqdm(total=len(prompts), desc=f"{Path(str(model)).name} answering",
-                                      unit="answer", file=sys.stderr) as bar:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            for index, reply in zip(batch, _batch_replies(llm, tokenizer, [prompts[i] for i in batch],
-                                                          max_new_tokens), strict=True):
-                replies[index] = reply
-            bar.update(len(batch))
-    return replies
-
-
-def _batch_replies(llm: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """One left-padded batch through `generate`; the chat template already holds the special tokens."""
-    inputs = tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
-    output = llm.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                          pad_token_id=tokenizer.pad_token_id)
-    new_tokens = output[:, inputs["input_ids"].shape[1]:]
-    return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-
-
-# --- evaluation --------------------------------------------------------------------------------------------
-def evaluate_job(store: BlobStore, paths: JobPaths, manifest: Manifest, *, base_model: str,
-                 distilled_model: str | Path | None, max_items: int | None = None) -> dict:
-    """Score the three models on the job's validation rows, write `report.json|md|png` and return the report."""
-    started = time.monotonic()
-    items, mode = evaluation_items(store, paths, manifest, max_items)
-    answers: dict[str, list[str | None]] = {"teacher": [item.teacher_answer for item in items]}
-    timings: dict[str, float] = {}
-    limit = manifest.task.rules.answer_tokens(manifest.prompt)  # room for the answer a student learnt to give
-    for role, model in (("base", base_model), ("distilled", distilled_model)):
-        if model is not None:
-            begun = time.monotonic()
-            answers[role] = generate(model, [list(item.messages) for item in items], max_new_tokens=limit)
-            timings[f"{role}_seconds"] = round(time.monotonic() - begun, 1)
-    timings["total_seconds"] = round(time.monotonic() - started, 1)
-    models = {"teacher": manifest.teacher.model, "base": str(base_model),
-              "distilled": None if distilled_model is None else str(distilled_model)}
-    report = build_report(paths.job, manifest, mode, items, answers, models)
-    report.update(timings=timings, max_new_tokens=limit)
-    write_report(store, paths, report)
-    return report
-
-
-def build_report(job: str, manifest: Manifest, mode: Mode, items: Sequence[EvalItem],
-                 answers: dict[str, list[str | None]], models: dict[str, str | None]) -> dict[str, Any]:
-    """The report dict: scores as fractions (None for a model not evaluated) and the first examples of each."""
-    scores: dict[str, float | None] = dict.fromkeys(ROLES)
-    examples: dict[str, list[dict[str, Any]]] = {}
-    for role, replies in answers.items():
-        points = [score(manifest.task, reply, item.target, question=item.question, prompt=manifest.prompt)
-                  for item, reply in zip(items, replies, strict=True)]
-        scores[role] = round(sum(points) / len(points), 4) if points else None
-        examples[role] = [{"id": item.id, "question": excerpt(item.question), "target": item.target,
-                           "answer": reply, "score": round(point, 4)}
-                          for item, reply, point in zip(items[:EXAMPLES], replies, points, strict=False)]
-    return {"job": job, "task": manifest.task.value, "mode": mode,
-            "metric": manifest.task.rules.metric, "n": len(items),
-            "models": models, "scores": scores, "examples": examples, "created": now()}
-
-
-# --- report files ------------------------------------------------------------------------------------------
 def write_report(store: BlobStore, paths: JobPaths, report: dict[str, Any]) -> None:
+    """The three report files; the JSON last, so its presence says the others are there."""
     curves = loss_curves(read_metrics(store, paths))
     store.write(paths.file("report.png"), chart(report, curves))
     store.write(paths.file("report.md"), markdown(report, has_curves=bool(curves)).encode("utf-8"))
@@ -134,34 +45,55 @@ def shown_score(report: dict[str, Any], role: str) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The score table `distill run` prints."""
+    """The score table `distill run` prints, with the student's agreement with the teacher."""
     metric = "accuracy" if report["metric"] == "accuracy" else "ROUGE-L"
     lines = [f"{'model':<18} {metric:>9} {'n':>5}"]
     for role in ROLES:
-        n = report["n"] if report["scores"].get(role) is not None else "-"
+        n = report["n"] if role in report["scores"] else "-"
         lines.append(f"{LABELS[role]:<18} {shown_score(report, role):>9} {n:>5}")
+    if (agreed := report.get("agreement")) is not None:
+        lines.append(f"the distilled student agrees with the teacher on {agreed:.1%} of the rows"
+                     if report["metric"] == "accuracy" else
+                     f"the distilled student's ROUGE-L against the teacher's answers: {agreed:.3f}")
     return "\n".join(lines)
 
 
 def mode_sentence(report: dict[str, Any]) -> str:
     what = "accuracy" if report["metric"] == "accuracy" else "ROUGE-L F1"
     if report["mode"] == "reference":
-        return (f"Scores are {what} against the reference answers of {report['n']} validation rows; rows the "
+        return (f"Targets: the reference answers of {report['n']} validation rows; scores are {what}, and rows the "
                 "teacher failed count against it.")
-    return (f"The validation rows carry no reference answers, so scores are {what} against the teacher's own "
-            f"answers on the {report['n']} rows it answered: they measure how closely each student imitates the "
+    return (f"Targets: the teacher's own answers (the validation rows carry no reference answers), on the "
+            f"{report['n']} rows it answered; scores are {what} and measure how closely each student imitates the "
             "teacher, who scores 100% by construction.")
 
 
 def markdown(report: dict[str, Any], *, has_curves: bool) -> str:
-    """`report.md`: the table, what the scores mean, the chart, timings and a few examples."""
-    models = report["models"]
+    """`report.md`: the table, what the scores mean, the chart, the cost of the evaluation and a few examples."""
+    models, scores = report["models"], report["scores"]
     rows = [f"| {LABELS[role]}{f' (`{models[role]}`)' if models.get(role) else ''} | {shown_score(report, role)} "
-            f"| {report['n'] if report['scores'].get(role) is not None else '-'} |" for role in ROLES]
+            f"| {report['n'] if role in scores else '-'} |" for role in ROLES]
     picture = "Scores and fine-tune loss curves" if has_curves else "Scores"
-    timings = ", ".join(f"{key.removesuffix('_seconds')} {value} s" for key, value in report["timings"].items())
     lines = [f"# Evaluation of job {report['job']} ({report['task']})", "", "| model | score | n |", "|---|---|---|",
-             *rows, "", mode_sentence(report), "", f"![{picture}](report.png)", "", f"Timings: {timings}."]
+             *rows, "", mode_sentence(report)]
+    if (agreed := report.get("agreement")) is not None:
+        lines += ["", f"Agreement of the distilled student with the teacher: {agreed:.1%} of the rows the teacher "
+                  "answered." if report["metric"] == "accuracy" else
+                  f"ROUGE-L F1 of the distilled student against the teacher's answers: {agreed:.3f}."]
+    lines += [f"- {note}" for note in report.get("notes", [])]
+    lines += ["", f"![{picture}](report.png)", ""]
+    if tokens := report.get("tokens"):
+        used = "; ".join(f"{LABELS[role]} {t['prompt']:,} prompt + {t['completion']:,} completion"
+                         for role, t in tokens.items())
+        lines.append(f"Tokens the evaluation used: {used} (the teacher's score comes from the answers it gave while "
+                     "labelling: it was not asked again).")
+    if failed := report.get("failed_calls"):
+        lines.append("Calls that failed (scored 0): " + ", ".join(f"{LABELS[role]} {n}" for role, n in failed.items())
+                     + ".")
+    if timings := report.get("timings"):
+        lines.append("Timings: " + ", ".join(f"{key.removesuffix('_seconds')} {value} s"
+                                             for key, value in timings.items()) + ".")
+    lines.append("Every row's answers are in `evaluation.jsonl`.")
     for role, examples in report["examples"].items():
         lines += ["", f"## Examples: {LABELS[role]}", ""]
         lines += [f"- **question:** {example['question']}<br>**answer:** {excerpt(example['answer']) or '(none)'}"
@@ -254,7 +186,7 @@ def chart(report: dict[str, Any], curves: list[Curve]) -> bytes:
 
 
 def _score_bars(axis: Any, report: dict[str, Any]) -> None:
-    roles = [role for role in ROLES if report["scores"].get(role) is not None]
+    roles = [role for role in ROLES if role in report["scores"]]
     if not roles:
         axis.text(0.5, 0.5, "no validation rows to score", ha="center", va="center", transform=axis.transAxes)
     values = [report["scores"][role] for role in roles]
