@@ -1,5 +1,5 @@
-"""The Distill Functions app: blob upload or job request → ingest → shards → label → aggregate → fine-tune → run events →
-evaluate.
+"""The Distill Functions app: blob upload or job request → ingest → shards → label → aggregate → fine-tune → run
+events → evaluate.
 
 Each blueprint in `functions/` is one trigger, named for the pipeline step in `shared/pipeline/` it calls. `distill run`
 drives these very functions on one machine (shared.local.runtime).

@@ -147,7 +147,7 @@ def build_report(job: str, manifest: Manifest, mode: Mode, items: Sequence[EvalI
     student's agreement with the teacher, and the first rows of each model as examples."""
     report: dict[str, Any] = {
         "job": job, "task": manifest.task.value, "mode": mode, "metric": manifest.task.rules.metric, "n": len(items),
-        "models": {role: models[role] for role in ROLES if role in answers},
+        "models": {role: models.get(role) for role in ROLES if role in answers},
         "scores": {role: round(_mean(scores[role]), 4) for role in ROLES if role in answers and items},
         "examples": {role: [{"id": item.id, "question": excerpt(item.question), "target": item.target,
                              "answer": reply, "score": round(point, 4)}

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from shared import redaction
 from shared.ports import (
     BlobStore,
+    Deployment,
     EventPublisher,
     FineTuner,
     FineTuneRequest,
@@ -59,8 +60,8 @@ def current() -> Services:
 
 def from_app_settings(environ: Mapping[str, str]) -> Services:
     """Azure adapters from the Functions app settings (connection strings, or identity-based `__` settings), all
-    signed in with one credential (`app_credential`). The AzureML fine-tuner is built on its first use, so only the
-    steps that start or poll a fine-tune import azure.ai.ml.
+    signed in with one credential (`app_credential`). The AzureML fine-tuner and the serverless deployer (of the same
+    workspace) are built on their first use, so only the steps that fine-tune or evaluate import azure.ai.ml.
 
     The settings' secrets are redacted from every log record from here on (shared.redaction)."""
     redaction.install(environ)
@@ -85,13 +86,18 @@ def from_app_settings(environ: Mapping[str, str]) -> Services:
 
         return AzureMLFineTuner.from_settings(*workspace, store=store, credential=credential)
 
+    def serverless() -> ModelDeployer:
+        from shared.finetune.serverless import ServerlessDeployer
+
+        return ServerlessDeployer.from_settings(*workspace, credential=credential)
+
     publisher: EventPublisher = NoPublisher()
     if topic := environ.get("DISTILL_EVENTS_TOPIC_ENDPOINT"):  # Distill's own events go to this Event Grid topic
         from shared.publishing.eventgrid import EventGridPublisher
 
         publisher = EventGridPublisher.from_endpoint(topic, credential)
     return Services(store=store, queue=queue, finetuner=OnFirstUse(azureml), settings=Settings.from_env(environ),
-                    environ=environ, publisher=publisher)
+                    environ=environ, publisher=publisher, deployer=DeployerOnFirstUse(serverless))
 
 
 def app_credential(environ: Mapping[str, str]) -> Any:
@@ -107,23 +113,40 @@ def app_credential(environ: Mapping[str, str]) -> Any:
     return DefaultAzureCredential()
 
 
-class OnFirstUse:
-    """A FineTuner built when it is first asked for something."""
+T = TypeVar("T")
 
-    def __init__(self, build: Callable[[], FineTuner]) -> None:
+
+class Lazy(Generic[T]):
+    """An adapter built when it is first asked for something."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
         self._build = build
-        self._built: FineTuner | None = None
+        self._built: T | None = None
 
-    def _get(self) -> FineTuner:
+    def _get(self) -> T:
         if self._built is None:
             self._built = self._build()
         return self._built
+
+
+class OnFirstUse(Lazy[FineTuner]):
+    """A FineTuner built when it is first asked for something."""
 
     def start(self, request: FineTuneRequest) -> str:
         return self._get().start(request)
 
     def state(self, name: str) -> RunState:
         return self._get().state(name)
+
+
+class DeployerOnFirstUse(Lazy[ModelDeployer]):
+    """A ModelDeployer built when it is first asked for something."""
+
+    def deploy(self, job: str, role: str, model: str) -> Deployment:
+        return self._get().deploy(job, role, model)
+
+    def delete(self, job: str, role: str) -> None:
+        self._get().delete(job, role)
 
 
 def required(environ: Mapping[str, str], name: str) -> str:

@@ -26,7 +26,7 @@ from shared.queueing.local import LocalQueue
 from shared.services import Services
 from shared.settings import Settings
 from shared.storage.local import LocalBlobStore
-from shared.testkit.teacher import Fault, FakeTeacher, answers_from_jsonl
+from shared.testkit.teacher import FakeTeacher, Fault, answers_from_jsonl
 
 WORKSPACE = "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"
 TEACHER_KEY = "sk-teacher-0123456789abcdef"
@@ -207,7 +207,7 @@ def test_a_failed_deployment_ends_the_evaluation_with_the_reason(job) -> None:
     fine_tuned(services, queue, manifest)
     on_run_event(services, completed_event())
     evaluate(services, queue)
-    assert "the deployment job1-distilled failed: the model's format cannot be served" == failed_evaluation(services)
+    assert failed_evaluation(services) == "the deployment job1-distilled failed: the model's format cannot be served"
     assert sorted(services.deployer.deleted) == ["base", "distilled"]
     from shared.cli.show import summary
 
@@ -261,7 +261,7 @@ class GarbageServer:
 
     def start(self) -> "GarbageServer":
         class Page(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the handler's name)
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length", 0)))
                 body = b"<html><body>502 Bad Gateway</body></html>"
                 self.send_response(200)
@@ -280,7 +280,7 @@ class GarbageServer:
 
 
 def test_a_base_student_that_fails_is_left_out_and_the_distilled_one_still_scored(job) -> None:
-    services, queue, student, manifest = job
+    services, queue, _student, manifest = job
     manifest["student"] = {"model": "azureml://registries/azureml-meta/models/Llama-3.2-1B-Instruct/versions/1"}
     with FakeTeacher() as broken:
         broken.inject(Fault.REFUSE, times=10**6, status=404)

@@ -261,7 +261,7 @@ def test_the_event_reference_shows_every_type_once_as_a_valid_cloud_event() -> N
     assert sorted(e["type"] for e in examples) == sorted(TYPES)
     known = set(summary(JobRecord(job="j", state=JobState.SUCCEEDED, created=0.0), "jobs"))
     fields = {"job", "state", "task", "rows", "progress", "accepted", "rejected", "rejected_by_reason",
-              "success_ratio", "tokens", "metrics", "budget", "reason", "errors", "finetune", "files"}
+              "success_ratio", "tokens", "metrics", "budget", "reason", "errors", "finetune", "evaluation", "files"}
     for example in examples:
         event = from_http_event(HTTPMessage({"content-type": "application/cloudevents+json"},
                                             json.dumps(example).encode()))

@@ -145,9 +145,9 @@ def settings_read(modules: dict[str, Path]) -> tuple[dict[str, str], set[str]]:
 
 
 def documented_key_settings() -> set[str]:
-    """Teacher key setting names the examples and docs tell users to write."""
+    """Teacher key setting names the examples and docs tell users to write (not `base_key_setting`: a student's)."""
     texts = [p.read_text() for p in (*ROOT.glob("examples/**/*.yaml"), *ROOT.glob("docs/*.md"))]
-    return {m for t in texts for m in re.findall(r"(?:api_key_setting|key_setting):\s*`?([A-Z][A-Z0-9_]+)", t)}
+    return {m for t in texts for m in re.findall(r"(?<!\w)(?:api_key_setting|key_setting):\s*`?([A-Z][A-Z0-9_]+)", t)}
 
 
 def code_needs() -> Needs:
@@ -474,7 +474,7 @@ def needs() -> Needs:
 
 def test_the_code_needs_what_the_pipeline_is_built_on(needs: Needs) -> None:
     """The reading of the code itself finds the known bindings and settings (so an empty reading cannot pass)."""
-    assert {"shards", "completions", "jobs"} <= needs.queues
+    assert {"shards", "completions", "jobs", "evaluations"} <= needs.queues
     assert {"input", "jobs"} <= needs.containers
     assert needs.connections == {"DistillStorage": "blob", "DistillServiceBus": "serviceBus"}
     assert needs.blob_events == {"ingest": "input"}
@@ -514,6 +514,8 @@ MUTATIONS = [
      "queue shards: requiresDuplicateDetection must be true"),
     ("modules/app.bicep", "var completionQueue = 'completions'", "var completionQueue = 'completion'",
      "queue completions: no Microsoft.ServiceBus/namespaces/queues resource declares it"),
+    ("modules/app.bicep", "var evaluationQueue = 'evaluations'", "var evaluationQueue = 'evaluation'",
+     "queue evaluations: no Microsoft.ServiceBus/namespaces/queues resource declares it"),
     ("modules/app.bicep", "    DISTILL_WORKSPACE_TOPIC: workspaceId", "",
      "app setting DISTILL_WORKSPACE_TOPIC: read by the code, not declared in infra"),
     ("modules/app.bicep", "DistillServiceBus__fullyQualifiedNamespace:", "DistillBus__fullyQualifiedNamespace:",

@@ -13,7 +13,7 @@ from shared.jobs.paths import is_job_id
 from shared.jobs.record import RUN_NAME_CHARS, JobRecord, JobState
 from shared.local.samples import nli_pairs, nli_row
 from shared.manifest.model import ManifestError, validate_manifest
-from shared.pipeline.messages import deferred_shard, shard_message
+from shared.pipeline.messages import deferred_shard, evaluation_message, shard_message
 from shared.ports import MESSAGE_ID_CHARS
 
 LONGEST = "J" + "x_-9" * 63 + "ab"  # 255 characters
@@ -37,9 +37,12 @@ def test_every_message_id_fits_service_bus_for_the_longest_job_id() -> None:
     for job in (LONGEST, other):
         ids = [shard_message(kind, job, 99_999, round_).message_id for kind in ("shard", "done") for round_ in (0, 999)]
         ids.append(deferred_shard({"job": job, "shard": 99_999, "deferrals": 998}, 2e9).message_id)
+        record = JobRecord(job=job, state=JobState.EVALUATING, created=4e9)
+        ids += [evaluation_message(record, polls).message_id for polls in (0, 99_999)]
         assert max(map(len, ids)) <= MESSAGE_ID_CHARS and len(set(ids)) == len(ids)
         assert ids == [shard_message(kind, job, 99_999, r).message_id for kind in ("shard", "done") for r in (0, 999)
-                       ] + [deferred_shard({"job": job, "shard": 99_999, "deferrals": 998}, 2e9).message_id]
+                       ] + [deferred_shard({"job": job, "shard": 99_999, "deferrals": 998}, 2e9).message_id] + [
+            evaluation_message(record, polls).message_id for polls in (0, 99_999)]
     assert shard_message("done", LONGEST, 1).message_id != shard_message("done", other, 1).message_id
     assert shard_message("done", "short-job", 3).message_id == "short-job/done/3"  # short ids stay readable
 

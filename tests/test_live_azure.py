@@ -1,4 +1,5 @@
-"""Live checks against real Azure Storage; they run only when real credentials are set (never in CI here)."""
+"""Live checks against real Azure (a storage account, an AzureML workspace); they run only when real credentials are
+set (never in CI here)."""
 
 import os
 import uuid
@@ -22,3 +23,39 @@ def test_round_trip_and_compare_and_swap_on_a_real_storage_account() -> None:
     store.write(path, b"2", if_match=etag)
     with pytest.raises(Conflict):
         store.write(path, b"3", if_match=etag)
+
+
+LIVE_WORKSPACE = ("DISTILL_LIVE_AZUREML_SUBSCRIPTION", "DISTILL_LIVE_AZUREML_RESOURCE_GROUP",
+                  "DISTILL_LIVE_AZUREML_WORKSPACE", "DISTILL_LIVE_FINETUNED_MODEL")
+DEPLOY_TIMEOUT_SECONDS = 1800  # a fine-tuned model's serverless endpoint takes minutes to come up
+DEPLOY_POLL_SECONDS = 20
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not all(os.environ.get(name) for name in LIVE_WORKSPACE),
+                    reason=f"live: set {', '.join(LIVE_WORKSPACE)} (a model registered by a fine-tune) to deploy it")
+def test_a_fine_tuned_model_is_deployed_serverless_answers_and_is_deleted() -> None:
+    """Deploys the model (billed by the hour while it exists, and per token), asks it once, deletes it whatever
+    happens."""
+    import time
+
+    from openai import OpenAI
+
+    from shared.finetune.serverless import ServerlessDeployer
+
+    subscription, group, workspace, model = (os.environ[name] for name in LIVE_WORKSPACE)
+    deployer = ServerlessDeployer.from_settings(subscription, group, workspace)
+    job = f"live-{uuid.uuid4().hex[:12]}"
+    try:
+        deadline = time.monotonic() + DEPLOY_TIMEOUT_SECONDS
+        deployment = deployer.deploy(job, "distilled", model)
+        while deployment.state == "creating" and time.monotonic() < deadline:
+            time.sleep(DEPLOY_POLL_SECONDS)
+            deployment = deployer.deploy(job, "distilled", model)
+        assert deployment.state == "ready", deployment.error or f"not ready after {DEPLOY_TIMEOUT_SECONDS} s"
+        client = OpenAI(base_url=deployment.url, api_key=deployment.key, max_retries=2)
+        reply = client.chat.completions.create(model=model, max_tokens=16,
+                                               messages=[{"role": "user", "content": "Say hello."}])
+        assert reply.choices[0].message.content
+    finally:
+        deployer.delete(job, "distilled")

@@ -1,4 +1,5 @@
-"""The real local path on a small slice: a local teacher server, TRL fine-tuning on the CPU, the report.
+"""The real local path on a small slice: a local teacher server, TRL fine-tuning on the CPU, the evaluation step
+(the students served on this machine and asked over HTTP) and its report.
 
 SmolLM2-135M plays both teacher and student to keep it quick; `make demo` runs the same path with the 1.5B teacher.
 """
@@ -65,5 +66,9 @@ def test_a_small_real_distillation(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert changed, "training left every weight as it was"
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["n"] == 8 and set(report["scores"]) == {"teacher", "base", "distilled"}
+    assert status["evaluation"]["scores"] == report["scores"] and status["evaluation"]["rows"] == 8
+    assert report["tokens"]["distilled"]["completion"] > 0  # the students were asked over HTTP
+    rows = (tmp_path / "out" / "evaluation.jsonl").read_text().splitlines()
+    assert len(rows) == 3 * 8
     assert (tmp_path / "out" / "report.png").read_bytes().startswith(b"\x89PNG")
     assert "distilled student" in out

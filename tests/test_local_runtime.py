@@ -72,8 +72,9 @@ def test_the_status_endpoint_returns_the_record(runtime) -> None:
 
 def test_the_app_registers_every_trigger_with_its_binding() -> None:
     found = registered_functions()
-    assert set(found) == {"blob", "eventgrid", "queue:jobs", "queue:shards", "queue:completions",
-                          "queue:shards/$DeadLetterQueue", "queue:completions/$DeadLetterQueue"}
+    assert set(found) == {"blob", "eventgrid", "queue:jobs", "queue:shards", "queue:completions", "queue:evaluations",
+                          "queue:shards/$DeadLetterQueue", "queue:completions/$DeadLetterQueue",
+                          "queue:evaluations/$DeadLetterQueue"}
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"\xff\xfe"])

@@ -1,29 +1,24 @@
-"""The evaluation report: loss curves read defensively, the table, the files, and a real run with SmolLM2-135M."""
+"""The evaluation report: loss curves read defensively, the table, the files; and SmolLM2-135M deployed on this
+machine and asked over HTTP, as the evaluation step asks a student."""
 
 import importlib.util
-import json
 import os
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_evaluation import answers_of, nli_sample, run_job
 
-from shared.evaluation import EvalItem
-from shared.jobs.blobs import dumps, read_json
+from shared.evaluation import EvalItem, build_report, evaluation_items, points
 from shared.jobs.paths import JobPaths
+from shared.local.deployer import LocalModelDeployer
 from shared.local.models import STUDENT
-from shared.local.report import (
-    Curve,
-    build_report,
-    chart,
-    evaluate_job,
-    format_table,
-    loss_curves,
-    write_report,
-)
-from shared.manifest.model import Manifest
+from shared.manifest.model import Manifest, TeacherKind, TeacherSettings
+from shared.report import Curve, chart, format_table, loss_curves, write_report
 from shared.storage.local import LocalBlobStore
+from shared.students import Reach, ask
 from shared.tasks import Task
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -59,20 +54,27 @@ def items(*answers: str | None) -> list[EvalItem]:
 
 def nli_report(answers: dict[str, list[str | None]], mode: str = "reference") -> dict:
     manifest = Manifest(task=Task.NLI, training_file=Path("train.jsonl"))
-    models = {"teacher": "t", "base": "b", "distilled": None}
-    report = build_report("job1", manifest, mode, items("entailment", None), answers, models)
+    asked = items("entailment", None)
+    scores = {role: points(manifest, asked, replies) for role, replies in answers.items()}
+    report = build_report("job1", manifest, mode, asked, answers, scores, {"teacher": "t", "base": "b"})
     return report | {"timings": {"base_seconds": 1.0, "total_seconds": 1.5}}
 
 
-def test_the_teacher_scores_zero_on_rows_it_failed_and_a_model_not_run_has_no_score() -> None:
+def test_the_teacher_scores_zero_on_rows_it_failed_and_a_model_not_run_is_left_out() -> None:
     report = nli_report({"teacher": ["entailment", None], "base": ["Entailment.", "neutral"]})
-    assert report["scores"] == {"teacher": 0.5, "base": 0.5, "distilled": None}
+    assert report["scores"] == {"teacher": 0.5, "base": 0.5}
     assert report["examples"]["base"][0] == {"id": "id0", "question": "Premise: a. Hypothesis: b.",
                                              "target": "entailment", "answer": "Entailment.", "score": 1.0}
     assert format_table(report) == ("model               accuracy     n\n"
                                     "teacher                50.0%     2\n"
                                     "base student           50.0%     2\n"
                                     "distilled student    not run     -")
+
+
+def test_the_distilled_students_agreement_with_the_teacher_is_on_the_rows_the_teacher_answered() -> None:
+    report = nli_report({"teacher": ["entailment", None], "distilled": ["entailment", "neutral"]})
+    assert report["agreement"] == 1.0 and report["scores"]["distilled"] == 0.5
+    assert format_table(report).endswith("the distilled student agrees with the teacher on 100.0% of the rows")
 
 
 def test_the_chart_is_a_png_with_or_without_loss_curves() -> None:
@@ -85,10 +87,13 @@ def test_the_chart_is_a_png_with_or_without_loss_curves() -> None:
 def test_an_unreadable_metrics_file_leaves_the_loss_curves_out(tmp_path: Path) -> None:
     store, paths = LocalBlobStore(tmp_path), JobPaths("jobs", "job1")
     store.write(paths.file("finetune/metrics.json"), b"{not json")
-    write_report(store, paths, nli_report({"teacher": ["entailment", "entailment"]}))
+    report = nli_report({"teacher": ["entailment", "entailment"]})
+    write_report(store, paths, report | {"tokens": {"base": {"prompt": 1200, "completion": 40}}})
     markdown = store.read(paths.file("report.md")).data.decode("utf-8")
     assert "![Scores](report.png)" in markdown
     assert "| distilled student | not run | - |" in markdown
+    assert "Tokens the evaluation used: base student 1,200 prompt + 40 completion" in markdown
+    assert "Targets: the reference answers of 2 validation rows" in markdown
     assert store.read(paths.file("report.png")).data.startswith(PNG)
 
 
@@ -105,24 +110,29 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-def test_evaluate_job_scores_three_models_and_writes_the_report(tmp_path: Path, model_cache: None) -> None:
+def test_a_model_served_here_is_deployed_asked_and_removed(tmp_path: Path, model_cache: None) -> None:
+    """The local deployer serves SmolLM2-135M with `transformers serve`, not waiting for it; the evaluation's client
+    asks it over HTTP; removing the deployment stops the server."""
     files = nli_sample(tmp_path / "sample")
     job = run_job(tmp_path, files, answers_of(files))
-    metrics = {"train": [{"step": 1, "loss": 2.1}, {"step": 2, "loss": 1.4}], "eval": [{"epoch": 1, "loss": 1.6}]}
-    job.store.write(job.paths.file("finetune/metrics.json"), dumps(metrics))
-
-    report = evaluate_job(job.store, job.paths, job.manifest, base_model=STUDENT.name, distilled_model=STUDENT.name,
-                          max_items=8)
-
-    assert (report["task"], report["mode"], report["metric"], report["n"]) == ("NLI", "reference", "accuracy", 8)
-    assert report["scores"]["teacher"] == 1.0  # the test teacher gives the reference answers
-    assert 0.0 <= report["scores"]["base"] <= 1.0
-    assert report["scores"]["distilled"] == report["scores"]["base"]  # the same model, greedy
-    assert [len(report["examples"][role]) for role in ("teacher", "base", "distilled")] == [3, 3, 3]
-    assert report["timings"]["base_seconds"] > 0
-    assert read_json(job.store, job.paths.file("report.json")) == json.loads(json.dumps(report))
-    assert job.store.read(job.paths.file("report.png")).data.startswith(PNG)
-    markdown = job.store.read(job.paths.file("report.md")).data.decode("utf-8")
-    assert "| teacher (`distill-test-teacher`) | 100.0% | 8 |" in markdown
-    assert "reference answers of 8 validation rows" in markdown
-    assert "![Scores and fine-tune loss curves](report.png)" in markdown
+    asked, _ = evaluation_items(job.store, job.paths, job.manifest, 4)
+    deployer = LocalModelDeployer()
+    try:
+        with pytest.raises(ValueError, match="cannot be served here"):
+            deployer.deploy("job1", "distilled", str(tmp_path / "no-such-model"))
+        first = deployer.deploy("job1", "base", STUDENT.name)
+        assert first.state == "creating" and first.url is None  # started, not waited for
+        deadline = time.monotonic() + 600
+        while (deployment := deployer.deploy("job1", "base", STUDENT.name)).state == "creating":
+            assert time.monotonic() < deadline, "the model server was not ready within 600 s"
+            time.sleep(1)
+        assert deployment.state == "ready", deployment.error
+        assert deployer.deploy("job1", "base", "another-model").state == "failed"
+        settings = TeacherSettings(kind=TeacherKind.LOCAL, model=STUDENT.name, timeout_seconds=600)
+        answers = ask(Reach(settings, {}, deployment.url), asked, max_tokens=8)
+        assert answers.failed == 0 and all(isinstance(reply, str) for reply in answers.replies)
+        assert answers.prompt_tokens > 0 and answers.completion_tokens > 0
+    finally:
+        deployer.close()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(deployment.url.removesuffix("/v1") + "/health", timeout=2)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from shared.services import app_credential
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,15 +25,17 @@ import json, sys
 from shared.services import from_app_settings
 services = from_app_settings(json.loads(sys.argv[1]))
 before = "azure.ai.ml" in sys.modules
-built = type(services.finetuner._get()).__name__
+built = type(getattr(services, sys.argv[2])._get()).__name__
 print(json.dumps([before, built, "azure.ai.ml" in sys.modules]))
 """
 
 
-def test_the_azureml_sdk_is_imported_only_when_a_fine_tune_is_asked_for() -> None:
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(SETTINGS)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=True)
-    assert json.loads(done.stdout.splitlines()[-1]) == [False, "AzureMLFineTuner", True]
+@pytest.mark.parametrize("adapter,built", [("finetuner", "AzureMLFineTuner"), ("deployer", "ServerlessDeployer")])
+def test_the_azureml_sdk_is_imported_only_when_a_fine_tune_or_a_deployment_is_asked_for(adapter: str,
+                                                                                       built: str) -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(SETTINGS), adapter], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout.splitlines()[-1]) == [False, built, True]
 
 
 def test_the_app_signs_in_as_its_managed_identity_when_it_names_one() -> None:

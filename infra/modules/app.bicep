@@ -23,6 +23,7 @@ var cacheContainer = 'teacher-cache' // the response cache: teacher replies by c
 var shardQueue = 'shards'
 var completionQueue = 'completions'
 var requestQueue = 'jobs' // job requests users send
+var evaluationQueue = 'evaluations' // a fine-tuned job's evaluation
 // Fixed here: the app package, and the BlobCreated events Event Grid could not deliver.
 var packageContainer = 'app-package'
 var eventDeadLetterContainer = 'event-dead-letters'
@@ -168,6 +169,32 @@ resource jobRequests 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview'
     deadLetteringOnMessageExpiration: true
     defaultMessageTimeToLive: 'P7D'
     lockDuration: 'PT5M'
+    maxDeliveryCount: 5
+    requiresSession: false
+    enablePartitioning: false
+    maxSizeInMegabytes: 1024
+  }
+}
+
+// The evaluation of a fine-tuned job (shared/pipeline/evaluate.py). Ids are `<job>/evaluate/<attempt>/<look>`: the
+// first look is sent by whoever records the fine-tune's end (again by the poll timer: dropped as a duplicate), and each
+// later look, while a deployment is still being made, is a new message scheduled for later, so no function waits on
+// a deployment and no look counts as a redelivery of another.
+resource evaluations 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
+  parent: serviceBus
+  name: evaluationQueue
+  properties: {
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'PT24H'
+    deadLetteringOnMessageExpiration: true
+    defaultMessageTimeToLive: 'P7D'
+    // The look that scores asks up to 200 validation rows (evaluation.max_rows) of each student, which takes minutes:
+    // the longest lock, renewed by the host (host.json maxAutoLockRenewalDuration).
+    lockDuration: 'PT5M'
+    // A refused or failed deployment is recorded, not raised: a delivery fails on a crash, a lost lock, a storage error
+    // or a passing AzureML error (5xx, 429), which 5 deliveries ride out. Each redelivery of the scoring look asks the
+    // students again (tokens, and a fine-tuned endpoint's hourly fee while it exists), and a dead-lettered evaluation
+    // only ends the evaluation with the reason (the job keeps its model) and deletes its endpoints: not 10 times round.
     maxDeliveryCount: 5
     requiresSession: false
     enablePartitioning: false
@@ -344,9 +371,9 @@ resource dataBlobContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// Service Bus, on the namespace, which holds only Distill's three queues: ingest sends shards, the teacher sends
-// completions, users send job requests; the five triggers (three queues, two dead-letter queues) receive. Not Data
-// Owner: no queue management.
+// Service Bus, on the namespace, which holds only Distill's four queues: ingest sends shards, the teacher sends
+// completions, users send job requests, the fine-tune's end and the evaluation itself send evaluations; the seven
+// triggers (four queues, three dead-letter queues) receive. Not Data Owner: no queue management.
 resource busSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(serviceBus.id, identity.id, roles['Azure Service Bus Data Sender'])
   scope: serviceBus

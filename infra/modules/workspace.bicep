@@ -80,8 +80,12 @@ resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' exi
   name: name
 }
 
-// Registers the train/validation data assets and submits and reads fine-tuning jobs (shared/finetune/azureml.py);
-// cannot create compute, change the workspace or list its keys.
+// Registers the train/validation data assets and submits and reads fine-tuning jobs (shared/finetune/azureml.py), and
+// creates, reads, lists the keys of and deletes the serverless endpoints the evaluation deploys the fine-tuned model
+// to (shared/finetune/serverless.py): the role's actions `workspaces/*/read`, `*/write`, `*/delete` and `*/action`
+// cover `workspaces/serverlessEndpoints/{read,write,delete,listKeys/action}`, and its NotActions exclude only the
+// workspace itself, compute, hubs, feature stores and the workspace's and compute's keys. So no further role (and no
+// custom one) is needed; it cannot create compute, change the workspace or list the workspace's keys.
 resource dataScientist 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(workspace.id, principalId, roles['AzureML Data Scientist'])
   scope: workspace

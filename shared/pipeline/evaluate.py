@@ -18,18 +18,18 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from shared import redaction, tracing
+from shared import redaction
 from shared.evaluation import build_report, evaluation_items, points, row_results
 from shared.jobs.blobs import now
-from shared.jobs.paths import JobPaths, fitted
+from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobRecord, JobState, read_record, update_record
 from shared.manifest.load import stored_manifest
 from shared.manifest.model import Manifest, TeacherAuth, TeacherKind, TeacherSettings
 from shared.pipeline import events
-from shared.ports import MESSAGE_ID_CHARS, Deployment, OutgoingMessage
+from shared.pipeline.messages import evaluation_message
+from shared.ports import Deployment
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -42,16 +42,6 @@ MAX_FAILED_SHARE = 0.1  # a student whose calls fail on more of the rows than th
 def wants_evaluation(manifest: Manifest) -> bool:
     """Whether a job whose fine-tune trained a model goes on to the evaluation."""
     return manifest.student_access != "none"
-
-
-def evaluation_message(record: JobRecord, polls: int = 0, at: float | None = None) -> OutgoingMessage:
-    """The message for one look at the evaluation: the first (`polls` 0), or the `polls`-th look again, scheduled
-    at `at`. Its id follows from the job, the attempt and `polls`, so the queue drops a repeat."""
-    body = {"job": record.job, "attempt": record.attempt, "polls": polls}
-    when = datetime.fromtimestamp(at, UTC) if at is not None else None
-    return OutgoingMessage(body, message_id=fitted(record.job, f"/evaluate/{record.attempt}/{polls}",
-                                                   MESSAGE_ID_CHARS),
-                           scheduled_at=when, properties=tracing.message_properties())
 
 
 def request_evaluation(services: Services, record: JobRecord | None) -> None:

@@ -1,14 +1,18 @@
 """The queue messages: about one shard, its work order ("shard"), the same again later ("deferred") and its
-completion ("done"); and a job request (shared.pipeline.job_requests)."""
+completion ("done"); a job request (shared.pipeline.job_requests); and a look at a job's evaluation
+(shared.pipeline.evaluate)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import tracing
 from shared.jobs.paths import fitted
 from shared.ports import MESSAGE_ID_CHARS, OutgoingMessage
+
+if TYPE_CHECKING:
+    from shared.jobs.record import JobRecord
 
 
 def shard_message(kind: str, job: str, shard: int, round_: int = 0) -> OutgoingMessage:
@@ -38,3 +42,13 @@ def job_request(body: dict[str, Any], job: str) -> OutgoingMessage:
     suffix = f"/resume/{body.get('budget_tokens')}" if action == "resume" else f"/{action}"
     return OutgoingMessage(body, message_id=fitted(job, suffix, MESSAGE_ID_CHARS),
                            properties=tracing.message_properties())
+
+
+def evaluation_message(record: JobRecord, polls: int = 0, at: float | None = None) -> OutgoingMessage:
+    """The message for one look at the evaluation: the first (`polls` 0), or the `polls`-th look again, scheduled
+    at `at`. Its id follows from the job, the attempt and `polls`, so the queue drops a repeat."""
+    body = {"job": record.job, "attempt": record.attempt, "polls": polls}
+    when = datetime.fromtimestamp(at, UTC) if at is not None else None
+    return OutgoingMessage(body, message_id=fitted(record.job, f"/evaluate/{record.attempt}/{polls}",
+                                                   MESSAGE_ID_CHARS),
+                           scheduled_at=when, properties=tracing.message_properties())

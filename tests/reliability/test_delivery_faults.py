@@ -104,7 +104,8 @@ def test_delivery_faults_leave_one_dataset_and_one_finetune(tmp_path: Path, figu
         finetuner = CrashingFineTuner()
         services = Services(store=store, queue=queue, finetuner=finetuner,
                             settings=Settings(shard_rows=10, workspace_topic=WORKSPACE))
-        put_job(store, JOB, qa_manifest(teacher.base_url, finetune=True),
+        # the evaluation's own repeats and crashes are tests/test_evaluate_step.py's
+        put_job(store, JOB, qa_manifest(teacher.base_url, finetune=True, evaluation={"deploy": "none"}),
                 {"train.jsonl": jsonl(train), "validation.jsonl": jsonl(validation)})
         for _ in range(3):  # the BlobCreated event, twice repeated
             assert ingest(services, f"input/{JOB}/manifest.json") == JOB
