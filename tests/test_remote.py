@@ -6,6 +6,7 @@ import json
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,12 +14,13 @@ import pytest
 import yaml
 
 from shared.cli import main
+from shared.finetune.run_events import run_event
 from shared.jobs.blobs import read_json
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobState
 from shared.local.runtime import LocalRuntime
 from shared.local.samples import write_nli_sample
-from shared.ports import FineTuneRequest, RunState
+from shared.ports import Deployment, FineTuneRequest, RunState
 from shared.storage.azure_blob import AzureBlobStore
 from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 
@@ -96,6 +98,58 @@ def test_submit_then_the_function_handlers_then_watch_and_download(deployed, tmp
     assert "already submitted" in capsys.readouterr().out
     assert main(["status", "--remote"]) == 0
     assert f"{job}\tsucceeded" in capsys.readouterr().out
+
+
+class TrainingFineTuner:
+    """A fine-tune that trains `<run>-model` at once and says so with the run event a workspace sends."""
+
+    def __init__(self, store: object, publish: Callable[[dict], None], topic: str) -> None:
+        self.publish, self.topic = publish, topic
+
+    def start(self, request: FineTuneRequest) -> str:
+        self.publish(run_event(request, status="Completed", error=None, workspace_topic=self.topic, run_type="test"))
+        return request.name
+
+    def state(self, name: str) -> RunState:
+        return RunState(name, "Completed", output_model=f"{name}-model")
+
+
+class ServedDeployer:
+    """Deployments that are ready at once, at the test teacher's address (which answers as a perfect student)."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.deleted = url, []
+
+    def deploy(self, job: str, role: str, model: str) -> Deployment:
+        return Deployment(f"{job}-{role}", "ready", url=self.url, key="endpoint-key-7e57", kind="azure_ai")
+
+    def delete(self, job: str, role: str) -> None:
+        self.deleted.append(role)
+
+
+def test_a_trained_job_is_watched_through_its_evaluation_and_its_report_downloaded(deployed, tmp_path: Path,
+                                                                                     capsys) -> None:
+    store, manifest, teacher, job = deployed
+    assert main(["submit", str(manifest), "--job", job, "--quiet"]) == 0
+    deployer = ServedDeployer(teacher.base_url)
+    runtime = LocalRuntime(store, tmp_path / "queue.db", environ={}, finetuner=TrainingFineTuner, deployer=deployer)
+    try:
+        runtime.blob_created(f"input/{job}/manifest.json")
+        worker = threading.Thread(target=runtime.drain, args=(lambda: is_final(store, job),))
+        worker.start()
+        code = main(["watch", job, "--interval", "0.05", "--timeout", "120"])
+        worker.join()
+    finally:
+        runtime.close()
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "evaluation on 70 validation rows (accuracy): teacher 1.000, base 1.000, distilled 1.000" in out, out
+    assert sorted(deployer.deleted) == ["base", "distilled"]
+    assert main(["download", job, "--out", str(tmp_path / "out")]) == 0
+    got = tmp_path / "out"
+    assert {"report.md", "report.json", "report.png", "evaluation.jsonl"} <= {p.name for p in got.iterdir()}
+    assert len(lines(got / "evaluation.jsonl")) == 3 * 70
+    assert json.loads((got / "report.json").read_text())["scores"] == {"teacher": 1.0, "base": 1.0, "distilled": 1.0}
 
 
 def test_cancel_mid_way_keeps_the_labelled_rows_and_starts_no_finetune(deployed, tmp_path: Path, capsys) -> None:

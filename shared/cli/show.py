@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from shared.evaluation import ROLES
 from shared.joblog import metrics_text
 from shared.jobs.record import JobRecord, JobState
 
@@ -74,7 +75,7 @@ def evaluation_line(record: JobRecord) -> str:
         model = record.finetune.output_model if record.finetune else None
         return f"evaluation failed: {error} (the fine-tuned model {model} is kept)"
     if scores := evaluation.get("scores"):
-        shown = ", ".join(f"{role} {value:.3f}" for role, value in scores.items())
+        shown = ", ".join(f"{role} {scores[role]:.3f}" for role in ROLES if role in scores)
         return f"evaluation on {evaluation.get('rows', 0)} validation rows ({evaluation.get('metric')}): {shown}"
     deployments = ", ".join(f"{role} {name}" for role, name in (evaluation.get("deployments") or {}).items())
     return "evaluating: " + (f"deploying {deployments}" if deployments and not evaluation.get("claim")
