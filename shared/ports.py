@@ -192,9 +192,12 @@ class Teacher(Protocol):
 
 
 class Progress(Protocol):
-    """Told as each row of a job finishes labelling, and of long waits for the teacher (the local progress bar;
-    nothing in Azure)."""
+    """Told as each row of a job finishes labelling, of long waits for the teacher, and of the long steps after
+    labelling (the local progress bar; nothing in Azure, where the logs tell them)."""
 
     def row_done(self, job: str, accepted: int, rejected: int, tokens: int) -> None: ...
 
     def waiting(self, job: str, seconds: float, why: str) -> None: ...
+
+    def step(self, job: str, what: str) -> None:
+        """A long step of the job begins ("asking the distilled student 80 validation rows")."""

@@ -21,6 +21,7 @@ class ProgressBar:
         self._lock = threading.Lock()
         self._tty = self.stream.isatty()
         self._wait: tuple[float, str] | None = None  # until (monotonic), why: the longest wait now in progress
+        self._open = False  # a terminal's bar line is drawn and not ended yet
 
     def row_done(self, job: str, accepted: int, rejected: int, tokens: int) -> None:
         """One row finished (`shared.ports.Progress`)."""
@@ -42,6 +43,13 @@ class ProgressBar:
             self._drawn = time.monotonic()
             self._draw()
 
+    def step(self, job: str, what: str) -> None:
+        """A long step begins (`shared.ports.Progress`): said on a line of its own, below the bar."""
+        with self._lock:
+            self.stream.write(("\n" if self._open else "") + f"{what}\n")
+            self._open = False
+            self.stream.flush()
+
     def line(self) -> str:
         elapsed = max(time.monotonic() - self._started, 1e-6)
         rate = (self.done - self._start_done) / elapsed
@@ -58,6 +66,7 @@ class ProgressBar:
     def _draw(self) -> None:
         if self._tty:
             self.stream.write("\r" + self.line() + "\x1b[K")
+            self._open = True
         else:
             self.stream.write(self.line() + "\n")
         self.stream.flush()
@@ -66,6 +75,7 @@ class ProgressBar:
         with self._lock:
             if self.done < self.total:  # a full bar was drawn by the last row already
                 self._draw()
-            if self._tty:
+            if self._open:
                 self.stream.write("\n")
+                self._open = False
             self.stream.flush()

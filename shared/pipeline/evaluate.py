@@ -111,6 +111,8 @@ def on_evaluation(services: Services, body: dict[str, Any]) -> str | None:
         return end_with_error(services, paths, manifest, f"the deployment {failed.name} failed: {failed.error}")
     update_record(services.store, paths, lambda r: r.deployments_seen({k: d.name for k, d in deployments.items()}))
     if pending := [d.name for d in deployments.values() if d.state != "ready"]:
+        if not body.get("polls"):
+            tell(services, job, f"job {job}: deploying {', '.join(pending)} for the evaluation")
         waited = now() - (record.evaluation or {}).get("started", now())
         if waited > manifest.evaluation.deploy_timeout_minutes * 60:
             return end_with_error(services, paths, manifest, f"the deployment {', '.join(pending)} was not ready "
@@ -162,6 +164,8 @@ def score(services: Services, paths: JobPaths, manifest: Manifest, record: JobRe
     tokens, failed, notes, timings = {}, {}, [], {}
     limit = manifest.task.rules.answer_tokens(manifest.prompt)  # room for the answer a student learnt to give
     for target in sorted(wanted, key=lambda t: t.role):  # base first, then distilled
+        tell(services, paths.job, f"job {paths.job}: asking the {target.role} student {target.model} "
+                                  f"{len(items)} validation rows")
         begun = time.monotonic()
         reach = reach_of(services, manifest, target, deployments.get(target.role))
         try:
@@ -211,6 +215,13 @@ def reach_of(services: Services, manifest: Manifest, target: Target, deployment:
     settings = TeacherSettings(kind=TeacherKind(deployment.kind), url=deployment.url, model=model_name(target.model),
                                auth=TeacherAuth.KEY, key_setting=KEY_SETTING, **calls(manifest))
     return settings, {KEY_SETTING: deployment.key or ""}, None
+
+
+def tell(services: Services, job: str, what: str) -> None:
+    """Say that a long step begins: in the log, and on the local progress line."""
+    log.info(what)
+    if services.progress is not None:
+        services.progress.step(job, what)
 
 
 def end_with_error(services: Services, paths: JobPaths, manifest: Manifest, reason: str) -> str:
