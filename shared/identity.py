@@ -30,8 +30,12 @@ def fingerprint(manifest: Manifest, data_digests: list[str]) -> dict[str, object
         "teacher": {"kind": manifest.teacher.kind.value, "url": manifest.teacher.url, "model": manifest.teacher.model},
         "inference": manifest.inference.model_dump(mode="json"),
         "prompt_version": PROMPT_VERSION,
-        "prompt": manifest.prompt.model_dump(mode="json"),
+        "prompt": manifest.prompt.model_dump(mode="json", exclude={"samples"} if manifest.prompt.samples == 1
+                                             else None),  # one sample: the ids of jobs from before samples stay
         "student": manifest.student.model_dump(mode="json"),
+        # the quality gates, only when set: the ids of jobs without them stay as they were
+        **({"min_agreement": manifest.min_agreement} if manifest.min_agreement is not None else {}),
+        **({"drop_disagreeing": True} if manifest.drop_disagreeing else {}),
     }
 
 

@@ -68,6 +68,18 @@ def mode_sentence(report: dict[str, Any]) -> str:
             "teacher, who scores 100% by construction.")
 
 
+def labels_sentence(labels: dict[str, int]) -> str:
+    """How the teacher's labels compare with the rows' reference answers, before and after drop_disagreeing."""
+    checked, agreed, dropped = labels["checked"], labels["agreed"], labels["dropped"]
+    before = (f"The teacher's labels agree with the reference answers on {agreed / checked:.1%} of the {checked} "
+              "rows that have one")
+    if not dropped:
+        return before + " (none was dropped: the student trained on them as they are)."
+    kept = checked - dropped
+    return (before + f" before the filter; drop_disagreeing dropped {dropped}, so {agreed / kept:.1%} of the "
+            f"{kept} kept agree.") if kept else before + f"; drop_disagreeing dropped all {dropped}."
+
+
 def markdown(report: dict[str, Any], *, has_curves: bool) -> str:
     """`report.md`: the table, what the scores mean, the chart, the cost of the evaluation and a few examples."""
     models, scores = report["models"], report["scores"]
@@ -80,6 +92,8 @@ def markdown(report: dict[str, Any], *, has_curves: bool) -> str:
         lines += ["", f"Agreement of the distilled student with the teacher: {agreed:.1%} of the rows the teacher "
                   "answered." if report["metric"] == "accuracy" else
                   f"ROUGE-L F1 of the distilled student against the teacher's answers: {agreed:.3f}."]
+    if labels := report.get("labels"):
+        lines += ["", labels_sentence(labels)]
     lines += [f"- {note}" for note in report.get("notes", [])]
     lines += ["", f"![{picture}](report.png)", ""]
     if tokens := report.get("tokens"):

@@ -136,7 +136,7 @@ LAYERS = [  # top to bottom, as docs/architecture.md draws them
     ("shared.storage", "shared.queueing", "shared.teacher", "shared.finetune", "shared.publishing", "shared.students"),
     ("shared.tasks", "shared.manifest", "shared.jobs", "shared.validation", "shared.prompts", "shared.parsing",
      "shared.assembly", "shared.rows", "shared.reasons", "shared.identity", "shared.evaluation", "shared.rouge",
-     "shared.report"),
+     "shared.report", "shared.consensus"),
     ("shared", "shared.ports", "shared.settings", "shared.joblog", "shared.tracing", "shared.redaction"),
 ]
 

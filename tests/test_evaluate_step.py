@@ -174,6 +174,7 @@ def test_the_per_row_file_and_the_summary_agree(job) -> None:
         assert value == pytest.approx(sum(scores) / len(scores), abs=1e-4)
     assert report["scores"]["base"] + report["scores"]["distilled"] == pytest.approx(2 - 5 / SCORED, abs=1e-3)
     assert record(services)["evaluation"]["scores"] == report["scores"]
+    assert report["labels"] == {"checked": 80 + VALIDATION_ROWS, "agreed": 80 + VALIDATION_ROWS, "dropped": 0}
     for name in ("report.md", "report.png"):
         assert services.store.read(PATHS.file(name)) is not None
     assert "Targets: the reference answers of 12 validation rows" in services.store.read(

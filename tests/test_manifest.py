@@ -266,7 +266,7 @@ def test_a_native_yaml_manifest_loads_with_defaults(tmp_path: Path) -> None:
     assert (m.teacher.model, m.teacher.timeout_seconds, m.teacher.max_retries) == ("teacher", 180.0, 4)
     assert (m.inference.temperature, m.inference.top_p, m.inference.max_tokens) == (0.0, 1.0, 1024)
     assert m.prompt.model_dump() == {"chain_of_thought": False, "chain_of_density": False,
-                                     "max_len_summary": 80, "keep_reasoning": False}
+                                     "max_len_summary": 80, "keep_reasoning": False, "samples": 1}
     assert m.student.model == "SmolLM2-135M-Instruct" and m.student.instance_type is None
     assert m.limits.concurrency == 10 and m.limits.max_rows == 1_000_000 and m.limits.budget_tokens is None
     assert (m.experiment_name, m.name, m.output_model_name, m.tags) == ("distill", None, None, {})

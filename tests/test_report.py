@@ -16,7 +16,7 @@ from shared.jobs.paths import JobPaths
 from shared.local.deployer import LocalModelDeployer
 from shared.local.models import STUDENT
 from shared.manifest.model import Manifest, TeacherKind, TeacherSettings
-from shared.report import Curve, chart, format_table, loss_curves, write_report
+from shared.report import Curve, chart, format_table, loss_curves, markdown, write_report
 from shared.storage.local import LocalBlobStore
 from shared.students import Reach, ask
 from shared.tasks import Task
@@ -75,6 +75,17 @@ def test_the_distilled_students_agreement_with_the_teacher_is_on_the_rows_the_te
     report = nli_report({"teacher": ["entailment", None], "distilled": ["entailment", "neutral"]})
     assert report["agreement"] == 1.0 and report["scores"]["distilled"] == 0.5
     assert format_table(report).endswith("the distilled student agrees with the teacher on 100.0% of the rows")
+
+
+@pytest.mark.parametrize("labels,sentence", [
+    ({"checked": 200, "agreed": 150, "dropped": 50}, "The teacher's labels agree with the reference answers on 75.0% "
+     "of the 200 rows that have one before the filter; drop_disagreeing dropped 50, so 100.0% of the 150 kept agree."),
+    ({"checked": 200, "agreed": 150, "dropped": 0}, "The teacher's labels agree with the reference answers on 75.0% "
+     "of the 200 rows that have one (none was dropped: the student trained on them as they are)."),
+])
+def test_the_report_gives_the_teachers_label_accuracy_before_and_after_the_filter(labels: dict, sentence: str) -> None:
+    report = nli_report({"teacher": ["entailment", "entailment"]}) | {"labels": labels}
+    assert sentence in markdown(report, has_curves=False)
 
 
 def test_the_chart_is_a_png_with_or_without_loss_curves() -> None:

@@ -19,6 +19,12 @@ def summary(record: JobRecord, folder: Path | str) -> str:
         if record.rejected_by_reason:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(record.rejected_by_reason.items()))
             lines.append(f"  rejected by reason: {reasons}")
+        if record.filtered:
+            lines.append(f"  of which kept out by a quality gate (not counted against min_success_ratio): "
+                         f"{sum(record.filtered.values())}")
+        if refs := record.references:
+            lines.append(f"  the teacher's answers agree with the reference answers on {refs['agreed']} of "
+                         f"{refs['checked']} rows")
         lines.append(f"  tokens: {tokens.get('prompt', 0):,} prompt + {tokens.get('completion', 0):,} completion")
     if ft := record.finetune:
         note = " (export only: the dataset was exported, no training ran yet)" if record.exported_only else ""

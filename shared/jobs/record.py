@@ -96,6 +96,8 @@ class JobRecord:
     accepted: dict[str, int] | None = None
     rejected: int | None = None
     rejected_by_reason: dict[str, int] | None = None
+    filtered: dict[str, int] | None = None  # rejected rows a quality gate kept out (no_majority, ...), by reason
+    references: dict[str, int] | None = None  # the teacher's answers against the rows' references: checked, agreed
     success_ratio: float | None = None
     tokens: dict[str, int] | None = None
     metrics: dict[str, Any] | None = None
@@ -182,10 +184,14 @@ class JobRecord:
             return False
         counts = summary.counts
         accepted = counts.get("train", 0) + counts.get("validation", 0)
-        total = accepted + counts.get("rejected", 0)
+        filtered = {reason: n for reason, n in summary.reasons.items() if Reason(reason).quality_gate}
+        total = accepted + counts.get("rejected", 0) - sum(filtered.values())  # the teacher answered usably
         ratio = accepted / total if total else 0.0
         self.accepted = {"train": counts.get("train", 0), "validation": counts.get("validation", 0)}
         self.rejected, self.rejected_by_reason = counts.get("rejected", 0), dict(summary.reasons)
+        self.filtered = filtered or None
+        if checked := counts.get("reference_checked", 0):
+            self.references = {"checked": checked, "agreed": counts.get("reference_agreed", 0)}
         self.success_ratio = round(ratio, 4)
         self.tokens = {"prompt": counts.get("prompt_tokens", 0), "completion": counts.get("completion_tokens", 0)}
         self.metrics = summary.metrics

@@ -63,10 +63,13 @@ class RowResult:
     tokens: int  # paid for this row
     answers: tuple[Accepted, ...] | None = None
     rejection: Rejected | None = None
+    agreement: float | None = None  # prompt.samples: the share of the teacher's samples that gave the kept answer
 
     def to_json(self) -> dict[str, Any]:
         item: dict[str, Any] = {"id": self.id, "split": self.split, "source": self.source, "line": self.line,
                                 "tokens": self.tokens}
+        if self.agreement is not None:
+            item["agreement"] = self.agreement
         if self.answers is not None:
             item["answers"] = [{"answer": a.answer, "reasoning": a.reasoning} for a in self.answers]
         elif self.rejection is not None:
@@ -82,14 +85,15 @@ class RowResult:
         else:
             rejection = Rejected(Reason(item["reason"]), item["detail"], item["excerpt"])
         return cls(item["id"], item["split"], item["source"], item["line"], item.get("tokens", 0), answers,
-                   rejection)
+                   rejection, item.get("agreement"))
 
     def rejection_record(self) -> dict[str, Any]:
         """Its line in rejected.jsonl."""
         assert self.rejection is not None
-        return {"id": self.id, "split": self.split, "source": self.source, "line": self.line,
-                "reason": self.rejection.reason.value, "detail": self.rejection.detail,
-                "excerpt": self.rejection.excerpt}
+        record = {"id": self.id, "split": self.split, "source": self.source, "line": self.line,
+                  "reason": self.rejection.reason.value, "detail": self.rejection.detail,
+                  "excerpt": self.rejection.excerpt}
+        return record if self.agreement is None else {**record, "agreement": self.agreement}
 
 
 def encode_result(header: ResultHeader, rows: list[RowResult]) -> bytes:

@@ -23,6 +23,7 @@ from shared.tasks import Task
 from shared.tasks.summarization import DEFAULT_MAX_LEN_SUMMARY
 
 DEFAULT_STUDENT = "SmolLM2-135M-Instruct"  # the packaged local student (shared.local.models)
+SAMPLING_TEMPERATURE = 0.7  # the teacher's temperature when it is asked several answers and none is given
 
 
 class _Strict(BaseModel):
@@ -125,6 +126,8 @@ class PromptSettings(_Strict):
     max_len_summary: int = Field(DEFAULT_MAX_LEN_SUMMARY, ge=5, le=2000)
     keep_reasoning: bool = Field(False, description="train the student on the teacher's reasoning + answer "
                                  "(distilling step by step); needs chain_of_thought")
+    samples: int = Field(1, ge=1, le=16, description="answers asked of the teacher per row (self-consistency): the "
+                         "majority answer is kept, with a reasoning that reaches it; for tasks scored by exact match")
 
 
 class FineTuneMethod(StrEnum):
@@ -225,6 +228,11 @@ class EvaluationSettings(_Strict):
         return self
 
 
+def tasks_with_metric(metric: str = "accuracy") -> str:
+    """The tasks scored by `metric`, for an error message: "NLI, NLU_QA, MATH"."""
+    return ", ".join(t.value for t in Task if t.rules.metric == metric)
+
+
 def tasks_with(rule: str) -> str:
     """The tasks whose rules allow `rule` (a TaskRules flag), for an error message: "SUMMARIZATION"."""
     return ", ".join(t.value for t in Task if getattr(t.rules, rule))
@@ -243,6 +251,11 @@ class Manifest(_Strict):
     finetune: bool = Field(True, description="false stops the job when the dataset is assembled "
                            "(state `dataset ready`), as `distill run --no-finetune` does")
     min_success_ratio: float = Field(0.7, ge=0, le=1)
+    min_agreement: float | None = Field(None, gt=0, le=1, description="with prompt.samples above 1: the share of the "
+                                        "samples that must give the kept answer, else the row is rejected "
+                                        "(`no_majority`); default: more than half")
+    drop_disagreeing: bool = Field(False, description="reject a teacher answer that disagrees with the row's "
+                                   "reference answer (`disagrees_with_reference`)")
     min_rows: int | None = Field(None, ge=1, description="default: 65, or 40 for MATH")
     limits: Limits = Field(default_factory=Limits)
     cache: bool = Field(True, description="answer repeated teacher requests from the response cache; false (as "
@@ -255,6 +268,23 @@ class Manifest(_Strict):
     description: str | None = Field(None, description="free text, kept with the job")
     tags: dict[str, str] = Field(default_factory=dict, description="AzureML job tags")
     output_model_name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sampling_temperature(cls, data: Any) -> Any:
+        """Sampling needs a temperature above 0: with prompt.samples above 1 and no inference.temperature given,
+        SAMPLING_TEMPERATURE is used."""
+        if not isinstance(data, dict) or not isinstance(data.get("prompt"), dict | PromptSettings):
+            return data
+        prompt = data["prompt"]
+        samples = prompt.samples if isinstance(prompt, PromptSettings) else prompt.get("samples", 1)
+        inference = data.get("inference")
+        if not isinstance(samples, int) or samples <= 1 or isinstance(inference, InferenceParameters):
+            return data
+        inference = inference if isinstance(inference, dict) else {}
+        if "temperature" in inference:
+            return data
+        return {**data, "inference": {**inference, "temperature": SAMPLING_TEMPERATURE}}
 
     @field_validator("task", mode="before")
     @classmethod
@@ -283,6 +313,20 @@ class Manifest(_Strict):
         if self.evaluation.deploy == "serverless" and self.student.instance_type:
             raise ValueError("evaluation.deploy: a model fine-tuned on managed compute (student.instance_type) "
                              "cannot be deployed serverless; deploy it yourself and give evaluation.endpoint")
+        if p.samples > 1 and rules.metric != "accuracy":
+            raise ValueError(f"prompt.samples: a majority needs answers that can be compared, as {tasks_with_metric()} "
+                             f"give; {task} does not")
+        if p.samples > 1 and self.inference.temperature == 0:
+            raise ValueError("inference.temperature: 0 gives the same answer every time; sampling several "
+                             "(prompt.samples) needs a temperature above 0, or leave it out for "
+                             f"{SAMPLING_TEMPERATURE}")
+        if self.min_agreement is not None and p.samples == 1:
+            raise ValueError("min_agreement: needs prompt.samples above 1")
+        if self.drop_disagreeing and rules.metric != "accuracy":
+            raise ValueError(f"drop_disagreeing: only for answers that can be compared ({tasks_with_metric()}), "
+                             f"not {task}")
+        if self.batch.enabled and p.samples > 1:
+            raise ValueError("batch.enabled: not with prompt.samples above 1")
         if self.batch.enabled and not self.cache:
             raise ValueError("batch.enabled: needs the response cache (batch replies are delivered through it)")
         return self

@@ -18,16 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from shared.assembly import training_record
+from shared.consensus import agrees
 from shared.joblog import fields
 from shared.jobs.blobs import read_json
 from shared.jobs.paths import OUTPUTS, JobPaths
 from shared.jobs.record import Assembled, JobRecord, JobState, update_record
-from shared.jobs.shards import labelled_shards
+from shared.jobs.shards import RowResult, labelled_shards
 from shared.manifest.load import stored_manifest
 from shared.manifest.model import Manifest
 from shared.pipeline import budget, events
 from shared.pipeline.telemetry import job_metrics, log_job_metrics
 from shared.ports import FineTuneRefused, FineTuneRequest
+from shared.reasons import Reason
+from shared.rows import Row
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ def assemble(services: Services, paths: JobPaths, manifest: Manifest, shards: in
             counts.update(prompt_tokens=header.prompt_tokens, completion_tokens=header.completion_tokens,
                           throttled=header.throttled, cache_hits=header.cache_hits, tokens_saved=header.tokens_saved)
             for row, result in shard.rows:
+                counts.update(checked(manifest, row, result))
                 if result.answers is not None:
                     record = training_record(manifest.task, row, result.answers, prompt=manifest.prompt,
                                              student=manifest.student)
@@ -98,6 +102,19 @@ def assemble(services: Services, paths: JobPaths, manifest: Manifest, shards: in
     for name in OUTPUTS:
         store.upload_from(paths.file(name), tmp / name)
     return counts, reasons
+
+
+def checked(manifest: Manifest, row: Row, result: RowResult) -> dict[str, int]:
+    """How the teacher's kept answer to a row with a reference answer compares with it, for a task scored by exact
+    match: `reference_checked` (a row dropped for disagreeing counts), `reference_agreed`."""
+    if row.reference is None or manifest.task.rules.metric != "accuracy":
+        return {}
+    if result.answers is not None:
+        question = next(m["content"] for m in reversed(row.messages) if m["role"] == "user")
+        return {"reference_checked": 1,
+                "reference_agreed": int(agrees(manifest, result.answers[-1], row.reference, question))}
+    dropped = result.rejection is not None and result.rejection.reason is Reason.DISAGREES
+    return {"reference_checked": 1} if dropped else {}
 
 
 def finetune_dataset_ready(services: Services, paths: JobPaths) -> JobRecord:

@@ -30,6 +30,7 @@ from shared.manifest.model import Manifest, TeacherAuth, TeacherKind, TeacherSet
 from shared.pipeline import events
 from shared.pipeline.messages import evaluation_message
 from shared.ports import Deployment
+from shared.reasons import Reason
 from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,9 @@ def score(services: Services, paths: JobPaths, manifest: Manifest, record: JobRe
     timings["total_seconds"] = round(time.monotonic() - started, 1)
     report.update(tokens=tokens, timings=timings, max_new_tokens=limit,
                   **({"failed_calls": failed} if failed else {}), **({"notes": notes} if notes else {}))
+    if record.references:  # the labels the student trained on, against the rows' reference answers
+        dropped = (record.filtered or {}).get(Reason.DISAGREES.value, 0)
+        report["labels"] = {**record.references, "dropped": dropped}
     lines = (json.dumps(line, ensure_ascii=False) + "\n" for line in row_results(items, answers, scores))
     services.store.write(paths.file("evaluation.jsonl"), redaction.redact("".join(lines)).encode("utf-8"))
     write_report(services.store, paths, report)

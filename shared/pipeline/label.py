@@ -19,13 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.consensus import disagreement, majority
 from shared.jobs.blobs import dumps, read_json
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import read_record, update_record
 from shared.jobs.shards import ResultHeader, RowResult, decode_shard, encode_result, merge_result, stopped_rows
 from shared.manifest.load import stored_manifest
 from shared.manifest.model import Manifest
-from shared.parsing import parse_reply
 from shared.pipeline import budget as budgets
 from shared.pipeline import interrupt
 from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
@@ -55,12 +55,13 @@ class Labelled:
     tokens_saved: int = 0  # tokens of the replies answered from the response cache
     cache_hits: int = 0
     deferred_until: float | None = None  # throttled: label again at this time (epoch seconds)
+    agreement: float | None = None  # prompt.samples: the share of the samples that gave the kept answer
 
     def result(self) -> RowResult:
         """The row's line in the shard result."""
         answers = tuple(self.answers) if self.answers is not None else None
         return RowResult(self.row.id, self.split, self.row.source, self.row.line, self.usage.total, answers,
-                         self.rejection)
+                         self.rejection, self.agreement)
 
 
 def label_shard(services: Services, body: dict[str, Any]) -> None:
@@ -156,29 +157,38 @@ async def label_row(client: CachedTeacher, gate: CancelGate, manifest: Manifest,
     """
     answers: list[Accepted] = []
     prompt_tokens = completion_tokens = saved = hits = 0
+    samples, agreement = manifest.prompt.samples, None
     for turn, messages in enumerate(teacher_conversations(manifest.task, row, manifest.prompt)):
         try:
             async with gate:
                 if turn == 0 and budget is not None and not budget.allows():
                     return Labelled(row, split, None, budget.rejection(), Usage())
-                reply = await client.complete(messages)
+                replies = await client.complete_samples(messages, samples) if samples > 1 else \
+                    [await client.complete(messages)]
         except TeacherCallFailed as exc:
             rejection = Rejected(exc.reason, exc.detail, "")
             return Labelled(row, split, None, rejection, Usage(prompt_tokens, completion_tokens))
         except Throttled as exc:
             return Labelled(row, split, None, None, Usage(prompt_tokens, completion_tokens), deferred_until=exc.until)
-        if reply.cached:
-            saved, hits = saved + reply.usage.total, hits + 1
-        else:
-            prompt_tokens += reply.usage.prompt_tokens
-            completion_tokens += reply.usage.completion_tokens
-        verdict = parse_reply(manifest.task, reply.content, reply.finish_reason, question=messages[-1]["content"],
-                              prompt=manifest.prompt)
-        if isinstance(verdict, Rejected):
-            await client.forget(messages)
-            return Labelled(row, split, None, verdict, Usage(prompt_tokens, completion_tokens), saved, hits)
-        answers.append(verdict)
-    return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens), saved, hits)
+        for reply in replies:
+            if reply.cached:
+                saved, hits = saved + reply.usage.total, hits + 1
+            else:
+                prompt_tokens += reply.usage.prompt_tokens
+                completion_tokens += reply.usage.completion_tokens
+        question = messages[-1]["content"]
+        verdict = majority(manifest, [(r.content, r.finish_reason) for r in replies], question)
+        agreement, outcome = verdict.agreement, verdict.outcome
+        if isinstance(outcome, Accepted):
+            outcome = disagreement(manifest, outcome, row.reference, question) or outcome
+        if isinstance(outcome, Rejected):
+            if not outcome.reason.quality_gate:  # unusable: a later attempt asks the teacher anew
+                await client.forget(messages, samples)
+            return Labelled(row, split, None, outcome, Usage(prompt_tokens, completion_tokens), saved, hits,
+                            agreement=agreement)
+        answers.append(outcome)
+    return Labelled(row, split, answers, None, Usage(prompt_tokens, completion_tokens), saved, hits,
+                    agreement=agreement)
 
 
 def shard_result(shard: int, results: list[Labelled], throttled: int) -> bytes:

@@ -31,10 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def cache_key(teacher: TeacherSettings, body: dict) -> str:
-    """The key of a request: sha256 over teacher, request body and prompt version (canonical JSON)."""
+def cache_key(teacher: TeacherSettings, body: dict, sample: int = 0) -> str:
+    """The key of a request: sha256 over teacher, request body and prompt version (canonical JSON); the `sample`-th
+    answer to the same request (prompt.samples) has its own key, the first one the request's."""
     identity = {"teacher": {"kind": teacher.kind.value, "url": teacher.url, "model": teacher.model},
-                "body": body, "prompt_version": PROMPT_VERSION}
+                "body": body, "prompt_version": PROMPT_VERSION, **({"sample": sample} if sample else {})}
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -103,9 +104,27 @@ class CachedTeacher:
         await asyncio.to_thread(self._cache.put, key, reply)
         return reply
 
-    async def forget(self, messages: list[dict]) -> None:
-        """Drop the kept reply to `messages`: it was unusable, and a later attempt must ask the teacher again (a
-        fixed teacher, or one that samples, may answer well) rather than replay it."""
+    async def complete_samples(self, messages: list[dict], samples: int) -> list[TeacherReply]:
+        """`samples` answers to one question, each kept under its own key (so asking for more later pays only for
+        the new ones); those not kept yet are asked for at once (shared.teacher.resilient.complete_choices)."""
+        if self._cache is None:
+            return await self.teacher.complete_choices(messages, samples)
+        body = self.teacher.request_body(messages)
+        keys = [cache_key(self._settings, body, sample) for sample in range(samples)]
+        kept = [await asyncio.to_thread(self._cache.get, key, self._origin) for key in keys]
+        replies = [trusted_usage(hit, messages, body.get("max_tokens")) if hit else None for hit in kept]
+        missing = [index for index, reply in enumerate(replies) if reply is None]
+        if missing:
+            fresh = await self.teacher.complete_choices(messages, len(missing), first=samples - len(missing))
+            for index, reply in zip(missing, fresh, strict=True):
+                await asyncio.to_thread(self._cache.put, keys[index], reply)
+                replies[index] = reply
+        return [reply for reply in replies if reply is not None]
+
+    async def forget(self, messages: list[dict], samples: int = 1) -> None:
+        """Drop the kept replies to `messages` (its `samples` answers): they were unusable, and a later attempt must
+        ask the teacher again (a fixed teacher, or one that samples, may answer well) rather than replay them."""
         if self._cache is not None:
-            key = cache_key(self._settings, self.teacher.request_body(messages))
-            await asyncio.to_thread(self._cache.forget, key)
+            body = self.teacher.request_body(messages)
+            for sample in range(samples):
+                await asyncio.to_thread(self._cache.forget, cache_key(self._settings, body, sample))

@@ -62,13 +62,13 @@ class ResilientTeacher:
         shared.teacher.ratelimit.Throttled when the rate limiter would make it wait longer than `max_wait`."""
         return await self._call(messages, self.adapter.request_body(messages))
 
-    async def complete_choices(self, messages: list[dict], n: int) -> list[TeacherReply]:
+    async def complete_choices(self, messages: list[dict], n: int, first: int = 0) -> list[TeacherReply]:
         """`n` answers to one question, asked for with the API's `n`. A server that gives fewer (many do not honour
         `n`) is asked for the rest one call at a time, each with its own seed (the request's seed plus the answer's
-        number), so sampling gives other answers."""
+        number, counted from `first`, the number of answers already had), so sampling gives other answers."""
         body = self.adapter.request_body(messages)
         replies = (await self._call(messages, {**body, "n": n} if n > 1 else body)).choices()
-        seed = body.get("seed") or 0
+        seed = (body.get("seed") or 0) + first
         while len(replies) < n:
             replies.append(await self._call(messages, {**body, "seed": seed + len(replies)}))
         return replies[:n]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -74,8 +75,11 @@ class FakeTeacher:
 
     def __init__(self, answers: Mapping[str, str] | None = None, *, task: Task | None = None,
                  latency: float = 0.0, port: int = 0, rate_limit: ServerRateLimit | None = None,
-                 random_latency: ExponentialLatency | None = None, honours_n: bool = False) -> None:
+                 random_latency: ExponentialLatency | None = None, honours_n: bool = False,
+                 wrong_rate: float = 0.0, seed: int = 0) -> None:
         self.answers = dict(answers or {})
+        self.wrong_rate = wrong_rate  # the share of answers given wrong (WRONG_LABEL's way)
+        self.seed = seed  # which answers those are: the same for the same questions asked in any order
         self.honours_n = honours_n  # answer `n` choices; by default one, as many servers do
         self.rate_limit = rate_limit  # a request limit answered with 429 + retry-after (benchmarks)
         self.random_latency = random_latency  # a random delay added to every reply (benchmarks)
@@ -196,10 +200,10 @@ class FakeTeacher:
     def _completion(self, number: int, body: dict[str, Any], key: str, fault: Fault | None) -> Response:
         messages = body["messages"]
         style = detect_style(messages)
-        answer = self.answer_for(key, style)
-        if fault is Fault.WRONG_LABEL:
-            answer = self._wrong(answer, key)
-        content, finish_reason = _apply(fault, styled(style, answer))
+        with self._lock:
+            asked = self.requests_by_key[key]  # this request's number among those for the same question
+        choices = [_apply(fault, styled(style, self._answer(key, style, fault, f"{asked}/{choice}")))
+                   for choice in range(int(body.get("n") or 1) if self.honours_n else 1)]
         prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
         payload = {
             "id": f"chatcmpl-fake-{number}",
@@ -208,13 +212,20 @@ class FakeTeacher:
             "model": str(body.get("model") or MODEL_ID),
             "choices": [{"index": i, "message": {"role": "assistant", "content": content},
                          "finish_reason": finish_reason, "logprobs": None}
-                        for i in range(int(body.get("n") or 1) if self.honours_n else 1)],
-            "usage": _usage(prompt_chars, len(content)),
+                        for i, (content, finish_reason) in enumerate(choices)],
+            "usage": _usage(prompt_chars, sum(len(content) for content, _ in choices)),
         }
         remaining = max(0, REQUEST_LIMIT - number)
         headers = {"x-ratelimit-limit-requests": str(REQUEST_LIMIT),
                    "x-ratelimit-remaining-requests": str(remaining)}
         return Response(payload=payload, headers=headers)
+
+    def _answer(self, key: str, style: PromptStyle, fault: Fault | None, which: str) -> str:
+        """One answer: the right one, or a wrong one (a WRONG_LABEL fault, or at `wrong_rate`: chosen by a hash of
+        the seed, the question and `which` answer to it this is, so concurrency does not change which)."""
+        answer = self.answer_for(key, style)
+        draw = int.from_bytes(hashlib.sha256(f"{self.seed}/{which}/{key}".encode()).digest()[:8]) / 2**64
+        return self._wrong(answer, key) if fault is Fault.WRONG_LABEL or draw < self.wrong_rate else answer
 
     def answer_for(self, user: str, style: PromptStyle = PromptStyle.PLAIN) -> str:
         """The reference answer for this user message, or the task's deterministic fallback."""
