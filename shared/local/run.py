@@ -73,14 +73,14 @@ class Outcome:
 
 
 def fit_local_model_teacher(manifest: Manifest, workers: int) -> Manifest:
-    """A model served on this machine answers about IN_FLIGHT requests at a time well; more only queue there until
-    they time out. So requests in flight are capped at that across the workers, and the timeout is at least
-    LOCAL_TEACHER_TIMEOUT: a long reply on a busy CPU takes minutes, and a local server does not hang up."""
-    from shared.local.model_server import IN_FLIGHT
+    """A model served on this machine answers a few requests at a time well (shared.local.model_server.in_flight); more
+    only queue there until they time out. So requests in flight are capped at that across the workers, and the timeout
+    is at least LOCAL_TEACHER_TIMEOUT: a long reply on a busy CPU takes minutes, and a local server does not hang up."""
+    from shared.local.model_server import in_flight as served_at_once
 
     if manifest.teacher.kind is not TeacherKind.LOCAL or manifest.teacher.model == TEST_TEACHER:
         return manifest
-    in_flight = min(manifest.limits.concurrency, max(1, -(-IN_FLIGHT // max(1, workers))))
+    in_flight = min(manifest.limits.concurrency, max(1, -(-served_at_once() // max(1, workers))))
     timeout = max(manifest.teacher.timeout_seconds, LOCAL_TEACHER_TIMEOUT)
     return manifest.model_copy(update={
         "teacher": manifest.teacher.model_copy(update={"timeout_seconds": timeout}),
