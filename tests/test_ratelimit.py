@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
+from ratelimit_sim import Endpoint, simulate
 
 from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
 from shared.teacher.factory import teacher_for
-from shared.teacher.ratelimit import Estimate, Limiters, RateLimiter, Throttled, estimate_tokens
+from shared.teacher.ratelimit import (
+    LEARNED_BACKOFF,
+    LEARNED_SHARE,
+    REGAIN_SECONDS,
+    SLOW_START,
+    START_RATE,
+    Estimate,
+    Limiters,
+    RateLimiter,
+    Throttled,
+    TooEarly,
+    estimate_tokens,
+)
 from shared.teacher.retry import MAX_RETRY_HINT, RetryPolicy
 from shared.testkit.limits import ServerRateLimit
 from shared.testkit.teacher import FakeTeacher
@@ -58,16 +72,79 @@ def test_a_429_pauses_everyone_until_the_hint_and_slows_the_pace() -> None:
     assert limiter.throttled == 1
 
 
-def test_an_unconfigured_limiter_paces_at_the_rate_that_succeeded_once_it_sees_a_429() -> None:
+def test_an_unconfigured_limiter_starts_slowly_and_speeds_up_while_calls_succeed() -> None:
     clock = Clock()
     limiter = RateLimiter(clock=clock)
-    for _ in range(5):  # five calls in 0.4 s, unpaced
-        assert limiter.reserve(10) == 0.0
-        limiter.settled(Estimate(5, 10), 5, 10, {})
+    waits = [limiter.reserve(10) for _ in range(6)]  # START_RATE a second, after a burst of one second's worth
+    assert waits == pytest.approx([0, 0, 0, 0, 0.25, 0.5])
+    for _ in range(10):  # ten seconds of calls that succeed
+        clock.now += 1
+        limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now)
+    assert limiter.pace()[0] == pytest.approx(START_RATE * SLOW_START ** 10 * 60) and limiter.pace()[1] == "learned"
+
+
+def test_a_429_sets_the_pace_under_what_the_endpoint_let_through_and_a_stale_one_only_pauses() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    for _ in range(40):  # 40 calls sent over 8 s succeed: 5 a second, while slow start has grown the pace past it
+        limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now)
+        clock.now += 0.2
+    assert limiter.pace()[0] > 5 * 60
+    limiter.rate_limited({"retry-after-ms": "500"}, 10, sent=clock.now - 0.2)
+    learned = LEARNED_SHARE * 40 / 8.0
+    assert limiter.pace()[0] == pytest.approx(learned * LEARNED_BACKOFF * 60)
+    assert limiter.reserve(10) == pytest.approx(0.5 + 1 / (learned * LEARNED_BACKOFF))  # paused, then paced
+    clock.now += 5
+    limiter.rate_limited({}, 10, sent=clock.now - 6)  # sent before the slow-down: it says nothing new
+    assert limiter.pace()[0] == pytest.approx(learned * LEARNED_BACKOFF * 60)
+
+
+def test_a_learned_pace_climbs_back_then_probes_above_its_ceiling_faster_the_longer_it_meets_no_429() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    for _ in range(100):
+        limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now)
         clock.now += 0.1
-    limiter.rate_limited({"Retry-After": "3"})  # 5 a second succeeded: paced at 5 x 0.95 x 0.8 from now on
-    step = 1 / (5 * 0.95 * 0.8)
-    assert [limiter.reserve(10) for _ in range(3)] == pytest.approx([3 + step, 3 + 2 * step, 3 + 3 * step])
+    limiter.rate_limited({}, 10, sent=clock.now)
+    ceiling = limiter.pace()[0] / LEARNED_BACKOFF
+    paces = []
+    for _ in range(120):  # two minutes of calls that succeed, one every 0.1 s
+        for _ in range(10):
+            clock.now += 0.1
+            limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now)
+        paces.append(limiter.pace()[0])
+    assert paces[int(REGAIN_SECONDS) * 2] == pytest.approx(ceiling, rel=0.02)  # back at the ceiling within seconds
+    gains = [b / a for a, b in itertools.pairwise(paces[20:])]
+    assert all(g >= 1 for g in gains) and gains[-1] - 1 > 2 * (gains[0] - 1) > 0  # probing, ever faster
+    assert paces[-1] > 2 * ceiling
+
+
+def test_a_call_whose_turn_is_far_off_is_told_to_ask_again() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rpm=60, clock=clock)
+    assert limiter.reserve(0, ahead=0.25) == 0.0  # the burst
+    with pytest.raises(TooEarly) as early:
+        limiter.reserve(0, ahead=0.25)
+    assert (early.value.seconds, early.value.due) == pytest.approx((0.25, 1.0))
+    clock.now += 0.9
+    assert limiter.reserve(0, ahead=0.25) == pytest.approx(0.1)  # nothing was reserved by the refused call
+
+
+@pytest.mark.parametrize("burst", [20, 100])
+def test_a_limit_nobody_states_is_found_and_held(burst: int) -> None:
+    """1,000 rows, 40 callers, 300 ms calls, against 600 a minute that only 429s tell of (the throughput bench's
+    teacher, simulated)."""
+    outcome = simulate(Endpoint(600, burst), 1000)
+    assert outcome.utilisation(600, 0, max(outcome.answered)) >= 0.9
+    assert outcome.refused_share <= 0.03
+
+
+@pytest.mark.parametrize("before,after", [(300, 600), (600, 300)])
+def test_a_limit_that_changes_is_followed_within_two_minutes(before: int, after: int) -> None:
+    endpoint = Endpoint(before, 20)
+    outcome = simulate(endpoint, 2500, events={120.0: lambda: setattr(endpoint, "rpm", after)})
+    assert outcome.utilisation(after, 240, max(outcome.answered)) >= 0.85
+    assert outcome.refused_share <= 0.03
 
 
 def test_an_unconfigured_limiter_takes_the_limit_the_endpoint_reports() -> None:

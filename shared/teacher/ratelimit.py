@@ -14,6 +14,8 @@ teacher reports what it used. The limiter adapts to what the endpoint says:
   the matching `x-ratelimit-reset-*` (or one second when the endpoint gives no reset).
 
 The limiter is thread-safe: workers running shards in threads, each with its own event loop, share one per job.
+Callers reserve their turn at most RESERVE_AHEAD seconds ahead and otherwise ask again later, so a pace that grows
+(a learned one probing upward) speeds up callers already waiting.
 When a wait would be longer than a caller accepts (`max_wait`), it raises Throttled instead of reserving, so a
 function holding a queue lock can hand the work back as a scheduled message rather than sleep on the lock.
 """
@@ -36,14 +38,34 @@ BACKOFF = 0.8
 RECOVERY = 0.02
 BURST_SECONDS = 1.0  # a bucket holds this many seconds of its rate (at least one call)
 NO_RESET_PAUSE = 1.0
-SLOWDOWN_GAP = 1.0  # 429s within this many seconds of a slow-down are one episode (calls already in flight)
+SLOWDOWN_GAP = 2.0  # 429s within this many seconds of a slow-down are one episode (calls already in flight)
 LEARNED_SHARE = 0.95  # a pace learned from successes stays this far under them
-LEARN_WINDOW = 10.0  # seconds of successful calls that set the pace after a first 429, when nothing else does
+LEARN_WINDOW = 10.0  # seconds of successful calls that measure the pace the endpoint lets through at a 429 episode
+FIRST_WINDOW = 3.0  # the same at the first episode: the seconds before it may have drawn on the endpoint's burst
+LEARNED_BACKOFF = 0.85  # a learned pace after a 429 episode, as a share of the pace that met it
+REGAIN_SECONDS = 5.0
+PROBE_START = 0.005
+PROBE_DOUBLING = 40.0
+PROBE_MAX = 0.03
+MIN_LEARNED_RATE = 0.1  # requests a second: a learned pace never falls below one call in ten seconds
+MIN_OBSERVED = 5  # calls that must have succeeded for their pace to be measured
+SLOW_START = 1.2  # a pace nothing states grows by a fifth every second until the first 429 episode (slow start)
+START_RATE = 4.0  # calls a second it starts from
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 RATE_LIMIT = "the teacher's rate limit"  # the cause of a wait, as shown to the user
+RESERVE_AHEAD = 0.25  # seconds: a caller whose turn is further away asks again after this long
+
+
+class TooEarly(Exception):
+    """The call's turn is more than `seconds` away: nothing is reserved; ask again then, at the pace of that moment
+    (which may have grown meanwhile). `due` is how long the whole wait looks now."""
+
+    def __init__(self, seconds: float, due: float) -> None:
+        super().__init__(f"ask again in {seconds:.1f} s")
+        self.seconds, self.due = seconds, due
 
 
 class Throttled(Exception):
@@ -60,6 +82,47 @@ class Estimate:
 
     prompt: int
     total: int
+
+
+@dataclass
+class _Probe:
+    """How a request pace nobody states is found and held (AIMD with probing).
+
+    At a 429 episode the pace that the endpoint let through (the calls that succeeded in the last few seconds) becomes
+    the ceiling, and the pace drops to LEARNED_BACKOFF of it; it climbs back to the ceiling within about REGAIN_SECONDS,
+    then probes above it by PROBE_START of itself a second, a step that doubles every PROBE_DOUBLING seconds without a
+    429 (up to PROBE_MAX), so a limit that rises is found within a minute or two and one that falls within a few
+    episodes. Before the first 429 (`slow_start`) the pace starts at START_RATE calls a second and doubles every
+    second, as TCP's slow start does, so a first burst of calls does not flood the endpoint."""
+
+    ceiling: float  # requests a second the endpoint let through at the last 429 episode
+    since: float  # when that episode was
+    updated: float  # when the pace last grew
+    slow_start: bool = False
+
+    def grow(self, bucket: _Bucket, now: float) -> None:
+        elapsed, self.updated = max(0.0, now - self.updated), now
+        if self.slow_start:
+            bucket.rate *= SLOW_START ** min(elapsed, 1.0)
+        elif bucket.rate < self.ceiling * 0.99:
+            bucket.rate += (self.ceiling - bucket.rate) * min(1.0, elapsed / REGAIN_SECONDS)
+        else:
+            step = min(PROBE_MAX, PROBE_START * 2 ** ((now - self.since) / PROBE_DOUBLING))
+            bucket.rate *= 1 + step * min(elapsed, 1.0)
+        _resize(bucket)
+
+    def back_off(self, bucket: _Bucket, now: float, observed: float | None) -> None:
+        """A 429 episode: `observed` is the pace calls succeeded at lately (None when too few did to tell)."""
+        self.ceiling = min(bucket.rate, observed) if observed else bucket.rate
+        self.since, self.updated, self.slow_start = now, now, False
+        bucket.rate = max(MIN_LEARNED_RATE, self.ceiling * LEARNED_BACKOFF)
+        _resize(bucket)
+
+
+def _resize(bucket: _Bucket) -> None:
+    """A learned bucket's limit and burst follow its pace."""
+    bucket.limit = max(bucket.limit, bucket.rate)
+    bucket.burst = max(1.0, bucket.rate * BURST_SECONDS)
 
 
 @dataclass
@@ -112,6 +175,11 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._requests = _bucket(rpm)
         self._tokens = _bucket(tpm)
+        self._probe: _Probe | None = None  # the request pace learned from 429s alone (no limit configured or sent)
+        if rpm is None:  # nothing states the limit yet: slow start, from START_RATE calls a second
+            now = clock()
+            self._requests = _Bucket(limit=START_RATE, rate=START_RATE, burst=START_RATE * BURST_SECONDS, tat=now)
+            self._probe = _Probe(START_RATE, now, now, slow_start=True)
         self._paused_until = 0.0
         self._learning = (rpm is None, tpm is None)  # limits not configured: taken from the endpoint
         self._seen_limits: list[int | None] = [None, None]  # the last x-ratelimit-limit-requests / -tokens values
@@ -125,10 +193,11 @@ class RateLimiter:
         prompt = estimate_tokens(messages, None)
         return Estimate(prompt, round(prompt * self._prompt_ratio) + (max_tokens or 0))
 
-    def reserve(self, tokens: int, *, max_wait: float | None = None) -> float:
+    def reserve(self, tokens: int, *, max_wait: float | None = None, ahead: float | None = None) -> float:
         """Reserve one request and `tokens` tokens; returns the seconds to wait before sending.
 
-        Raises Throttled, reserving nothing, when the wait would exceed `max_wait`.
+        Raises Throttled, reserving nothing, when the wait would exceed `max_wait`; and TooEarly, reserving nothing,
+        when it would exceed `ahead` (so that callers queued behind a slow pace are not held to it once it grows).
         """
         with self._lock:
             now = self._clock()
@@ -140,49 +209,70 @@ class RateLimiter:
             wait = max(0.0, due - now)
             if max_wait is not None and wait > max_wait:
                 raise Throttled(due)
+            if ahead is not None and wait > ahead:
+                raise TooEarly(ahead, wait)
             if self._requests:
                 self._requests.take(1, max(now, due))
             if self._tokens:
                 self._tokens.take(tokens, max(now, due))
             return wait
 
-    def settled(self, estimate: Estimate, prompt_used: int, used: int, headers: Mapping[str, str]) -> None:
-        """A call came back: correct the token reservation by what was used, and heed the rate-limit headers."""
+    def settled(self, estimate: Estimate, prompt_used: int, used: int, headers: Mapping[str, str],
+                sent: float | None = None) -> None:
+        """A call (`sent` then, by the limiter's clock) came back: correct the token reservation by what was used,
+        and heed the rate-limit headers."""
         with self._lock:
             if self._tokens and used:
                 self._tokens.give_back(estimate.total - used)
             if estimate.prompt and prompt_used:
                 self._prompt_ratio = 0.9 * self._prompt_ratio + 0.1 * (prompt_used / estimate.prompt)
-            if self._requests:
+            now = self._clock()
+            if self._probe and self._requests:
+                self._probe.grow(self._requests, now)
+            elif self._requests:
                 self._requests.recover()
             if self._tokens:
                 self._tokens.recover()
             lower = {k.lower(): v for k, v in headers.items()}
             self._learn_limits(lower)
             if self._learning[0]:
-                now = self._clock()
-                self._successes.append(now)
+                self._successes.append(now if sent is None else sent)
                 while self._successes[0] < now - LEARN_WINDOW:
                     self._successes.popleft()
             self._heed_remaining(lower, estimate.total)
 
-    def rate_limited(self, headers: Mapping[str, str] | None, estimated: int = 0) -> None:
-        """A 429: pause everyone until the server's hint (or a short while) and lower the pace."""
+    def pace(self) -> tuple[float, str] | None:
+        """The request pace now, in calls a minute, and where it comes from: "configured", "headers" (the endpoint's
+        `x-ratelimit-limit-requests`) or "learned" (from 429s alone); None when calls are not paced."""
+        with self._lock:
+            if self._requests is None:
+                return None
+            source = "learned" if self._probe else "headers" if self._seen_limits[0] else "configured"
+            return self._requests.rate * 60, source
+
+    def now(self) -> float:
+        """The limiter's clock (when a call is sent, for `rate_limited`)."""
+        return self._clock()
+
+    def rate_limited(self, headers: Mapping[str, str] | None, estimated: int = 0, sent: float | None = None) -> None:
+        """A 429: pause everyone until the server's hint (or a short while) and lower the pace, unless the refused
+        call was `sent` before the last slow-down (it tells of a pace already left behind)."""
         with self._lock:
             self.throttled += 1
             now = self._clock()
             hint = retry_hint(headers)
             pause = hint if hint is not None else NO_RESET_PAUSE
             self._learn_limits({k.lower(): v for k, v in (headers or {}).items()})
-            if now - self._last_slowdown >= SLOWDOWN_GAP:
-                if self._learning[0]:  # a learned pace that let a 429 through falls to what actually succeeded
-                    observed = self._observed_pace(now)
-                    if self._requests is None or observed.limit < self._requests.limit:
-                        self._requests = observed
+            stale = sent is not None and sent < self._last_slowdown
+            if not stale and now - self._last_slowdown >= SLOWDOWN_GAP:
+                observed = self._observed_pace(now)
                 self._last_slowdown = now
-                for bucket in (self._requests, self._tokens):
-                    if bucket:
-                        bucket.slow_down()
+                if self._probe and self._requests:  # a pace learned from 429s: back off, and probe again later
+                    self._probe.back_off(self._requests, now, observed)
+                elif self._requests:
+                    self._requests.slow_down()
+                if self._tokens:
+                    self._tokens.slow_down()
             self._pause(now + pause)
             if self._tokens:
                 self._tokens.give_back(estimated)  # the refused call used no tokens
@@ -201,18 +291,19 @@ class RateLimiter:
                 continue
             self._seen_limits[index] = limit
             if index == 0:
-                self._requests = _bucket(limit)
+                self._requests, self._probe = _bucket(limit), None
             else:
                 self._tokens = _bucket(limit)
 
-    def _observed_pace(self, now: float) -> _Bucket:
-        """A request bucket a little under the rate calls succeeded since the last 429 episode (within 10 s), so
-        the endpoint's own bucket, drained by then, fills up again; at least one call a second."""
+    def _observed_pace(self, now: float) -> float | None:
+        """The pace of the calls that succeeded, by when they were sent, since the last 429 episode (within
+        LEARN_WINDOW seconds), a little under it so that the endpoint's own bucket, drained by then, fills up again;
+        None when too few succeeded to tell."""
         start = max(now - LEARN_WINDOW, self._last_slowdown)
         recent = [t for t in self._successes if t >= start]
-        span = max(1.0, now - (recent[0] if recent else start))
-        rate = max(1.0, LEARNED_SHARE * len(recent) / span)
-        return _Bucket(limit=rate, rate=rate, burst=max(1.0, rate * BURST_SECONDS), tat=now)
+        if len(recent) < MIN_OBSERVED:
+            return None
+        return LEARNED_SHARE * len(recent) / max(1.0, now - recent[0])
 
     def _heed_remaining(self, lower: Mapping[str, str], estimated: int) -> None:
         now = self._clock()

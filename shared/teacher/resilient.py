@@ -14,7 +14,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from shared.ports import Teacher
-from shared.teacher.ratelimit import CHARS_PER_TOKEN, RATE_LIMIT, RateLimiter, estimate_tokens, message_chars
+from shared.teacher.ratelimit import (
+    CHARS_PER_TOKEN,
+    RATE_LIMIT,
+    RESERVE_AHEAD,
+    RateLimiter,
+    TooEarly,
+    estimate_tokens,
+    message_chars,
+)
 from shared.teacher.replies import TeacherCallFailed, TeacherReply, Usage
 from shared.teacher.retry import RetryPolicy
 
@@ -81,25 +89,38 @@ class ResilientTeacher:
         while True:
             attempts += 1
             if limiter and estimate:
-                await self._wait(limiter.reserve(estimate.total, max_wait=self._max_wait), RATE_LIMIT)
+                await self._take_turn(limiter, estimate.total)
+            sent = limiter.now() if limiter else None
             result = await self.adapter.attempt(body)
             if isinstance(result, TeacherReply):
                 result = trusted_usage(result, messages, body.get("max_tokens"))
                 if limiter and estimate:
-                    limiter.settled(estimate, result.usage.prompt_tokens, result.usage.total, result.rate_limits)
+                    limiter.settled(estimate, result.usage.prompt_tokens, result.usage.total, result.rate_limits, sent)
                 return replace(result, attempts=attempts, latency_s=time.monotonic() - started)
             self.throttled += result.status == 429
             if limiter and estimate and result.status == 429 and paced_429s < MAX_PACED_429S:
                 paced_429s += 1  # not a retry spent: the limiter holds every caller back and slows the pace
-                limiter.rate_limited(result.headers, estimate.total)
+                limiter.rate_limited(result.headers, estimate.total, sent)
                 continue
             if not result.retryable or attempts - paced_429s > self._retry.max_retries:
                 raise TeacherCallFailed(result.reason, result.detail, attempts=attempts, status=result.status)
             await self._wait(self._retry.delay(attempts - 1, result.headers), f"a retry after {result.reason}")
 
-    async def _wait(self, seconds: float, why: str) -> None:
-        if seconds >= WAIT_NOTICE and self._on_wait:
-            self._on_wait(seconds, why)
+    async def _take_turn(self, limiter: RateLimiter, tokens: int) -> None:
+        """Wait for the call's turn at the limiter's pace, asking again every RESERVE_AHEAD seconds while it is far."""
+        while True:
+            try:
+                wait = limiter.reserve(tokens, max_wait=self._max_wait, ahead=RESERVE_AHEAD)
+            except TooEarly as early:
+                await self._wait(early.seconds, RATE_LIMIT, shown=early.due)
+                continue
+            return await self._wait(wait, RATE_LIMIT)
+
+    async def _wait(self, seconds: float, why: str, shown: float | None = None) -> None:
+        """Sleep `seconds`; a wait of WAIT_NOTICE or more (`shown`, when the whole wait is longer) is told."""
+        told = shown if shown is not None else seconds
+        if told >= WAIT_NOTICE and self._on_wait:
+            self._on_wait(told, why)
         if seconds > 0:
             await asyncio.sleep(seconds)
 
