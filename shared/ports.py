@@ -199,5 +199,9 @@ class Progress(Protocol):
 
     def waiting(self, job: str, seconds: float, why: str) -> None: ...
 
+    def paced(self, job: str, per_minute: float, source: str) -> None:
+        """The teacher's calls are paced at `per_minute`, "configured", read from the endpoint's "headers" or
+        "learned" from its 429s."""
+
     def step(self, job: str, what: str) -> None:
         """A long step of the job begins ("asking the distilled student 80 validation rows")."""

@@ -88,6 +88,8 @@ def test_a_redelivered_shard_is_not_sent_to_the_teacher_again(pipeline) -> None:
     label_shard(services, first)
     calls = teacher.requests_total
     assert calls == 20
+    pace = read_json(services.store, JobPaths("jobs", "job1").status)["pace"]  # what the teacher's headers say
+    assert pace == {"per_minute": 1_000_000, "source": "headers"}
     label_shard(services, first)
     assert teacher.requests_total == calls
     assert len(drain(queue, "completions")) == 1  # the repeated completion has the same id: dropped

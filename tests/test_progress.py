@@ -31,3 +31,11 @@ def test_in_a_log_each_drawing_is_a_line_and_so_is_a_step() -> None:
     lines = stream.getvalue().splitlines()
     assert lines[0] == "job j: deploying j-distilled for the evaluation"
     assert lines[1].startswith("[########################] 1/1 rows") and len(lines) == 2
+
+
+def test_the_teachers_pace_and_its_source_are_on_the_line() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(2, stream=stream)
+    bar.paced("j", 598.4, "learned")
+    bar.row_done("j", 2, 0, 3)
+    assert "pace 598 calls/min learned" in stream.getvalue()

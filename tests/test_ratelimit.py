@@ -237,3 +237,13 @@ def test_a_servers_absurd_hint_pauses_the_job_no_longer_than_the_cap(hint: dict[
     limiter = RateLimiter(rpm=60, clock=clock)
     limiter.rate_limited(hint)
     assert MAX_RETRY_HINT <= limiter.reserve(0) <= MAX_RETRY_HINT + 5  # the pause, then the slowed pace
+
+
+def test_the_pace_says_where_it_comes_from() -> None:
+    clock = Clock()
+    assert RateLimiter(rpm=600, clock=clock).pace() == (600.0, "configured")
+    learning = RateLimiter(clock=clock)
+    assert learning.pace() == (START_RATE * 60, "learned")
+    learning.settled(Estimate(5, 10), 5, 10, {"x-ratelimit-limit-requests": "900"})
+    assert learning.pace() == (900.0, "headers")
+    assert RateLimiter(rpm=None, tpm=1000, clock=clock).pace()[1] == "learned"

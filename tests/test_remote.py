@@ -202,6 +202,9 @@ def test_cancel_mid_shard_stops_the_rows_not_yet_sent(deployed, tmp_path: Path) 
         def step(self, *_: object) -> None:
             pass
 
+        def paced(self, *_: object) -> None:
+            pass
+
     runtime.services.progress = CancelAfterTenCalls()
     try:
         runtime.blob_created(f"input/{job}/manifest.json")

@@ -63,7 +63,8 @@ def progress_line(record: JobRecord | None) -> str:
         rows = (record.rows or {}).get("total", 0)
         done = len(record.shards_done or [])
         wait = f", {note}" if (note := waiting(record)) else ""
-        return f"labeling: {done} of {record.shards or 0} shards done ({rows} rows){wait}{cancelling}"
+        pace = f", teacher paced at {p['per_minute']:,.0f} calls/min ({p['source']})" if (p := record.pace) else ""
+        return f"labeling: {done} of {record.shards or 0} shards done ({rows} rows){pace}{wait}{cancelling}"
     if record.state is JobState.FINE_TUNING and record.finetune:
         started = "started" if record.finetune.started else "starting"
         return f"fine-tuning: run {record.finetune.name} {started}"

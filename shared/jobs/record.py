@@ -92,6 +92,7 @@ class JobRecord:
     round: int | None = None  # a round resumed with a higher budget (1, 2, ...)
     batches: dict[str, dict[str, Any]] | None = None  # shard → its provider batch (shared.teacher.batch)
     waiting: dict[str, Any] | None = None  # {"until": time, "why": ...}: the latest long wait for the teacher
+    pace: dict[str, Any] | None = None  # {"per_minute", "source"}: the teacher's calls a minute, as a shard last saw
     # assembled
     accepted: dict[str, int] | None = None
     rejected: int | None = None
@@ -172,6 +173,16 @@ class JobRecord:
         if self.state is not JobState.LABELING or (self.waiting and self.waiting["until"] >= until - 1):
             return False
         self.waiting = {"until": round(until, 1), "why": why}
+        return True
+
+    def paced(self, per_minute: float, source: str) -> bool:
+        """The teacher's pace a shard ended at ("configured", "headers" or "learned"); kept while labelling, and
+        written only when its source changes or it moved by a tenth, so shards rarely write the record for it."""
+        shown = self.pace or {}
+        if self.state is not JobState.LABELING or (shown.get("source") == source and
+                                                   abs(per_minute - shown.get("per_minute", 0)) < per_minute / 10):
+            return False
+        self.pace = {"per_minute": round(per_minute, 1), "source": source}
         return True
 
     def in_round(self, round_: int) -> bool:

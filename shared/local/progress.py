@@ -22,6 +22,7 @@ class ProgressBar:
         self._tty = self.stream.isatty()
         self._wait: tuple[float, str] | None = None  # until (monotonic), why: the longest wait now in progress
         self._open = False  # a terminal's bar line is drawn and not ended yet
+        self._pace: tuple[float, str] | None = None  # the teacher's calls a minute now, and where that comes from
 
     def row_done(self, job: str, accepted: int, rejected: int, tokens: int) -> None:
         """One row finished (`shared.ports.Progress`)."""
@@ -43,6 +44,11 @@ class ProgressBar:
             self._drawn = time.monotonic()
             self._draw()
 
+    def paced(self, job: str, per_minute: float, source: str) -> None:
+        """The teacher's pace now (`shared.ports.Progress`): shown on the line."""
+        with self._lock:
+            self._pace = (per_minute, source)
+
     def step(self, job: str, what: str) -> None:
         """A long step begins (`shared.ports.Progress`): said on a line of its own, below the bar."""
         with self._lock:
@@ -60,8 +66,9 @@ class ProgressBar:
         wait = ""
         if self._wait is not None and (left_s := self._wait[0] - time.monotonic()) > 0:
             wait = f", waiting {left_s:.0f}s for {self._wait[1]}"
+        pace = f", pace {self._pace[0]:,.0f} calls/min {self._pace[1]}" if self._pace else ""
         return (f"[{bar}] {self.done}/{self.total} rows, {self.rejected} rejected, {self.tokens:,} tokens, "
-                f"{rate * 60:.0f} rows/min, ETA {eta}{wait}")
+                f"{rate * 60:.0f} rows/min, ETA {eta}{pace}{wait}")
 
     def _draw(self) -> None:
         if self._tty:

@@ -131,6 +131,8 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
                 budget.count(row.id, labelled.usage.total)  # before any await: the next row's check sees it
                 await asyncio.to_thread(budget.publish)
             if services.progress is not None:
+                if pace := client.teacher.pace():
+                    services.progress.paced(job, *pace)
                 services.progress.row_done(job, int(labelled.answers is not None), int(labelled.rejection is not None),
                                            labelled.usage.total)
             return labelled
@@ -138,6 +140,9 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
         results = list(await asyncio.gather(*(one(split, row) for split, row in rows)))
         if counters is not None:
             counters["throttled"] += client.teacher.throttled
+        if pace := client.teacher.pace():
+            update_record(services.store, JobPaths(services.settings.jobs_container, job),
+                          lambda record: record.paced(*pace))
         return results
 
 
