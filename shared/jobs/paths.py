@@ -72,6 +72,11 @@ class JobPaths:
         return self.file("cancel.json")
 
     @property
+    def pace(self) -> str:
+        """The teacher's pace each instance labelling the job has learned (shared.pipeline.pace)."""
+        return self.file("pace.json")
+
+    @property
     def events(self) -> str:
         return self.file("events.jsonl")
 

@@ -30,6 +30,7 @@ from shared.pipeline import budget as budgets
 from shared.pipeline import interrupt
 from shared.pipeline.cancel import SKIPPED, CancelGate, CancelWatch, JobCancelled
 from shared.pipeline.messages import deferred_shard, shard_message
+from shared.pipeline.pace import PaceSharer, start_from_shared
 from shared.pipeline.telemetry import log_shard
 from shared.ports import Conflict
 from shared.prompts import teacher_conversations
@@ -115,12 +116,16 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
     """
     from shared.teacher.factory import open_teacher  # openai: imported by the first shard, not by every function
 
-    cancel = CancelWatch(services.store, JobPaths(services.settings.jobs_container, job),
-                         services.settings.cancel_check_seconds)
+    paths = JobPaths(services.settings.jobs_container, job)
+    cancel = CancelWatch(services.store, paths, services.settings.cancel_check_seconds)
     gate = CancelGate(asyncio.Semaphore(manifest.limits.concurrency), cancel)
+    sharer = PaceSharer(services.store, paths)
     async with open_teacher(manifest, job, store=services.store, settings=services.settings,
                             environ=services.environ, local_url=services.local_teacher_url, failed=failed,
                             on_wait=functools.partial(note_wait, services, job)) as client:
+        limiter = client.teacher.limiter
+        if limiter is not None:  # another instance may have learned the pace already
+            await asyncio.to_thread(start_from_shared, limiter, services.store, paths)
 
         async def one(split: str, row: Row) -> Labelled:
             try:
@@ -130,8 +135,10 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
             if budget is not None and labelled.usage.total:
                 budget.count(row.id, labelled.usage.total)  # before any await: the next row's check sees it
                 await asyncio.to_thread(budget.publish)
+            if limiter is not None:
+                await asyncio.to_thread(sharer.share, limiter)  # at most every few seconds
             if services.progress is not None:
-                if pace := client.teacher.pace():
+                if limiter is not None and (pace := limiter.pace()):
                     services.progress.paced(job, *pace)
                 services.progress.row_done(job, int(labelled.answers is not None), int(labelled.rejection is not None),
                                            labelled.usage.total)
@@ -140,9 +147,9 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
         results = list(await asyncio.gather(*(one(split, row) for split, row in rows)))
         if counters is not None:
             counters["throttled"] += client.teacher.throttled
-        if pace := client.teacher.pace():
-            update_record(services.store, JobPaths(services.settings.jobs_container, job),
-                          lambda record: record.paced(*pace))
+        if limiter is not None and (pace := limiter.pace()):
+            await asyncio.to_thread(sharer.share, limiter, force=True)
+            update_record(services.store, paths, lambda record: record.paced(*pace))
         return results
 
 

@@ -250,6 +250,17 @@ class RateLimiter:
             source = "learned" if self._probe else "headers" if self._seen_limits[0] else "configured"
             return self._requests.rate * 60, source
 
+    def adopt(self, per_minute: float) -> bool:
+        """Start a pace nothing states at `per_minute` (what other instances of the job learned) instead of in slow
+        start, as if a 429 episode had measured it; False, changing nothing, once this limiter has its own measure."""
+        with self._lock:
+            if not (self._probe and self._probe.slow_start and self._requests):
+                return False
+            now, rate = self._clock(), max(MIN_LEARNED_RATE, per_minute / 60)
+            self._requests = _Bucket(limit=rate, rate=rate, burst=max(1.0, rate * BURST_SECONDS), tat=now)
+            self._probe = _Probe(rate, now, now)
+            return True
+
     def now(self) -> float:
         """The limiter's clock (when a call is sent, for `rate_limited`)."""
         return self._clock()

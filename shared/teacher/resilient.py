@@ -54,9 +54,10 @@ class ResilientTeacher:
     async def __aexit__(self, *exc: object) -> None:
         await self.adapter.aclose()
 
-    def pace(self) -> tuple[float, str] | None:
-        """The job's request pace now, in calls a minute, and its source (shared.teacher.ratelimit.RateLimiter.pace)."""
-        return self._limiter.pace() if self._limiter else None
+    @property
+    def limiter(self) -> RateLimiter | None:
+        """The rate limiter pacing these calls (shared by the job's workers in this process), if any."""
+        return self._limiter
 
     @property
     def endpoint(self) -> str:

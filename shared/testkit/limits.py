@@ -26,15 +26,28 @@ class ServerRateLimit:
         self._stamp = clock()
         self._lock = threading.Lock()
         self.refused = 0
+        self.answered_at: list[float] = []  # when each request let through was taken (the clock's time)
+        self.changed_at: float | None = None  # when `change` last moved the limit
+
+    def change(self, rpm: float) -> None:
+        """The limit moves to `rpm` from now on (its burst stays)."""
+        with self._lock:
+            self._refill()
+            self.rpm, self.rate, self.changed_at = rpm, rpm / 60.0, self._stamp
+
+    def _refill(self) -> None:
+        """Refill the bucket up to now (the lock is held)."""
+        now = self._clock()
+        self._level = min(self.burst, self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
 
     def take(self) -> tuple[bool, dict[str, str]]:
         """Take one request; (allowed, rate-limit headers to send with the reply)."""
         with self._lock:
-            now = self._clock()
-            self._level = min(self.burst, self._level + (now - self._stamp) * self.rate)
-            self._stamp = now
+            self._refill()
             if self._level >= 1:
                 self._level -= 1
+                self.answered_at.append(self._stamp)
                 if not self.report_limit:
                     return True, {}
                 return True, {"x-ratelimit-limit-requests": str(round(self.rpm)),
