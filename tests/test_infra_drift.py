@@ -50,6 +50,7 @@ KNOWN_ROLE_IDS = {
 DYNAMIC_READERS = {"shared/services.py:required", "shared/teacher/openai_compatible.py:_key"}
 APP_PRINCIPAL = {"identity.properties.principalId", "principalId"}  # the app identity's, in app.bicep and the modules
 # App settings a Flex Consumption app refuses: functionAppConfig carries the runtime and the deployment instead.
+PLATFORM_SET = {"WEBSITE_INSTANCE_ID"}  # settings the Functions host sets itself on every instance: never declared
 FLEX_REFUSED = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
                 "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"}
 EVENTS_SETTING = "DISTILL_EVENTS_TOPIC_ENDPOINT"  # where the app publishes Distill's own events
@@ -171,7 +172,7 @@ def code_needs() -> Needs:
             needs.timers = True
     names, dynamic = settings_read(app_modules())
     assert dynamic == DYNAMIC_READERS, f"a new setting read by a computed name, review it: {dynamic - DYNAMIC_READERS}"
-    needs.settings = set(names)
+    needs.settings = set(names) - PLATFORM_SET
     needs.key_settings = documented_key_settings()
     return needs
 
