@@ -5,11 +5,13 @@ until the reservation falls due, so concurrent callers line up at the configured
 answered 429. Token use is estimated before sending (characters / 4 plus `max_tokens`) and corrected once the
 teacher reports what it used. The limiter adapts to what the endpoint says:
 
-- a 429 or a `retry-after` / `retry-after-ms` hint pauses every caller until then, and lowers the pace (AIMD: x0.8
-  per burst of 429s, back up by 2% of the configured rate per successful call);
+- a 429 or a `retry-after` / `retry-after-ms` hint pauses every caller until then, and lowers the pace (a
+  configured or stated limit: x0.8 per burst of 429s, back up by 2% of it per successful call);
 - with no configured limit, `x-ratelimit-limit-requests` / `-tokens` (OpenAI's per-minute limits) become the limits;
-  without those, or when a 429 comes at a faster pace, the pace falls to the rate of the calls that succeeded in the
-  last 10 s (the 429 episode's slow-down applied on top);
+- with neither, the request pace is learned (`_Probe`): slow start from START_RATE calls a second until the first
+  429, then each burst of 429s sets the pace just under what the endpoint let through (the calls that succeeded, by
+  when they were sent) and the pace probes above it again after a quiet spell; a 429 for a call sent before the last
+  slow-down tells of a pace already left behind and only pauses;
 - `x-ratelimit-remaining-requests: 0` or fewer `x-ratelimit-remaining-tokens` than a call needs pauses callers until
   the matching `x-ratelimit-reset-*` (or one second when the endpoint gives no reset).
 
