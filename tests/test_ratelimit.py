@@ -6,7 +6,7 @@ import asyncio
 import itertools
 
 import pytest
-from ratelimit_sim import Endpoint, simulate
+from ratelimit_sim import Endpoint, Outcome, simulate
 
 from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
 from shared.teacher.factory import teacher_for
@@ -247,3 +247,11 @@ def test_the_pace_says_where_it_comes_from() -> None:
     learning.settled(Estimate(5, 10), 5, 10, {"x-ratelimit-limit-requests": "900"})
     assert learning.pace() == (900.0, "headers")
     assert RateLimiter(rpm=None, tpm=1000, clock=clock).pace()[1] == "learned"
+
+
+def test_a_token_limit_nobody_states_is_learned_too() -> None:
+    """60,000 tokens a minute and no request limit; calls of 50 to 500 tokens (about 3.6 a second would fit)."""
+    endpoint = Endpoint(60_000, 6_000, per_token=True)
+    outcome = simulate(endpoint, 600, tokens=(50, 500))
+    assert Outcome.unit_share(endpoint, 0, max(outcome.answered)) >= 0.9
+    assert outcome.refused_share <= 0.05

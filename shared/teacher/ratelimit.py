@@ -10,8 +10,10 @@ teacher reports what it used. The limiter adapts to what the endpoint says:
 - with no configured limit, `x-ratelimit-limit-requests` / `-tokens` (OpenAI's per-minute limits) become the limits;
 - with neither, the request pace is learned (`_Probe`): slow start from START_RATE calls a second until the first
   429, then each burst of 429s sets the pace just under what the endpoint let through (the calls that succeeded, by
-  when they were sent) and the pace probes above it again after a quiet spell; a 429 for a call sent before the last
-  slow-down tells of a pace already left behind and only pauses;
+  when they were sent) and the pace probes above it again after a quiet spell; a token pace nothing states is learned
+  the same way from the first burst of 429s on (a 429 does not say which limit it met: both back off, and the one
+  that does not bind climbs back); a 429 for a call sent before the last slow-down tells of a pace already left
+  behind and only pauses;
 - `x-ratelimit-remaining-requests: 0` or fewer `x-ratelimit-remaining-tokens` than a call needs pauses callers until
   the matching `x-ratelimit-reset-*` (or one second when the endpoint gives no reset).
 
@@ -178,6 +180,7 @@ class RateLimiter:
         self._requests = _bucket(rpm)
         self._tokens = _bucket(tpm)
         self._probe: _Probe | None = None  # the request pace learned from 429s alone (no limit configured or sent)
+        self._token_probe: _Probe | None = None  # the same for tokens, from the first 429 episode on
         if rpm is None:  # nothing states the limit yet: slow start, from START_RATE calls a second
             now = clock()
             self._requests = _Bucket(limit=START_RATE, rate=START_RATE, burst=START_RATE * BURST_SECONDS, tat=now)
@@ -185,7 +188,7 @@ class RateLimiter:
         self._paused_until = 0.0
         self._learning = (rpm is None, tpm is None)  # limits not configured: taken from the endpoint
         self._seen_limits: list[int | None] = [None, None]  # the last x-ratelimit-limit-requests / -tokens values
-        self._successes: deque[float] = deque()  # when recent calls succeeded (while learning the request pace)
+        self._successes: deque[tuple[float, int]] = deque()  # recent calls that succeeded: when sent, tokens used
         self._last_slowdown = float("-inf")
         self._prompt_ratio = 1.0  # reported prompt tokens / estimated, smoothed
         self.throttled = 0  # 429s seen
@@ -229,17 +232,16 @@ class RateLimiter:
             if estimate.prompt and prompt_used:
                 self._prompt_ratio = 0.9 * self._prompt_ratio + 0.1 * (prompt_used / estimate.prompt)
             now = self._clock()
-            if self._probe and self._requests:
-                self._probe.grow(self._requests, now)
-            elif self._requests:
-                self._requests.recover()
-            if self._tokens:
-                self._tokens.recover()
+            for bucket, probe in ((self._requests, self._probe), (self._tokens, self._token_probe)):
+                if bucket and probe:
+                    probe.grow(bucket, now)
+                elif bucket:
+                    bucket.recover()
             lower = {k.lower(): v for k, v in headers.items()}
             self._learn_limits(lower)
-            if self._learning[0]:
-                self._successes.append(now if sent is None else sent)
-                while self._successes[0] < now - LEARN_WINDOW:
+            if any(self._learning):
+                self._successes.append((now if sent is None else sent, used))
+                while self._successes[0][0] < now - LEARN_WINDOW:
                     self._successes.popleft()
             self._heed_remaining(lower, estimate.total)
 
@@ -278,13 +280,19 @@ class RateLimiter:
             self._learn_limits({k.lower(): v for k, v in (headers or {}).items()})
             stale = sent is not None and sent < self._last_slowdown
             if not stale and now - self._last_slowdown >= SLOWDOWN_GAP:
-                observed = self._observed_pace(now)
+                calls, tokens = self._observed_pace(now) or (None, None)
                 self._last_slowdown = now
                 if self._probe and self._requests:  # a pace learned from 429s: back off, and probe again later
-                    self._probe.back_off(self._requests, now, observed)
+                    self._probe.back_off(self._requests, now, calls)
                 elif self._requests:
                     self._requests.slow_down()
-                if self._tokens:
+                if self._token_probe and self._tokens:
+                    self._token_probe.back_off(self._tokens, now, tokens)
+                elif self._learning[1] and self._seen_limits[1] is None and tokens:  # learn a token pace from now on
+                    self._tokens = _Bucket(limit=tokens, rate=tokens, burst=tokens * BURST_SECONDS, tat=now)
+                    self._token_probe = _Probe(tokens, now, now)
+                    self._token_probe.back_off(self._tokens, now, tokens)
+                elif self._tokens:
                     self._tokens.slow_down()
             self._pause(now + pause)
             if self._tokens:
@@ -306,17 +314,18 @@ class RateLimiter:
             if index == 0:
                 self._requests, self._probe = _bucket(limit), None
             else:
-                self._tokens = _bucket(limit)
+                self._tokens, self._token_probe = _bucket(limit), None
 
-    def _observed_pace(self, now: float) -> float | None:
+    def _observed_pace(self, now: float) -> tuple[float, float] | None:
         """The pace of the calls that succeeded, by when they were sent, since the last 429 episode (within
-        LEARN_WINDOW seconds), a little under it so that the endpoint's own bucket, drained by then, fills up again;
-        None when too few succeeded to tell."""
+        LEARN_WINDOW seconds), in calls and in tokens a second, a little under it so that the endpoint's own buckets,
+        drained by then, fill up again; None when too few succeeded to tell."""
         start = max(now - LEARN_WINDOW, self._last_slowdown)
-        recent = [t for t in self._successes if t >= start]
+        recent = [(sent, used) for sent, used in self._successes if sent >= start]
         if len(recent) < MIN_OBSERVED:
             return None
-        return LEARNED_SHARE * len(recent) / max(1.0, now - recent[0])
+        span = max(1.0, now - recent[0][0])
+        return LEARNED_SHARE * len(recent) / span, LEARNED_SHARE * sum(used for _, used in recent) / span
 
     def _heed_remaining(self, lower: Mapping[str, str], estimated: int) -> None:
         now = self._clock()
