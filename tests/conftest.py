@@ -49,3 +49,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is missing")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limiters() -> None:
+    """Each test starts with no learned pace: the process's limiters are keyed by job and teacher URL, and tests
+    reuse job ids and, now and then, a port another test's teacher had."""
+    from shared.teacher.ratelimit import LIMITERS
+
+    LIMITERS.clear()

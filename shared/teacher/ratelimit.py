@@ -188,7 +188,9 @@ class RateLimiter:
         self._paused_until = 0.0
         self._learning = (rpm is None, tpm is None)  # limits not configured: taken from the endpoint
         self._seen_limits: list[int | None] = [None, None]  # the last x-ratelimit-limit-requests / -tokens values
-        self._successes: deque[tuple[float, int]] = deque()  # recent calls that succeeded: when sent, tokens used
+        # recent calls that succeeded: when sent, and the tokens reserved for them (what the token bucket paces, as an
+        # endpoint that counts a request's max_tokens against its limit does)
+        self._successes: deque[tuple[float, int]] = deque()
         self._last_slowdown = float("-inf")
         self._prompt_ratio = 1.0  # reported prompt tokens / estimated, smoothed
         self.throttled = 0  # 429s seen
@@ -240,7 +242,7 @@ class RateLimiter:
             lower = {k.lower(): v for k, v in headers.items()}
             self._learn_limits(lower)
             if any(self._learning):
-                self._successes.append((now if sent is None else sent, used))
+                self._successes.append((now if sent is None else sent, estimate.total))
                 while self._successes[0][0] < now - LEARN_WINDOW:
                     self._successes.popleft()
             self._heed_remaining(lower, estimate.total)
