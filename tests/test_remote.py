@@ -60,6 +60,20 @@ def is_final(store: AzureBlobStore, job: str) -> bool:
     return record is not None and JobState(record["state"]).final
 
 
+def watched(runtime: LocalRuntime, store: AzureBlobStore, job: str) -> int:
+    """Deliver the submitted job's manifest (what Event Grid does when it lands) and run the function handlers until
+    the job ends, while `distill watch` follows it; watch's exit code."""
+    try:
+        runtime.blob_created(f"input/{job}/manifest.json")
+        worker = threading.Thread(target=runtime.drain, args=(lambda: is_final(store, job),))
+        worker.start()
+        code = main(["watch", job, "--interval", "0.05", "--timeout", "120"])
+        worker.join()
+    finally:
+        runtime.close()
+    return code
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
@@ -74,16 +88,7 @@ def test_submit_then_the_function_handlers_then_watch_and_download(deployed, tmp
     assert store.read(f"input/{job}/train.jsonl").data == (manifest.parent / "train.jsonl").read_bytes()
     assert main(["status", "--remote", job]) == 0
     assert "submitted, waiting for ingest" in capsys.readouterr().out
-    runtime = LocalRuntime(store, tmp_path / "queue.db", environ={})
-    try:
-        runtime.blob_created(f"input/{job}/manifest.json")  # what Event Grid does when the manifest lands
-        worker = threading.Thread(target=runtime.drain, args=(lambda: is_final(store, job),))
-        worker.start()
-        code = main(["watch", job, "--interval", "0.05", "--timeout", "120"])
-        worker.join()
-    finally:
-        runtime.close()
-    assert code == 0
+    assert watched(LocalRuntime(store, tmp_path / "queue.db", environ={}), store, job) == 0
     out = capsys.readouterr().out
     assert f"job {job}: labeling: " in out and "succeeded" in out
     assert main(["download", job, "--out", str(tmp_path / "out")]) == 0
@@ -133,15 +138,7 @@ def test_a_trained_job_is_watched_through_its_evaluation_and_its_report_download
     assert main(["submit", str(manifest), "--job", job, "--quiet"]) == 0
     deployer = ServedDeployer(teacher.base_url)
     runtime = LocalRuntime(store, tmp_path / "queue.db", environ={}, finetuner=TrainingFineTuner, deployer=deployer)
-    try:
-        runtime.blob_created(f"input/{job}/manifest.json")
-        worker = threading.Thread(target=runtime.drain, args=(lambda: is_final(store, job),))
-        worker.start()
-        code = main(["watch", job, "--interval", "0.05", "--timeout", "120"])
-        worker.join()
-    finally:
-        runtime.close()
-    assert code == 0
+    assert watched(runtime, store, job) == 0
     out = capsys.readouterr().out
     assert "evaluation on 70 validation rows (accuracy): teacher 1.000, base 1.000, distilled 1.000" in out, out
     assert sorted(deployer.deleted) == ["base", "distilled"]

@@ -110,9 +110,8 @@ def checked(manifest: Manifest, row: Row, result: RowResult) -> dict[str, int]:
     if row.reference is None or manifest.task.rules.metric != "accuracy":
         return {}
     if result.answers is not None:
-        question = next(m["content"] for m in reversed(row.messages) if m["role"] == "user")
         return {"reference_checked": 1,
-                "reference_agreed": int(agrees(manifest, result.answers[-1], row.reference, question))}
+                "reference_agreed": int(agrees(manifest, result.answers[-1], row.reference, row.user))}
     dropped = result.rejection is not None and result.rejection.reason is Reason.DISAGREES
     return {"reference_checked": 1} if dropped else {}
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import redaction
 from shared.evaluation import build_report, evaluation_items, points, row_results
@@ -32,6 +32,9 @@ from shared.pipeline.messages import evaluation_message
 from shared.ports import Deployment
 from shared.reasons import Reason
 from shared.services import Services
+
+if TYPE_CHECKING:
+    from shared.students import Reach
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +141,14 @@ def on_evaluation(services: Services, body: dict[str, Any]) -> str | None:
 
 def deploy(services: Services, job: str, wanted: list[Target]) -> dict[str, Deployment]:
     """Each target to deploy, as its deployment stands (deploying it when it is not there yet)."""
-    if wanted and services.deployer is None:
+    if not wanted:
+        return {}
+    if (deployer := services.deployer) is None:
         raise ValueError("no deployer is configured here to deploy the fine-tuned model; give evaluation.endpoint")
-    found = {}
-    for target in wanted:
-        assert services.deployer is not None
-        deployment = services.deployer.deploy(job, target.role, target.model)
+    found = {target.role: deployer.deploy(job, target.role, target.model) for target in wanted}
+    for deployment in found.values():
         if deployment.key:
             redaction.remember(deployment.key)
-        found[target.role] = deployment
     return found
 
 
@@ -155,7 +157,7 @@ def score(services: Services, paths: JobPaths, manifest: Manifest, record: JobRe
     """Ask the students, write `evaluation.jsonl` and the report; the job record's `evaluation` (scores, or an
     error that names what failed)."""
     from shared.report import write_report
-    from shared.students import Reach, ask
+    from shared.students import ask
     from shared.teacher.replies import TeacherConfigError
 
     started = time.monotonic()
@@ -168,9 +170,8 @@ def score(services: Services, paths: JobPaths, manifest: Manifest, record: JobRe
         tell(services, paths.job, f"job {paths.job}: asking the {target.role} student {target.model} "
                                   f"{len(items)} validation rows")
         begun = time.monotonic()
-        reach = reach_of(services, manifest, target, deployments.get(target.role))
         try:
-            asked = ask(Reach(*reach), items, limit)
+            asked = ask(reach_of(services, manifest, target, deployments.get(target.role)), items, limit)
         except TeacherConfigError as err:
             asked = None
             problem = f"the {target.role} student cannot be asked: {err}"
@@ -207,18 +208,19 @@ def score(services: Services, paths: JobPaths, manifest: Manifest, record: JobRe
     return outcome
 
 
-def reach_of(services: Services, manifest: Manifest, target: Target, deployment: Deployment | None
-             ) -> tuple[Any, ...]:
-    """(settings, environ, local URL) for the student's chat client."""
+def reach_of(services: Services, manifest: Manifest, target: Target, deployment: Deployment | None) -> Reach:
+    """How the student's chat client reaches it: a URL the manifest names, or its deployment."""
+    from shared.students import Reach
+
     if target.endpoint is not None:
-        return target.endpoint, services.environ, None
+        return Reach(target.endpoint, services.environ)
     assert deployment is not None and deployment.url
     if deployment.kind == TeacherKind.LOCAL:
         settings = TeacherSettings(kind=TeacherKind.LOCAL, model=target.model, **calls(manifest, LOCAL_TIMEOUT_SECONDS))
-        return settings, {}, deployment.url
+        return Reach(settings, {}, deployment.url)
     settings = TeacherSettings(kind=TeacherKind(deployment.kind), url=deployment.url, model=model_name(target.model),
                                auth=TeacherAuth.KEY, key_setting=KEY_SETTING, **calls(manifest))
-    return settings, {KEY_SETTING: deployment.key or ""}, None
+    return Reach(settings, {KEY_SETTING: deployment.key or ""})
 
 
 def tell(services: Services, job: str, what: str) -> None:
@@ -241,6 +243,6 @@ def end_with_error(services: Services, paths: JobPaths, manifest: Manifest, reas
 
 def remove(services: Services, job: str, roles: Iterable[str]) -> None:
     """Delete the evaluation's deployments of these roles (safe to repeat)."""
-    for role in roles:
-        if services.deployer is not None:
-            services.deployer.delete(job, role)
+    if (deployer := services.deployer) is not None:
+        for role in roles:
+            deployer.delete(job, role)

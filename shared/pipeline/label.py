@@ -135,8 +135,8 @@ async def label_rows(services: Services, job: str, manifest: Manifest, rows: lis
             if budget is not None and labelled.usage.total:
                 budget.count(row.id, labelled.usage.total)  # before any await: the next row's check sees it
                 await asyncio.to_thread(budget.publish)
-            if limiter is not None:
-                await asyncio.to_thread(sharer.share, limiter)  # at most every few seconds
+            if limiter is not None and sharer.due:  # at most every few seconds, off the event loop
+                await asyncio.to_thread(sharer.share, limiter)
             if services.progress is not None:
                 if limiter is not None and (pace := limiter.pace()):
                     services.progress.paced(job, *pace)

@@ -52,9 +52,14 @@ class PaceSharer:
         self._store, self._paths = store, paths
         self._written = float("-inf")
 
+    @property
+    def due(self) -> bool:
+        """SHARE_SECONDS have passed since this instance last wrote its pace."""
+        return time.monotonic() - self._written >= SHARE_SECONDS
+
     def share(self, limiter: RateLimiter, *, force: bool = False) -> None:
         pace = limiter.pace()
-        if pace is None or (not force and time.monotonic() - self._written < SHARE_SECONDS):
+        if pace is None or not (force or self.due):
             return
         self._written = time.monotonic()
         me, per_minute, source = instance_id(), round(pace[0], 1), pace[1]
