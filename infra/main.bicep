@@ -37,6 +37,9 @@ param shardRows int = 50
 @description('Most instances the Flex Consumption app scales out to: bounds concurrent teacher calls and cost.')
 param maximumInstanceCount int = 40
 
+@description('Client id of the Entra ID app registration people sign in to the job dashboard with (ID tokens enabled, redirect URI https://<app>/.auth/login/aad/callback); empty leaves sign-in off, and the dashboard is not served.')
+param dashboardClientId string = ''
+
 @allowed([2048, 4096])
 @description('Memory of each instance, in MB.')
 param instanceMemoryMB int = 2048
@@ -93,6 +96,7 @@ module app 'modules/app.bicep' = {
     shardRows: shardRows
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    dashboardClientId: dashboardClientId
   }
 }
 

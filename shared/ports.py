@@ -40,6 +40,10 @@ class BlobStore(Protocol):
         Raises Conflict when the condition fails. Writes are atomic: a reader sees the old or the new blob.
         """
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes | None:
+        """At most `length` bytes of a blob from `offset` (fewer at its end, none past it); None when there is no
+        such blob. Lets a reader page through a large blob without fetching it whole."""
+
     def download_to(self, path: str, dest: Path) -> bool:
         """Stream a blob into a local file, never holding it whole in memory; False when there is no such blob."""
 
@@ -48,6 +52,10 @@ class BlobStore(Protocol):
 
     def list(self, prefix: str) -> Iterator[str]:
         """The paths of the blobs whose path starts with `prefix`, in lexical order."""
+
+    def folders(self, prefix: str) -> Iterator[str]:
+        """The names of the folders directly below `prefix` (a container, or a path ending in '/') that hold blobs,
+        in lexical order, without walking their contents."""
 
     def delete(self, path: str) -> bool:
         """Remove a blob; False when there was none (so it is safe to repeat)."""

@@ -133,7 +133,8 @@ def test_the_cycle_finder_sees_lazy_and_from_imports(tmp_path: Path) -> None:
 LAYERS = [  # top to bottom, as docs/architecture.md draws them
     ("function_app", "functions", "shared.cli", "shared.local", "shared.testkit", "bench"),
     ("shared.pipeline", "shared.services"),
-    ("shared.storage", "shared.queueing", "shared.teacher", "shared.finetune", "shared.publishing", "shared.students"),
+    ("shared.storage", "shared.queueing", "shared.teacher", "shared.finetune", "shared.publishing", "shared.students",
+     "shared.dashboard"),
     ("shared.tasks", "shared.manifest", "shared.jobs", "shared.validation", "shared.prompts", "shared.parsing",
      "shared.assembly", "shared.rows", "shared.reasons", "shared.identity", "shared.evaluation", "shared.rouge",
      "shared.report", "shared.consensus"),

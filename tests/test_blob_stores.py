@@ -172,6 +172,25 @@ def test_list_gives_the_paths_under_a_prefix_in_lexical_order(store: BlobStore, 
     assert list(store.list(f"{container}-nothing/")) == []
 
 
+def test_read_range_pages_through_a_blob(store: BlobStore, container: str) -> None:
+    store.write(f"{container}/big.jsonl", b"0123456789" * 3)
+    assert store.read_range(f"{container}/big.jsonl", 0, 4) == b"0123"
+    assert store.read_range(f"{container}/big.jsonl", 25, 100) == b"56789"  # fewer at the end
+    assert store.read_range(f"{container}/big.jsonl", 30, 10) == b""  # none past it
+    assert store.read_range(f"{container}/missing.jsonl", 0, 10) is None
+
+
+def test_folders_are_the_names_directly_below_a_prefix(store: BlobStore, container: str) -> None:
+    for path in ("jobs/b/status.json", "jobs/a/status.json", "jobs/a/shards/00000.jsonl", "jobs/c.json",
+                 "other/d/x"):
+        store.write(f"{container}/{path}", b"{}")
+    assert list(store.folders(f"{container}/jobs/")) == ["a", "b"]  # not the file c.json, nor a's sub-folder
+    assert list(store.folders(container)) == ["jobs", "other"]
+    assert list(store.folders(f"{container}/none/")) == []
+    with pytest.raises(ValueError, match="folder"):
+        list(store.folders(f"{container}/jobs"))  # a path that does not end in '/' names no folder
+
+
 def test_azure_store_from_account_url_with_a_key_or_the_default_credential(azurite_connection_string: str,
                                                                            container: str) -> None:
     account = AzureBlobStore.from_connection_string(azurite_connection_string).service

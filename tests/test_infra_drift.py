@@ -50,7 +50,8 @@ KNOWN_ROLE_IDS = {
 DYNAMIC_READERS = {"shared/services.py:required", "shared/teacher/openai_compatible.py:_key"}
 APP_PRINCIPAL = {"identity.properties.principalId", "principalId"}  # the app identity's, in app.bicep and the modules
 # App settings a Flex Consumption app refuses: functionAppConfig carries the runtime and the deployment instead.
-PLATFORM_SET = {"WEBSITE_INSTANCE_ID"}  # settings the Functions host sets itself on every instance: never declared
+# Settings the platform sets itself (on every instance; while App Service authentication is on): never declared
+PLATFORM_SET = {"WEBSITE_INSTANCE_ID", "WEBSITE_AUTH_ENABLED"}
 FLEX_REFUSED = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
                 "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"}
 EVENTS_SETTING = "DISTILL_EVENTS_TOPIC_ENDPOINT"  # where the app publishes Distill's own events
@@ -70,6 +71,7 @@ class Needs:
     blob_events: dict[str, str] = field(default_factory=dict)  # Event Grid blob-triggered function -> container
     grid_functions: set[str] = field(default_factory=set)  # Event Grid-triggered functions
     timers: bool = False
+    routes: dict[str, tuple[str, str]] = field(default_factory=dict)  # HTTP function -> (route, auth level)
 
 
 @cache
@@ -170,6 +172,8 @@ def code_needs() -> Needs:
             needs.grid_functions.add(b["function"])
         elif b["type"] == "timerTrigger":
             needs.timers = True
+        elif b["type"] == "httpTrigger":
+            needs.routes[b["function"]] = (b["route"], str(getattr(b["authLevel"], "value", b["authLevel"])).lower())
     names, dynamic = settings_read(app_modules())
     assert dynamic == DYNAMIC_READERS, f"a new setting read by a computed name, review it: {dynamic - DYNAMIC_READERS}"
     needs.settings = set(names) - PLATFORM_SET
@@ -449,6 +453,27 @@ def check_workspace(found: list[Resource]) -> Iterator[str]:
                 yield f"workspace {workspace.symbol}: {key} must be the id of a {type_} declared here"
 
 
+def check_routes(needs: Needs, found: list[Resource]) -> Iterator[str]:
+    """HTTP routes: a keyed route needs its function key; an anonymous one is the dashboard, which the app serves only
+    to people signed in through App Service authentication, so infra must declare Entra ID sign-in that lets
+    anonymous requests through to the app (else the keyed route and the platform's webhooks would meet a sign-in)."""
+    sign_in = next((r for r in of_type(found, "Microsoft.Web/sites/config") if r.field("name") == "'authsettingsV2'"),
+                   None)
+    for function, (route, level) in sorted(needs.routes.items()):
+        if level == "function":
+            continue
+        if level != "anonymous" or "signed_in_page(" not in (ROOT / "functions" / f"{function}.py").read_text():
+            yield f"route {route}: {level} access without the dashboard's sign-in check"
+        elif sign_in is None:
+            yield f"route {route}: anonymous, so infra must declare App Service authentication (authsettingsV2)"
+        elif not re.search(r"azureActiveDirectory:\s*\{\s*enabled:\s*true", sign_in.body):
+            yield f"route {route}: the sign-in must be Entra ID (azureActiveDirectory enabled)"
+        elif "unauthenticatedClientAction: 'AllowAnonymous'" not in sign_in.body or \
+                "requireAuthentication: false" not in sign_in.body:
+            yield (f"route {route}: sign-in must let anonymous requests through (the keyed routes and the platform's "
+                   "webhooks carry no sign-in; the dashboard checks its own)")
+
+
 def drift(needs: Needs, files: dict[str, str], role_ids: dict[str, str]) -> list[str]:
     """Every way the Bicep in `files` fails what the code needs; empty when none."""
     found = resources(files)
@@ -459,7 +484,7 @@ def drift(needs: Needs, files: dict[str, str], role_ids: dict[str, str]) -> list
     return [*check_queues(needs, found, files), *check_storage(needs, found, settings, files),
             *check_settings(needs, settings, site), *check_events(needs, found, files),
             *check_roles(needs, found, settings, role_ids), *check_published_events(found, settings, files),
-            *check_workspace(found)]
+            *check_workspace(found), *check_routes(needs, found)]
 
 
 def infra_files() -> dict[str, str]:
@@ -483,6 +508,7 @@ def test_the_code_needs_what_the_pipeline_is_built_on(needs: Needs) -> None:
     assert {"AZUREML_WORKSPACE", "DISTILL_WORKSPACE_TOPIC", "DistillServiceBus__fullyQualifiedNamespace"} <= \
         needs.settings
     assert needs.key_settings == {"TEACHER_API_KEY"}
+    assert needs.routes == {"status": ("jobs/{job}", "function"), "dashboard": ("dashboard/{*path}", "anonymous")}
 
 
 def test_infra_declares_everything_the_code_needs(needs: Needs) -> None:
@@ -560,6 +586,12 @@ MUTATIONS = [
      "workspace newWorkspace: applicationInsights must be the id of a microsoft.insights/components"),
     ("modules/app.bicep", "var eventsQueueName = 'distill-events'", "var eventsQueueName = 'events'",
      "events queue: no subscription of the topic delivers to a storage queue distill-events"),
+    ("modules/app.bicep", "  name: 'authsettingsV2'", "  name: 'authsettings'",
+     "route dashboard/{*path}: anonymous, so infra must declare App Service authentication"),
+    ("modules/app.bicep", "unauthenticatedClientAction: 'AllowAnonymous'",
+     "unauthenticatedClientAction: 'RedirectToLoginPage'", "route dashboard/{*path}: sign-in must let anonymous"),
+    ("modules/app.bicep", "      azureActiveDirectory: {\n        enabled: true",
+     "      azureActiveDirectory: {\n        enabled: false", "route dashboard/{*path}: the sign-in must be Entra ID"),
 ]
 
 
@@ -583,6 +615,22 @@ def test_a_new_setting_read_by_the_app_must_be_declared(needs: Needs) -> None:
     more = Needs(**{**needs.__dict__, "settings": needs.settings | {"DISTILL_NEW_KNOB"}})
     assert "app setting DISTILL_NEW_KNOB: read by the code, not declared in infra" in \
         drift(more, infra_files(), json.loads((INFRA / "roles.json").read_text()))
+
+
+def test_a_new_anonymous_route_must_check_sign_in(needs: Needs) -> None:
+    more = Needs(**{**needs.__dict__, "routes": {**needs.routes, "status": ("jobs/{job}", "anonymous")}})
+    assert "route jobs/{job}: anonymous access without the dashboard's sign-in check" in \
+        drift(more, infra_files(), json.loads((INFRA / "roles.json").read_text()))
+
+
+def test_every_route_is_documented(needs: Needs) -> None:
+    """The app's HTTP routes, and the dashboard's pages below its root, each in the docs as users call them."""
+    from shared.dashboard.routes import ROUTES
+
+    docs = "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    assert [route for route, _ in needs.routes.values() if f"/api/{route}" not in docs] == []
+    dashboard = (ROOT / "docs" / "dashboard.md").read_text()
+    assert [route for route in ROUTES if f"`{route or '/'}`" not in dashboard] == []
 
 
 def test_a_message_lock_is_renewed_as_long_as_a_function_may_run() -> None:

@@ -13,6 +13,7 @@ param teacherKeyInKeyVault bool
 param shardRows int
 param maximumInstanceCount int
 param instanceMemoryMB int
+param dashboardClientId string
 
 var roles = loadJsonContent('../roles.json')
 
@@ -277,6 +278,33 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: { maximumInstanceCount: maximumInstanceCount, instanceMemoryMB: instanceMemoryMB }
       runtime: { name: 'python', version: '3.11' }
     }
+  }
+}
+
+// Entra ID sign-in for the job dashboard (functions/dashboard.py). Requests without a signed-in person still reach the
+// app, so the function-key status route and the platform's webhooks keep working; the dashboard itself sends them to
+// sign in (shared/pipeline/dashboard.py). No client secret: sign-in takes the ID token the registration issues.
+resource signIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(dashboardClientId)) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
+    }
+    httpSettings: { requireHttps: true }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: dashboardClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: { allowedAudiences: [dashboardClientId, 'api://${dashboardClientId}'] }
+      }
+    }
+    login: { tokenStore: { enabled: false } }
   }
 }
 

@@ -76,6 +76,13 @@ def cmd_teacher_serve(args: argparse.Namespace) -> int:
     return serve(args.model, args.port)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from shared.dashboard.server import serve
+    from shared.local.run import home
+
+    return serve(home() / "storage", args.port)
+
+
 def count(text: str) -> int:
     """A whole number of at least 1 (argparse type): `--limit 0` or `--workers -2` are refused before any work."""
     try:
@@ -171,6 +178,9 @@ def parser() -> argparse.ArgumentParser:
                    help="unchanged for at least this long: 30m, 12h, 7d (default 7d)")
     g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     g.set_defaults(func=cmd_gc)
+    ui = sub.add_parser("ui", help="the job dashboard for this machine's jobs, in a browser (on 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=8080, help="default 8080; 0 picks a free port")
+    ui.set_defaults(func=cmd_ui)
     add_remote_commands(sub)
 
     t = sub.add_parser("teacher", help="the local teacher")

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from shared.cli.data import load_or_report, manifest_reports, print_reports
-from shared.cli.show import described, progress_line
+from shared.cli.show import described
 from shared.identity import file_digest, job_id
 from shared.jobs.blobs import copy_final_files, dumps
 from shared.jobs.paths import JOB_ID_RULE, JobPaths, is_job_id
 from shared.jobs.record import JobRecord, JobState, read_record
+from shared.jobs.stage import progress_line
 from shared.manifest.model import Manifest, TeacherKind
 from shared.pipeline.cancel import request_cancel
 from shared.pipeline.ingest import MANIFEST_NAMES

@@ -77,6 +77,15 @@ def check_blob_path(path: str) -> str:
     return path
 
 
+def check_folder(prefix: str) -> str:
+    """Return `prefix` unchanged when it names a folder (a container, or a safe path ending in '/'); raise ValueError
+    otherwise."""
+    folder = prefix.rstrip("/")
+    if not (is_container_name(folder) or ("/" in folder and prefix.endswith("/") and is_blob_path(folder))):
+        raise ValueError(f"refused folder {prefix!r}: give a container, or a blob path ending in '/'")
+    return prefix
+
+
 def check_conditions(if_match: str | None, if_absent: bool) -> None:
     """Refuse the two write conditions together: a blob cannot both exist with an ETag and not exist."""
     if if_match is not None and if_absent:

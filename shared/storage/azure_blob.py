@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobClient, BlobServiceClient, StorageErrorCode
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobClient, BlobPrefix, BlobServiceClient, StorageErrorCode
 
 from shared.ports import Blob, Conflict
-from shared.storage import check_blob_path, check_conditions, is_blob_path, is_container_name, replacing
+from shared.storage import check_blob_path, check_conditions, check_folder, is_blob_path, is_container_name, replacing
 
 CHUNK = 4 * 1024 * 1024
 TRANSFER = {"max_single_put_size": CHUNK, "max_block_size": CHUNK, "max_single_get_size": CHUNK,
@@ -59,6 +59,17 @@ class AzureBlobStore:
         except (ResourceExistsError, ResourceModifiedError) as error:
             raise Conflict(f"{path} already exists") from error
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes | None:
+        blob = self._blob(path)
+        try:
+            return blob.download_blob(offset=offset, length=length).readall()
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as error:
+            if error.status_code == 416:  # the range starts at or past the blob's end
+                return b""
+            raise
+
     def download_to(self, path: str, dest: Path) -> bool:
         try:
             download = self._blob(path).download_blob()
@@ -87,6 +98,16 @@ class AzureBlobStore:
             containers = sorted((item.name for item in found), key=lambda name: name + "/")
         for name in containers:
             yield from self._list_container(name, start)
+
+    def folders(self, prefix: str) -> Iterator[str]:
+        container, _, start = check_folder(prefix).partition("/")
+        try:
+            for item in self.service.get_container_client(container).walk_blobs(name_starts_with=start or None,
+                                                                                delimiter="/"):
+                if isinstance(item, BlobPrefix):
+                    yield item.name[len(start):].rstrip("/")
+        except ResourceNotFoundError:
+            return
 
     def delete(self, path: str) -> bool:
         try:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from shared.ports import Blob, Conflict
-from shared.storage import check_blob_path, check_conditions, is_blob_path, is_container_name, replacing
+from shared.storage import check_blob_path, check_conditions, check_folder, is_blob_path, is_container_name, replacing
 
 CHUNK = 1024 * 1024
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
@@ -62,6 +62,14 @@ class LocalBlobStore:
         check_conditions(if_match, if_absent)
         return self._put(path, lambda out: out.write(data), if_match, if_absent)
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes | None:
+        try:
+            with self._file(path).open("rb") as src:
+                src.seek(offset)
+                return src.read(length)
+        except _MISSING:
+            return None
+
     def download_to(self, path: str, dest: Path) -> bool:
         try:
             src = self._file(path).open("rb")
@@ -83,6 +91,15 @@ class LocalBlobStore:
         for container in containers:  # each with its '/', which is how it sorts among the paths
             if container.startswith(prefix) or prefix.startswith(container):
                 yield from _walk(self.root / container, container, prefix)
+
+    def folders(self, prefix: str) -> Iterator[str]:
+        folder = self.root / check_folder(prefix)
+        try:
+            entries = list(os.scandir(folder))
+        except _MISSING:
+            return
+        yield from sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False)
+                          and is_blob_path(f"{prefix.rstrip('/')}/{entry.name}/x"))
 
     def delete(self, path: str) -> bool:
         file = self._file(path)

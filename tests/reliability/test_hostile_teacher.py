@@ -23,8 +23,9 @@ from hostile_teacher import HostileTeacher, Reply, completion
 from reliability_helpers import tally
 
 from shared.cli import main
-from shared.cli.show import progress_line, summary
+from shared.cli.show import summary
 from shared.jobs.record import JobRecord
+from shared.jobs.stage import progress_line
 from shared.local.samples import nli_pairs, nli_row
 from shared.manifest.model import InferenceParameters, TeacherKind, TeacherSettings
 from shared.reasons import Reason
