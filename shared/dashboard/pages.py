@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from shared.dashboard.chart import loss_svg
-from shared.dashboard.reading import JobsPage, JobProgress, RejectedPage, progress
+from shared.dashboard.reading import JobProgress, JobsPage, RejectedPage, progress
 from shared.evaluation import ROLES
 from shared.jobs.record import JobRecord
 from shared.report import LABELS, Curve
