@@ -59,3 +59,27 @@ def test_a_fine_tuned_model_is_deployed_serverless_answers_and_is_deleted() -> N
         assert reply.choices[0].message.content
     finally:
         deployer.delete(job, "distilled")
+
+
+LIVE_APP = os.environ.get("DISTILL_LIVE_APP_URL")  # https://<app>.azurewebsites.net, deployed with dashboardClientId
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not LIVE_APP, reason="live: set DISTILL_LIVE_APP_URL to a deployed app with dashboard sign-in")
+def test_the_deployed_dashboard_sends_anyone_not_signed_in_to_entra_id() -> None:
+    """App Service authentication is on, lets the request through to the app, and the dashboard sends it to sign in;
+    a principal header sent by the client is dropped by the platform, so it does not get in either."""
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    for headers in ({}, {"X-MS-CLIENT-PRINCIPAL-ID": "forged"}):
+        request = urllib.request.Request(f"{LIVE_APP}/api/dashboard/", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            opener.open(request, timeout=30)
+        assert answer.value.code == 302
+        assert answer.value.headers["Location"].startswith("/.auth/login/aad?post_login_redirect_uri=")
