@@ -179,6 +179,21 @@ def test_a_running_job_polls_its_progress(store: Counting) -> None:
     assert progress["final"] is False
 
 
+def test_a_local_job_that_nothing_runs_shows_as_interrupted(store: Counting) -> None:
+    finished_job(store)
+    running_job(store)
+    idle = lambda job: False  # noqa: E731 (no `distill run` holds any job)
+    listed = " ".join(parsed(respond(store, CONTAINER, "", {}, idle).body.decode()).text)
+    assert "math-running labeling (interrupted)" in listed and "nli-finished succeeded" in listed
+    page = respond(store, CONTAINER, "jobs/math-running", {}, idle).body.decode()
+    assert "interrupted: no `distill run` is running it (the same command with --job math-running continues it)" \
+        in page
+    progress = json.loads(respond(store, CONTAINER, "jobs/math-running/progress.json", {}, idle).body)
+    assert progress["interrupted"] is True
+    assert "interrupted" not in html(respond(store, CONTAINER, "jobs/math-running", {}, lambda job: True))
+    assert "interrupted" not in html(get(store, "jobs/math-running"))  # the app cannot tell, and never says so
+
+
 def test_rows_labelled_count_the_rows_sent_to_the_teacher() -> None:
     record = JobRecord(job="j", state=JobState.CANCELLED, created=0, rows={"total": 100, "per_shard": 50},
                        accepted={"train": 30, "validation": 5}, rejected=65,
@@ -378,6 +393,9 @@ def test_distill_ui_serves_this_machines_jobs_on_loopback(tmp_path: Path) -> Non
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(address + "jobs/..%2F..%2Fetc%2Fpasswd")
         assert refused.value.code == 400
+        busy = subprocess.run([sys.executable, "-m", "shared.cli", "ui", "--port", address.rsplit(":", 1)[1][:-1]],
+                              cwd=ROOT, text=True, capture_output=True, env={"DISTILL_HOME": str(home)}, timeout=60)
+        assert busy.returncode == 2 and "is in use: give another with --port" in busy.stderr
     finally:
         server.terminate()
         server.wait(10)

@@ -78,9 +78,11 @@ def cmd_teacher_serve(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from shared.dashboard.server import serve
-    from shared.local.run import home
+    from shared.local.run import STORAGE_CONNECTION, home, is_running, open_store
 
-    return serve(home() / "storage", args.port)
+    where = "the storage account of " + STORAGE_CONNECTION if os.environ.get(STORAGE_CONNECTION) else \
+        str(home() / "storage")
+    return serve(open_store(home()), where, args.port, is_running)
 
 
 def count(text: str) -> int:

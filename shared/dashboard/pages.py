@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from shared.dashboard.chart import loss_svg
-from shared.dashboard.reading import JobProgress, JobsPage, RejectedPage, progress
+from shared.dashboard.reading import JobProgress, JobsPage, RejectedPage, Running, progress
 from shared.evaluation import ROLES
 from shared.jobs.record import JobRecord
 from shared.report import LABELS, Curve
@@ -73,10 +73,11 @@ def bar(shown: JobProgress, *, ids: bool = False) -> str:
             f'<span{attrs[1]}>{shown.done:,} of {shown.total:,} rows labelled{percent}</span>')
 
 
-def state_badge(state: str, *, ids: bool = False) -> str:
+def state_badge(state: str, *, ids: bool = False, interrupted: bool = False) -> str:
     slug = state.replace(" ", "-")
     attr = ' id="state"' if ids else ""
-    return f'<span{attr} class="state state-{text(slug)}">{text(state)}</span>'
+    label = f"{state} (interrupted)" if interrupted else state
+    return f'<span{attr} class="state state-{text(slug)}{" interrupted" * interrupted}">{text(label)}</span>'
 
 
 def table(head: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") -> str:
@@ -88,8 +89,8 @@ def table(head: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") -> 
 
 # ---- the job list ---------------------------------------------------------------------------------------------------
 
-def jobs_list(listing: JobsPage) -> str:
-    rows = [_job_row(job) for job in listing.jobs]
+def jobs_list(listing: JobsPage, running: Running | None = None) -> str:
+    rows = [_job_row(job, running) for job in listing.jobs]
     if rows:
         shown = table(["Job", "State", "Task", "Rows labelled", "Success ratio", "Tokens", "Started", "Last change"],
                       rows, "jobs")
@@ -99,14 +100,16 @@ def jobs_list(listing: JobsPage) -> str:
     return page("Jobs", "", f"<h1>Jobs <small>{listing.total:,}</small></h1>\n{shown}\n{pager}")
 
 
-def _job_row(job: JobRecord | str) -> list[str]:
+def _job_row(job: JobRecord | str, running: Running | None) -> list[str]:
     if isinstance(job, str):  # no readable record yet
         link = f'<a href="jobs/{quote(job)}">{text(job)}</a>'
         return [link, state_badge("unknown"), "", "", "", "", "", ""]
-    shown = progress(job)
+    shown = progress(job, running)
     tokens = job.tokens or {}
     spent = tokens.get("prompt", 0) + tokens.get("completion", 0)
-    return [f'<a href="jobs/{quote(job.job)}">{text(job.job)}</a>', state_badge(shown.state), text(job.task or ""),
+    return [f'<a href="jobs/{quote(job.job)}">{text(job.job)}</a>', state_badge(shown.state,
+                                                                                interrupted=shown.interrupted),
+            text(job.task or ""),
             bar(shown), f"{job.success_ratio:.1%}" if job.success_ratio is not None else "—",
             f"{spent:,}" if job.tokens else "—", when(job.created), when(job.updated)]
 
@@ -122,12 +125,12 @@ def _pager(current: int, pages: int, href: Any) -> str:
 # ---- one job --------------------------------------------------------------------------------------------------------
 
 def job_page(record: JobRecord, *, rejected: RejectedPage | None, curves: list[Curve], files: list[str],
-             has_chart: bool) -> str:
-    shown = progress(record)
+             has_chart: bool, running: Running | None = None) -> str:
+    shown = progress(record, running)
     job = quote(record.job)
     data = {"progress": f"{job}/progress.json", "final": shown.final, "interval_ms": POLL_MS}
     sections = [
-        f"<h1>{text(record.job)} {state_badge(shown.state, ids=True)}</h1>",
+        f"<h1>{text(record.job)} {state_badge(shown.state, ids=True, interrupted=shown.interrupted)}</h1>",
         _facts(record),
         f'<section class="progress">{bar(shown, ids=True)}\n<p id="stage">{text(shown.stage)}</p>'
         f'<p id="ended" class="ended" hidden>The job has ended: <a href="{job}">reload</a> for its results.</p>'

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -64,15 +65,19 @@ class JobProgress:
     stage: str  # one line on where the job stands
     final: bool
     updated: float | None
+    interrupted: bool = False  # on this machine: not over, and no `distill run` is running it
 
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state, "done": self.done, "total": self.total, "stage": self.stage,
-                "final": self.final, "updated": self.updated}
+                "final": self.final, "updated": self.updated, "interrupted": self.interrupted}
 
 
-def progress(record: JobRecord) -> JobProgress:
+Running = Callable[[str], bool]  # whether a process is running the job now (`distill ui`: a `distill run` holds it)
+
+
+def progress(record: JobRecord, running: Running | None = None) -> JobProgress:
     """Rows labelled out of the job's rows: those of the shards done while labelling, every row sent to the teacher
-    once labelling is over."""
+    once labelling is over. With `running`, a job not over that nothing runs is marked interrupted."""
     rows = record.rows or {}
     total = rows.get("total", 0)
     if record.state in (JobState.INGESTING, JobState.LABELING):
@@ -83,8 +88,10 @@ def progress(record: JobRecord) -> JobProgress:
         done = total - unsent
     else:
         done = total if record.state is not JobState.FAILED else 0
-    return JobProgress(str(record.state), min(done, total), total, progress_line(record), record.final,
-                    record.updated)
+    interrupted = running is not None and not record.final and not running(record.job)
+    stage = progress_line(record) + (f"; interrupted: no `distill run` is running it (the same command with --job "
+                                     f"{record.job} continues it)" if interrupted else "")
+    return JobProgress(str(record.state), min(done, total), total, stage, record.final, record.updated, interrupted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from shared.dashboard import pages
-from shared.dashboard.reading import jobs_page, loss_points, progress, read_record, rejected_page
+from shared.dashboard.reading import Running, jobs_page, loss_points, progress, read_record, rejected_page
 from shared.jobs.paths import JOB_ID_RULE, OUTPUTS, JobPaths, is_job_id
 from shared.ports import BlobStore
 from shared.redaction import redact
@@ -52,11 +52,13 @@ class Response:
         return {**SECURITY_HEADERS, "Cache-Control": "no-store", **self.headers, "Content-Type": self.content_type}
 
 
-def respond(store: BlobStore, container: str, path: str, query: Mapping[str, str]) -> Response:
-    """The answer to a GET of `path` (below the dashboard's root, already URL-decoded) with its query parameters."""
+def respond(store: BlobStore, container: str, path: str, query: Mapping[str, str],
+            running: Running | None = None) -> Response:
+    """The answer to a GET of `path` (below the dashboard's root, already URL-decoded) with its query parameters;
+    `running` tells whether a job not over is being run (on this machine), so one that is not shows as interrupted."""
     parts = path.lstrip("/").split("/") if path.lstrip("/") else []
     if not parts:
-        return _html(200, pages.jobs_list(jobs_page(store, container, _number(query.get("page"), 1))))
+        return _html(200, pages.jobs_list(jobs_page(store, container, _number(query.get("page"), 1)), running))
     if parts[0] == "static" and len(parts) == 2 and parts[1] in STATIC:
         return _static(parts[1])
     if parts[0] != "jobs" or len(parts) < 2:
@@ -72,14 +74,14 @@ def respond(store: BlobStore, container: str, path: str, query: Mapping[str, str
     if record is None:
         return _problem(404, "No such job", f"There is no job {job} (or it has no record yet).", root)
     if rest:
-        return Response(200, json.dumps(progress(record).to_json()).encode(), "application/json")
+        return Response(200, json.dumps(progress(record, running).to_json()).encode(), "application/json")
     evaluation = [p.rsplit("/", 1)[1] for prefix in ("report.", "evaluation.")
                   for p in store.list(JobPaths(container, job).file(prefix))]
     files = [name for name in DOWNLOADS
              if name in evaluation or name == "status.json" or (name in OUTPUTS and record.accepted is not None)]
     body = pages.job_page(record, rejected=rejected_page(store, container, job, _number(query.get("rejected"), 0)),
                           curves=loss_points(store, container, job) if record.finetune else [], files=files,
-                          has_chart="report.png" in evaluation)
+                          has_chart="report.png" in evaluation, running=running)
     return _html(200, body)
 
 

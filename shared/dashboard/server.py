@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from shared.dashboard.reading import Running
 from shared.dashboard.routes import respond
 from shared.ports import BlobStore
 from shared.settings import Settings
-from shared.storage.local import LocalBlobStore
 
 HOST = "127.0.0.1"  # loopback only: the local dashboard has no sign-in
 
 
-def dashboard_server(store: BlobStore, container: str, port: int) -> ThreadingHTTPServer:
+def dashboard_server(store: BlobStore, container: str, port: int, running: Running | None = None
+                     ) -> ThreadingHTTPServer:
     """A server (not yet serving) answering every GET from `shared.dashboard.routes`; port 0 picks a free one."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -23,7 +24,7 @@ def dashboard_server(store: BlobStore, container: str, port: int) -> ThreadingHT
 
         def do_GET(self) -> None:
             address = urlsplit(self.path)
-            answer = respond(store, container, unquote(address.path), dict(parse_qsl(address.query)))
+            answer = respond(store, container, unquote(address.path), dict(parse_qsl(address.query)), running)
             self.send_response(answer.status)
             for name, value in answer.all_headers().items():
                 self.send_header(name, value)
@@ -34,15 +35,20 @@ def dashboard_server(store: BlobStore, container: str, port: int) -> ThreadingHT
         def log_message(self, format: str, *args: object) -> None:
             """Requests are not logged: the terminal shows the address only."""
 
-    server = ThreadingHTTPServer((HOST, port), Handler)
+    try:
+        server = ThreadingHTTPServer((HOST, port), Handler)
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise ValueError(f"port {port} on {HOST} is in use: give another with --port (0 picks a free one)") from None
     server.daemon_threads = True
     return server
 
 
-def serve(storage: Path, port: int) -> int:
-    """Serve the jobs under `storage` until Ctrl-C."""
-    server = dashboard_server(LocalBlobStore(storage), Settings().jobs_container, port)
-    print(f"Distill dashboard: http://{HOST}:{server.server_port}/ (jobs in {storage}; Ctrl-C stops it)", flush=True)
+def serve(store: BlobStore, where: str, port: int, running: Running | None = None) -> int:
+    """Serve the jobs in `store` (described to the user as `where`) until Ctrl-C."""
+    server = dashboard_server(store, Settings().jobs_container, port, running)
+    print(f"Distill dashboard: http://{HOST}:{server.server_port}/ (jobs in {where}; Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -18,8 +18,8 @@
     const percent = progress.total ? " (" + Math.round(100 * progress.done / progress.total) + "%)" : "";
     count.textContent = progress.done.toLocaleString("en-US") + " of " + progress.total.toLocaleString("en-US") +
       " rows labelled" + percent;
-    state.textContent = progress.state;
-    state.className = "state state-" + progress.state.replace(/ /g, "-");
+    state.textContent = progress.state + (progress.interrupted ? " (interrupted)" : "");
+    state.className = "state state-" + progress.state.replace(/ /g, "-") + (progress.interrupted ? " interrupted" : "");
     stage.textContent = progress.stage;
     if (progress.final) ended.hidden = false;
   }
