@@ -24,8 +24,9 @@ METRICS_DOC = {"train": [{"step": step, "loss": 2.5 / step} for step in range(1,
                "eval": [{"step": 10 * n, "loss": 0.9 / n} for n in range(1, 4)]}
 
 
-def finished_job(store: BlobStore, job: str = "nli-finished", *, rejected: list[dict] | None = None) -> JobPaths:
-    paths = JobPaths(CONTAINER, job)
+def finished_job(store: BlobStore, job: str = "nli-finished", *, rejected: list[dict] | None = None,
+                 container: str = CONTAINER) -> JobPaths:
+    paths = JobPaths(container, job)
     rows = REJECTED if rejected is None else rejected
     reasons: dict[str, int] = {}
     for row in rows:
@@ -52,9 +53,10 @@ def finished_job(store: BlobStore, job: str = "nli-finished", *, rejected: list[
     return paths
 
 
-def running_job(store: BlobStore, job: str = "math-running", done: tuple[int, ...] = (0,)) -> JobPaths:
+def running_job(store: BlobStore, job: str = "math-running", done: tuple[int, ...] = (0,), *,
+                container: str = CONTAINER) -> JobPaths:
     """A job labelling 4 shards of 25 rows (the last of 10), `done` of them finished."""
-    paths = JobPaths(CONTAINER, job)
+    paths = JobPaths(container, job)
     record = JobRecord(job=job, state=JobState.LABELING, created=T0 + 2000, updated=T0 + 2010, task="MATH", shards=4,
                        rows={"total": 85, "train": 70, "validation": 15, "per_shard": 25}, shards_done=list(done),
                        pace={"per_minute": 600.0, "source": "headers"})

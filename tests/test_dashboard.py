@@ -12,6 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from functools import cache
 from html.parser import HTMLParser
 from pathlib import Path
@@ -245,6 +246,29 @@ def test_a_job_not_yet_assembled_has_no_rejected_rows_to_show(store: Counting) -
     running_job(store)
     assert reading.rejected_page(store, CONTAINER, "math-running", 0) is None
     assert "Rejections" not in html(get(store, "jobs/math-running"))
+
+
+def test_the_pages_read_azure_blob_storage_alike(azurite_connection_string: str) -> None:
+    """The app's pages over Azure Blob Storage (Azurite): the same list, job page, rejected rows and downloads."""
+    from shared.storage.azure_blob import AzureBlobStore
+
+    store = AzureBlobStore.from_connection_string(azurite_connection_string)
+    container = f"d{uuid.uuid4().hex[:12]}"
+    rows = [{**REJECTED[n % 2], "id": f"row-{n}"} for n in range(600)]
+    paths = finished_job(store, rejected=rows, container=container)
+    running_job(store, container=container)
+    listed = " ".join(parsed(respond(store, container, "", {}).body.decode()).text)
+    assert "math-running labeling" in listed and "nli-finished succeeded" in listed
+    page = respond(store, container, "jobs/nli-finished", {}).body.decode()
+    assert "row-0" in page and '<img id="report-chart"' in page and page.count("<polyline") == 2
+    seen, offset = [], 0
+    while offset is not None:
+        rejected = reading.rejected_page(store, container, "nli-finished", offset)
+        seen += [row["id"] for row in rejected.rows]
+        offset = rejected.next
+    assert seen == [f"row-{n}" for n in range(600)]
+    download = respond(store, container, "jobs/nli-finished/files/rejected.jsonl", {})
+    assert download.body == store.read(paths.file("rejected.jsonl")).data
 
 
 # ---- what the routes refuse -----------------------------------------------------------------------------------------
