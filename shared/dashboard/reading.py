@@ -76,18 +76,15 @@ Running = Callable[[str], bool]  # whether a process is running the job now (`di
 
 
 def progress(record: JobRecord, running: Running | None = None) -> JobProgress:
-    """Rows labelled out of the job's rows: those of the shards done while labelling, every row sent to the teacher
-    once labelling is over. With `running`, a job not over that nothing runs is marked interrupted."""
+    """Rows labelled out of the job's rows: every row sent to the teacher once the dataset is assembled, before that
+    the rows of the shards done. With `running`, a job not over that nothing runs is marked interrupted."""
     rows = record.rows or {}
     total = rows.get("total", 0)
-    if record.state in (JobState.INGESTING, JobState.LABELING):
+    if record.accepted is not None and record.state is not JobState.LABELING:  # (a resumed round labels again)
+        done = total - sum((record.rejected_by_reason or {}).get(reason, 0) for reason in NOT_LABELLED)
+    else:
         per_shard = rows.get("per_shard") or math.ceil(total / max(record.shards or 1, 1))
         done = sum(max(0, min(per_shard, total - shard * per_shard)) for shard in record.shards_done or [])
-    elif record.accepted is not None:
-        unsent = sum((record.rejected_by_reason or {}).get(reason, 0) for reason in NOT_LABELLED)
-        done = total - unsent
-    else:
-        done = total if record.state is not JobState.FAILED else 0
     interrupted = running is not None and not record.final and not running(record.job)
     stage = progress_line(record) + (f"; interrupted: no `distill run` is running it (the same command with --job "
                                      f"{record.job} continues it)" if interrupted else "")
