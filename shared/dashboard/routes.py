@@ -74,7 +74,7 @@ def respond(store: BlobStore, container: str, path: str, query: Mapping[str, str
     if record is None:
         return _problem(404, "No such job", f"There is no job {job} (or it has no record yet).", root)
     if rest:
-        return Response(200, json.dumps(progress(record, running).to_json()).encode(), "application/json")
+        return Response(200, redact(json.dumps(progress(record, running).to_json())).encode(), "application/json")
     evaluation = [p.rsplit("/", 1)[1] for prefix in ("report.", "evaluation.")
                   for p in store.list(JobPaths(container, job).file(prefix))]
     files = [name for name in DOWNLOADS
