@@ -83,6 +83,19 @@ def test_an_unconfigured_limiter_starts_slowly_and_speeds_up_while_calls_succeed
     assert limiter.pace()[0] == pytest.approx(START_RATE * SLOW_START ** 10 * 60) and limiter.pace()[1] == "learned"
 
 
+def test_a_call_slower_than_the_learning_window_is_settled_calmly() -> None:
+    """A local teacher reasoning on a CPU answers after minutes: such a call tells nothing of the pace (it was sent
+    before the window), and settling it must not fail the shard."""
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    limiter.reserve(10)
+    sent = clock.now
+    clock.now += 600
+    limiter.settled(Estimate(5, 10), 5, 10, {}, sent)
+    limiter.settled(Estimate(5, 10), 5, 10, {}, sent)
+    assert limiter.pace()[1] == "learned"
+
+
 def test_a_429_sets_the_pace_under_what_the_endpoint_let_through_and_a_stale_one_only_pauses() -> None:
     clock = Clock()
     limiter = RateLimiter(clock=clock)

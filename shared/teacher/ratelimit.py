@@ -243,7 +243,7 @@ class RateLimiter:
             self._learn_limits(lower)
             if any(self._learning):
                 self._successes.append((now if sent is None else sent, estimate.total))
-                while self._successes[0][0] < now - LEARN_WINDOW:
+                while self._successes and self._successes[0][0] < now - LEARN_WINDOW:  # a slow call's own is too
                     self._successes.popleft()
             self._heed_remaining(lower, estimate.total)
 
