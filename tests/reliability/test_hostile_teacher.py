@@ -274,7 +274,9 @@ def test_a_continued_job_uses_the_corrected_teacher_url(tmp_path: Path, monkeypa
                    **counted(tmp_path / "home", "moved", train))
 
 
-def test_ctrl_c_stops_a_run_whose_teacher_hangs_and_the_rerun_loses_nothing(tmp_path: Path, figures) -> None:
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "kill"])
+def test_ctrl_c_stops_a_run_whose_teacher_hangs_and_the_rerun_loses_nothing(tmp_path: Path, figures, stop: int,
+                                                                           code: int) -> None:
     train = nli_file(tmp_path / "train.jsonl", 100)
     hang = {"seconds": 120.0}
 
@@ -291,19 +293,20 @@ def test_ctrl_c_stops_a_run_whose_teacher_hangs_and_the_rerun_loses_nothing(tmp_
         while teacher.requests < 4 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert teacher.requests >= 4, "the run never reached the teacher"
-        run.send_signal(signal.SIGINT)
+        run.send_signal(stop)
         started = time.monotonic()
         _, err = run.communicate(timeout=30)
         took = time.monotonic() - started
         assert took < 10, took
-        assert run.returncode == 130 and "stopping:" in err and "Traceback" not in err
+        assert run.returncode == code and "stopping:" in err and "Traceback" not in err
         hang["seconds"] = 0.0
         again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     counts = counted(tmp_path / "home", "hung", train)
     assert counts == {"rows_processed": 100, "rows_lost": 0, "rows_duplicated": 0}
     assert not (tmp_path / "home" / "storage" / "jobs" / "hung" / "rejected.jsonl").read_text().strip()
-    figures.record("hostile teacher: hangs (Ctrl-C, then the rerun)", faults_injected=1, **counts)
+    how = "Ctrl-C" if stop == signal.SIGINT else "SIGTERM"
+    figures.record(f"hostile teacher: hangs ({how}, then the rerun)", faults_injected=1, **counts)
 
 
 def test_a_long_wait_for_the_teacher_shows_in_the_progress_line_and_in_status(
