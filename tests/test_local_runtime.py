@@ -11,6 +11,7 @@ from shared.jobs.blobs import dumps, read_json
 from shared.jobs.paths import JobPaths
 from shared.local.runtime import LocalRuntime, registered_functions
 from shared.local.samples import write_nli_sample
+from shared.pipeline.cancel import CancelWatch
 from shared.storage.local import LocalBlobStore
 from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 
@@ -47,6 +48,7 @@ def test_a_poison_shard_is_dead_lettered_and_fails_the_job_readably(runtime) -> 
     assert record["errors"][0].startswith(expected)
     [letter] = local.queue.dead_letters("shards")
     assert letter.body == {"job": "job1", "shard": 1}
+    assert CancelWatch(store, JobPaths("jobs", "job1"), 0)()  # the other shards' teacher calls stop
 
 
 def test_the_whole_flow_runs_through_the_registered_functions(runtime) -> None:

@@ -11,7 +11,7 @@ Layout of `jobs/<job>/`:
     batches/NNNNN-errors.json        what a shard's last provider batch failed (shared.teacher.batch)
     train.jsonl, validation.jsonl, rejected.jsonl   the assembled outputs, in input order
     status.json              the job record (shared.jobs.record)
-    cancel.json              there once the job is cancelled: what teacher workers poll (shared.pipeline.cancel)
+    cancel.json              there once the job is cancelled or failed: what teacher workers poll (pipeline.cancel)
     events.jsonl             every event the job published, one CloudEvent per line (shared.jobs.events)
     report.json, report.md, report.png, finetune/metrics.json   the evaluation report and the fine-tune's losses
 """

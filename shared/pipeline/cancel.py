@@ -55,8 +55,9 @@ def request_cancel(store: BlobStore, paths: JobPaths) -> CancelOutcome:
 
 
 class CancelWatch:
-    """Whether a job has been cancelled, looking for its small cancel blob at most every `every` seconds (and on the
-    first call), so that many teacher workers polling never read the busy job record."""
+    """Whether a job has been cancelled (or has failed: shared.pipeline.dead_letters), looking for its small cancel
+    blob at most every `every` seconds (and on the first call), so that many teacher workers polling never read the
+    busy job record."""
 
     def __init__(self, store: BlobStore, paths: JobPaths, every: float) -> None:
         self._store, self._paths, self._every = store, paths, every

@@ -1,10 +1,12 @@
-"""Dead letters: a shard or completion message that failed every delivery fails its job, with the reason; an
-evaluation message that did ends the job's evaluation with the reason (the fine-tuned model is kept)."""
+"""Dead letters: a shard or completion message that failed every delivery fails its job, with the reason, and stops
+the teacher calls of its other shards; an evaluation message that did ends the job's evaluation with the reason (the
+fine-tuned model is kept)."""
 
 from __future__ import annotations
 
 import logging
 
+from shared.jobs.blobs import dumps, now
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobState, read_record, update_record
 from shared.manifest.load import stored_manifest
@@ -44,6 +46,10 @@ def on_dead_letter(services: Services, queue: str, message: TriggerMessage, reas
         return job
     shard = f"shard {body.get('shard')}"
     what = shard if queue == services.settings.shard_queue else f"the completion of {shard}"
-    update_record(services.store, paths, lambda r: r.fail(f"{what} was dead-lettered{tries} ({cause})"))
+    record = update_record(services.store, paths, lambda r: r.fail(f"{what} was dead-lettered{tries} ({cause})"))
+    if record.state is JobState.FAILED and services.store.read(paths.cancel_flag) is None:
+        # what teacher workers poll: those still labelling the job's other shards send no more of its rows (their
+        # results would be ignored, and the teacher paid for them)
+        services.store.write(paths.cancel_flag, dumps({"failed": now()}))
     events.flush(services, job)
     return job
