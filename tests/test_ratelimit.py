@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 
 import pytest
 from ratelimit_sim import Endpoint, Outcome, simulate
@@ -13,6 +14,7 @@ from shared.teacher.factory import teacher_for
 from shared.teacher.ratelimit import (
     LEARNED_BACKOFF,
     LEARNED_SHARE,
+    MAX_LEARNED_REQUESTS,
     REGAIN_SECONDS,
     SLOW_START,
     START_RATE,
@@ -94,6 +96,20 @@ def test_a_call_slower_than_the_learning_window_is_settled_calmly() -> None:
     limiter.settled(Estimate(5, 10), 5, 10, {}, sent)
     limiter.settled(Estimate(5, 10), 5, 10, {}, sent)
     assert limiter.pace()[1] == "learned"
+
+
+def test_hours_without_a_429_leave_the_learned_pace_finite() -> None:
+    """A teacher slower than its limit never answers 429, so the pace keeps probing upward: it stops at a finite
+    ceiling (it went to infinity after about seven hours, and its probing step overflowed after twelve), and a
+    reservation after thirteen hours is still a number."""
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    limiter.rate_limited({}, 10)  # one 429 episode at the start: from then on the pace probes upward
+    for _ in range(13 * 3600):
+        clock.now += 1
+        limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now - 0.5)
+    assert limiter.pace()[0] == MAX_LEARNED_REQUESTS * 60
+    assert math.isfinite(limiter.reserve(10))
 
 
 def test_a_429_sets_the_pace_under_what_the_endpoint_let_through_and_a_stale_one_only_pauses() -> None:

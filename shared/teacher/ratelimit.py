@@ -52,6 +52,10 @@ PROBE_START = 0.005
 PROBE_DOUBLING = 40.0
 PROBE_MAX = 0.03
 MIN_LEARNED_RATE = 0.1  # requests a second: a learned pace never falls below one call in ten seconds
+# The most a learned pace grows to while no 429 comes (a teacher slower than its limit never sends one): far above
+# any endpoint's quota, and finite, so hours of probing cannot overflow the arithmetic of the buckets
+MAX_LEARNED_REQUESTS = 2_000.0  # a second: 120,000 a minute
+MAX_LEARNED_TOKENS = 20_000_000.0  # a second
 MIN_OBSERVED = 5  # calls that must have succeeded for their pace to be measured
 SLOW_START = 1.2  # a pace nothing states grows by a fifth every second until the first 429 episode (slow start)
 START_RATE = 4.0  # calls a second it starts from
@@ -103,6 +107,7 @@ class _Probe:
     since: float  # when that episode was
     updated: float  # when the pace last grew
     slow_start: bool = False
+    most: float = MAX_LEARNED_REQUESTS  # the pace grows no further (units a second)
 
     def grow(self, bucket: _Bucket, now: float) -> None:
         elapsed, self.updated = max(0.0, now - self.updated), now
@@ -111,8 +116,9 @@ class _Probe:
         elif bucket.rate < self.ceiling * 0.99:
             bucket.rate += (self.ceiling - bucket.rate) * min(1.0, elapsed / REGAIN_SECONDS)
         else:
-            step = min(PROBE_MAX, PROBE_START * 2 ** ((now - self.since) / PROBE_DOUBLING))
+            step = min(PROBE_MAX, PROBE_START * 2 ** min((now - self.since) / PROBE_DOUBLING, 64))
             bucket.rate *= 1 + step * min(elapsed, 1.0)
+        bucket.rate = min(bucket.rate, self.most)
         _resize(bucket)
 
     def back_off(self, bucket: _Bucket, now: float, observed: float | None) -> None:
@@ -292,7 +298,7 @@ class RateLimiter:
                     self._token_probe.back_off(self._tokens, now, tokens)
                 elif self._learning[1] and self._seen_limits[1] is None and tokens:  # learn a token pace from now on
                     self._tokens = _Bucket(limit=tokens, rate=tokens, burst=tokens * BURST_SECONDS, tat=now)
-                    self._token_probe = _Probe(tokens, now, now)
+                    self._token_probe = _Probe(tokens, now, now, most=MAX_LEARNED_TOKENS)
                     self._token_probe.back_off(self._tokens, now, tokens)
                 elif self._tokens:
                     self._tokens.slow_down()
