@@ -87,6 +87,12 @@ def table(head: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") -> 
     return f'<table class="{cls}"><thead><tr>{heads}</tr></thead>\n<tbody>\n{body}\n</tbody></table>'
 
 
+def fact_list(facts: Mapping[str, Any]) -> str:
+    """Named values as a definition list; those without a value are left out."""
+    items = "".join(f"<dt>{name}</dt><dd>{text(value)}</dd>" for name, value in facts.items() if value)
+    return f'<dl class="facts">{items}</dl>'
+
+
 # ---- the job list ---------------------------------------------------------------------------------------------------
 
 def jobs_list(listing: JobsPage, running: Running | None = None) -> str:
@@ -131,7 +137,8 @@ def job_page(record: JobRecord, *, rejected: RejectedPage | None, curves: list[C
     data = {"progress": f"{job}/progress.json", "final": shown.final, "interval_ms": POLL_MS}
     sections = [
         f"<h1>{text(record.job)} {state_badge(shown.state, ids=True, interrupted=shown.interrupted)}</h1>",
-        _facts(record),
+        fact_list({"Task": record.task, "Started": when(record.created), "Last change": when(record.updated),
+                   "Trace id": record.trace_id}),
         f'<section class="progress">{bar(shown, ids=True)}\n<p id="stage">{text(shown.stage)}</p>'
         f'<p id="ended" class="ended" hidden>The job has ended: <a href="{job}">reload</a> for its results.</p>'
         "</section>",
@@ -140,13 +147,6 @@ def job_page(record: JobRecord, *, rejected: RejectedPage | None, curves: list[C
         f'<script type="application/json" id="job-data">{inline_json(data)}</script>',
     ]
     return page(record.job, "../", "\n".join(part for part in sections if part))
-
-
-def _facts(record: JobRecord) -> str:
-    facts = {"Task": record.task, "Started": when(record.created), "Last change": when(record.updated),
-             "Trace id": record.trace_id}
-    items = "".join(f"<dt>{name}</dt><dd>{text(value)}</dd>" for name, value in facts.items() if value)
-    return f'<dl class="facts">{items}</dl>'
 
 
 def _results(record: JobRecord) -> str:
@@ -162,8 +162,7 @@ def _results(record: JobRecord) -> str:
         items["Cached replies"] = f"{cache['hits']:,}"
     if refs := record.references:
         items["Agrees with the references"] = f"{refs.get('agreed', 0):,} of {refs.get('checked', 0):,} rows"
-    dl = "".join(f"<dt>{name}</dt><dd>{text(value)}</dd>" for name, value in items.items())
-    return f'<section><h2>Dataset</h2><dl class="facts">{dl}</dl></section>'
+    return f"<section><h2>Dataset</h2>{fact_list(items)}</section>"
 
 
 def _errors(record: JobRecord) -> str:
@@ -216,9 +215,8 @@ def _finetune(record: JobRecord, curves: list[Curve]) -> str:
         return ""
     items = {"Run": ft.name, "Status": ft.status or "not finished", "Model": ft.output_model,
              "Started": when(ft.started) if ft.started else None}
-    dl = "".join(f"<dt>{name}</dt><dd>{text(value)}</dd>" for name, value in items.items() if value)
     chart = f'<figure class="chart">{loss_svg(curves)}</figure>' if curves else ""
-    return f'<section><h2>Fine-tune</h2><dl class="facts">{dl}</dl>{chart}</section>'
+    return f"<section><h2>Fine-tune</h2>{fact_list(items)}{chart}</section>"
 
 
 def _evaluation(record: JobRecord, has_chart: bool) -> str:

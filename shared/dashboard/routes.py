@@ -17,6 +17,7 @@ from importlib import resources
 
 from shared.dashboard import pages
 from shared.dashboard.reading import Running, jobs_page, loss_points, progress, read_record, rejected_page
+from shared.jobs.blobs import evaluation_files
 from shared.jobs.paths import JOB_ID_RULE, OUTPUTS, JobPaths, is_job_id
 from shared.ports import BlobStore
 from shared.redaction import redact
@@ -62,21 +63,20 @@ def respond(store: BlobStore, container: str, path: str, query: Mapping[str, str
     if parts[0] == "static" and len(parts) == 2 and parts[1] in STATIC:
         return _static(parts[1])
     if parts[0] != "jobs" or len(parts) < 2:
-        return _problem(404, "Not found", f"The dashboard has no page {path!r}.", "")
+        return problem(404, "Not found", f"The dashboard has no page {path!r}.", "")
     job, rest, root = parts[1], parts[2:], "../" * (len(parts) - 1)
     if not is_job_id(job):
-        return _problem(400, "Not a job id", f"{job!r} is not a job id: {JOB_ID_RULE}.", root)
+        return problem(400, "Not a job id", f"{job!r} is not a job id: {JOB_ID_RULE}.", root)
     if len(rest) == 2 and rest[0] == "files":
         return _download(store, JobPaths(container, job), rest[1], root)
     if rest not in ([], ["progress.json"]):
-        return _problem(404, "Not found", f"The dashboard has no page {path!r}.", root)
+        return problem(404, "Not found", f"The dashboard has no page {path!r}.", root)
     record = read_record(store, container, job)
     if record is None:
-        return _problem(404, "No such job", f"There is no job {job} (or it has no record yet).", root)
+        return problem(404, "No such job", f"There is no job {job} (or it has no record yet).", root)
     if rest:
         return Response(200, redact(json.dumps(progress(record, running).to_json())).encode(), "application/json")
-    evaluation = [p.rsplit("/", 1)[1] for prefix in ("report.", "evaluation.")
-                  for p in store.list(JobPaths(container, job).file(prefix))]
+    evaluation = evaluation_files(store, JobPaths(container, job))
     files = [name for name in DOWNLOADS
              if name in evaluation or name == "status.json" or (name in OUTPUTS and record.accepted is not None)]
     body = pages.job_page(record, rejected=rejected_page(store, container, job, _number(query.get("rejected"), 0)),
@@ -94,7 +94,8 @@ def _html(status: int, body: str) -> Response:
     return Response(status, redact(body).encode("utf-8"), HTML)
 
 
-def _problem(status: int, title: str, detail: str, root: str) -> Response:
+def problem(status: int, title: str, detail: str, root: str = "") -> Response:
+    """An error page: what went wrong, in a sentence."""
     return _html(status, pages.message_page(status, title, detail, root))
 
 
@@ -105,12 +106,12 @@ def _static(name: str) -> Response:
 
 def _download(store: BlobStore, paths: JobPaths, name: str, root: str) -> Response:
     if name not in DOWNLOADS:
-        return _problem(404, "Not found", f"A job has no file {name!r} to download here.", root)
+        return problem(404, "Not found", f"A job has no file {name!r} to download here.", root)
     data = store.read_range(paths.file(name), 0, MAX_DOWNLOAD + 1)
     if data is None:
-        return _problem(404, "No such file", f"Job {paths.job} has no {name} (yet).", root)
+        return problem(404, "No such file", f"Job {paths.job} has no {name} (yet).", root)
     if len(data) > MAX_DOWNLOAD:
-        return _problem(413, "Too large for the page",
+        return problem(413, "Too large for the page",
                         f"{name} is larger than {MAX_DOWNLOAD // 2**20} MiB: `distill download {paths.job}` copies "
                         "the job's files from storage.", root)
     kind = TYPES["." + name.rsplit(".", 1)[1]]

@@ -71,10 +71,14 @@ class Contended(RuntimeError):
     """A compare-and-swap kept losing to other writers."""
 
 
+def evaluation_files(store: BlobStore, paths: JobPaths) -> list[str]:
+    """The names of the evaluation's files the job has so far (`evaluation.jsonl`, `report.*`)."""
+    return [p.rsplit("/", 1)[1] for prefix in ("report.", "evaluation.") for p in store.list(paths.file(prefix))]
+
+
 def copy_final_files(store: BlobStore, paths: JobPaths, out: Path) -> None:
     """The job's dataset, rejections and record (and its evaluation's files, once there are some) copied into a local
     folder."""
     out.mkdir(parents=True, exist_ok=True)
-    evaluation = [p.rsplit("/", 1)[1] for prefix in ("report.", "evaluation.") for p in store.list(paths.file(prefix))]
-    for name in (*FINAL_FILES, *evaluation):
+    for name in (*FINAL_FILES, *evaluation_files(store, paths)):
         store.download_to(paths.file(name), out / name)

@@ -49,9 +49,14 @@ def request_cancel(store: BlobStore, paths: JobPaths) -> CancelOutcome:
     else:
         record = update_record(store, paths, lambda r: r.mark_cancel(requested))
         outcome = CancelOutcome(record, record.cancel == {"requested": requested})
-    if outcome.record.cancel:  # the small blob teacher workers look for (after the record: it holds the truth)
-        store.write(paths.cancel_flag, dumps(outcome.record.cancel))
+    if outcome.record.cancel:  # after the record: it holds the truth
+        stop_teacher_calls(store, paths, outcome.record.cancel)
     return outcome
+
+
+def stop_teacher_calls(store: BlobStore, paths: JobPaths, why: dict[str, float]) -> None:
+    """Write the small blob teacher workers look for: they send no more of the job's rows (`CancelWatch`)."""
+    store.write(paths.cancel_flag, dumps(why))
 
 
 class CancelWatch:

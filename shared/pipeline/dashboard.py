@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
-from shared.dashboard.pages import message_page
-from shared.dashboard.routes import Response, respond
+from shared.dashboard.routes import Response, problem, respond
 from shared.services import Services
 
 PRINCIPAL_HEADER = "x-ms-client-principal-id"
@@ -24,7 +23,7 @@ def signed_in_page(services: Services, url: str, path: str, query: Mapping[str, 
                    headers: Mapping[str, str]) -> Response:
     """The dashboard's answer to a request the app received at `url` (`path`: the part below the dashboard's root)."""
     if services.environ.get(AUTH_ENABLED, "").lower() != "true":
-        return _refusal(403, "The dashboard needs sign-in", "App Service authentication is off for this app, so the "
+        return problem(403, "The dashboard needs sign-in", "App Service authentication is off for this app, so the "
                         "dashboard is not served: deploy infra/ with dashboardClientId set (see docs/dashboard.md).")
     address = urlsplit(url)
     if not {key.lower(): value for key, value in headers.items()}.get(PRINCIPAL_HEADER):
@@ -33,7 +32,3 @@ def signed_in_page(services: Services, url: str, path: str, query: Mapping[str, 
     if not path and not address.path.endswith("/"):  # the root's relative links need its trailing slash
         return Response(301, b"", "text/plain", {"Location": address.path + "/"})
     return respond(services.store, services.settings.jobs_container, path, query)
-
-
-def _refusal(status: int, title: str, detail: str) -> Response:
-    return Response(status, message_page(status, title, detail).encode("utf-8"), "text/html; charset=utf-8")

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 
-from shared.jobs.blobs import dumps, now
+from shared.jobs.blobs import now
 from shared.jobs.paths import JobPaths
 from shared.jobs.record import JobState, read_record, update_record
 from shared.manifest.load import stored_manifest
 from shared.pipeline import events
+from shared.pipeline.cancel import stop_teacher_calls
 from shared.pipeline.evaluate import end_with_error
 from shared.queueing import BadMessage, TriggerMessage, decode_body
 from shared.services import Services
@@ -48,8 +49,7 @@ def on_dead_letter(services: Services, queue: str, message: TriggerMessage, reas
     what = shard if queue == services.settings.shard_queue else f"the completion of {shard}"
     record = update_record(services.store, paths, lambda r: r.fail(f"{what} was dead-lettered{tries} ({cause})"))
     if record.state is JobState.FAILED and services.store.read(paths.cancel_flag) is None:
-        # what teacher workers poll: those still labelling the job's other shards send no more of its rows (their
-        # results would be ignored, and the teacher paid for them)
-        services.store.write(paths.cancel_flag, dumps({"failed": now()}))
+        # workers still labelling the job's other shards send no more of its rows (their results would be ignored)
+        stop_teacher_calls(services.store, paths, {"failed": now()})
     events.flush(services, job)
     return job

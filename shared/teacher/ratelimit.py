@@ -189,7 +189,7 @@ class RateLimiter:
         self._token_probe: _Probe | None = None  # the same for tokens, from the first 429 episode on
         if rpm is None:  # nothing states the limit yet: slow start, from START_RATE calls a second
             now = clock()
-            self._requests = _Bucket(limit=START_RATE, rate=START_RATE, burst=START_RATE * BURST_SECONDS, tat=now)
+            self._requests = _bucket_at(START_RATE, now)
             self._probe = _Probe(START_RATE, now, now, slow_start=True)
         self._paused_until = 0.0
         self._learning = (rpm is None, tpm is None)  # limits not configured: taken from the endpoint
@@ -269,7 +269,7 @@ class RateLimiter:
             if not (self._probe and self._probe.slow_start and self._requests):
                 return False
             now, rate = self._clock(), max(MIN_LEARNED_RATE, per_minute / 60)
-            self._requests = _Bucket(limit=rate, rate=rate, burst=max(1.0, rate * BURST_SECONDS), tat=now)
+            self._requests = _bucket_at(rate, now)
             self._probe = _Probe(rate, now, now)
             return True
 
@@ -297,7 +297,7 @@ class RateLimiter:
                 if self._token_probe and self._tokens:
                     self._token_probe.back_off(self._tokens, now, tokens)
                 elif self._learning[1] and self._seen_limits[1] is None and tokens:  # learn a token pace from now on
-                    self._tokens = _Bucket(limit=tokens, rate=tokens, burst=tokens * BURST_SECONDS, tat=now)
+                    self._tokens = _bucket_at(tokens, now)
                     self._token_probe = _Probe(tokens, now, now, most=MAX_LEARNED_TOKENS)
                     self._token_probe.back_off(self._tokens, now, tokens)
                 elif self._tokens:
@@ -348,8 +348,12 @@ class RateLimiter:
 def _bucket(per_minute: int | None) -> _Bucket | None:
     if not per_minute:
         return None
-    rate = per_minute / 60.0
-    return _Bucket(limit=rate, rate=rate, burst=max(1.0, rate * BURST_SECONDS))
+    return _bucket_at(per_minute / 60.0, 0.0)
+
+
+def _bucket_at(rate: float, now: float) -> _Bucket:
+    """A bucket at `rate` units a second, holding BURST_SECONDS of it (at least one unit), from `now`."""
+    return _Bucket(limit=rate, rate=rate, burst=max(1.0, rate * BURST_SECONDS), tat=now)
 
 
 def _int(value: str | None) -> int | None:
