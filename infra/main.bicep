@@ -40,6 +40,9 @@ param maximumInstanceCount int = 40
 @description('Client id of the Entra ID app registration people sign in to the job dashboard with (ID tokens enabled, redirect URI https://<app>/.auth/login/aad/callback); empty leaves sign-in off, and the dashboard is not served.')
 param dashboardClientId string = ''
 
+@description('Let the app subscribe the workspace to a partner model\'s Marketplace offer (Llama, Mistral...) before that model is first fine-tuned: two custom roles holding only the Marketplace actions it takes. Creating a role definition needs Owner or User Access Administrator; false leaves the subscription to an administrator (docs/deploy.md).')
+param partnerStudents bool = true
+
 @allowed([2048, 4096])
 @description('Memory of each instance, in MB.')
 param instanceMemoryMB int = 2048
@@ -97,6 +100,75 @@ module app 'modules/app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     dashboardClientId: dashboardClientId
+  }
+}
+
+// Fine-tuning a partner's model (Meta, Mistral, Cohere...) needs a Marketplace subscription in the workspace, which
+// the app creates before the model's first fine-tune (shared/finetune/azureml.py). AzureML Data Scientist covers the
+// workspace's side of it (workspaces/marketplaceSubscriptions); creating it also accepts the offer's terms for the
+// Azure subscription and creates a SaaS resource in the workspace's group. These two roles hold exactly the actions
+// Azure's guide to partner models lists for those two steps, each assigned at the only scope it is needed at.
+resource marketplaceTerms 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (partnerStudents) {
+  name: guid(subscription().id, environmentName, 'distill-marketplace-terms')
+  properties: {
+    roleName: 'Distill Marketplace terms (${environmentName}, ${resourceToken})'
+    description: 'Accept a partner model offer\'s Marketplace terms for the subscription, for Distill\'s fine-tunes.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.MarketplaceOrdering/agreements/offers/plans/read'
+          'Microsoft.MarketplaceOrdering/agreements/offers/plans/sign/action'
+          'Microsoft.MarketplaceOrdering/offerTypes/publishers/offers/plans/agreements/read'
+          'Microsoft.Marketplace/offerTypes/publishers/offers/plans/agreements/read'
+          'Microsoft.SaaS/register/action'
+        ]
+        notActions: []
+      }
+    ]
+    assignableScopes: [
+      subscription().id
+    ]
+  }
+}
+
+resource marketplaceTermsForApp 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (partnerStudents) {
+  name: guid(subscription().id, resourceToken, 'distill-marketplace-terms')
+  properties: {
+    roleDefinitionId: marketplaceTerms.id
+    principalId: identity.outputs.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource marketplaceResources 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (partnerStudents) {
+  name: guid(subscription().id, environmentName, 'distill-marketplace-resources')
+  properties: {
+    roleName: 'Distill Marketplace resources (${environmentName}, ${resourceToken})'
+    description: 'Create and read the SaaS resource of a partner model\'s Marketplace subscription, for Distill\'s fine-tunes.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.SaaS/resources/read'
+          'Microsoft.SaaS/resources/write'
+        ]
+        notActions: []
+      }
+    ]
+    assignableScopes: [
+      subscription().id
+    ]
+  }
+}
+
+module marketplaceAccess 'modules/marketplace-access.bicep' = if (partnerStudents) {
+  name: 'marketplace-access'
+  scope: resourceGroup(workspaceGroupName)
+  dependsOn: [workspace]
+  params: {
+    roleDefinitionId: marketplaceResources.id
+    principalId: identity.outputs.principalId
   }
 }
 

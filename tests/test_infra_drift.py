@@ -49,6 +49,7 @@ KNOWN_ROLE_IDS = {
 # the teacher key's setting is named by the manifest (teacher.key_setting), and infra declares the documented one.
 DYNAMIC_READERS = {"shared/services.py:required", "shared/teacher/openai_compatible.py:_key"}
 APP_PRINCIPAL = {"identity.properties.principalId", "principalId"}  # the app identity's, in app.bicep and the modules
+MAIN_PRINCIPAL = "identity.outputs.principalId"  # the same, in main.bicep
 # App settings a Flex Consumption app refuses: functionAppConfig carries the runtime and the deployment instead.
 # Settings the platform sets itself (on every instance; while App Service authentication is on): never declared
 PLATFORM_SET = {"WEBSITE_INSTANCE_ID", "WEBSITE_AUTH_ENABLED"}
@@ -57,6 +58,16 @@ FLEX_REFUSED = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBS
 EVENTS_SETTING = "DISTILL_EVENTS_TOPIC_ENDPOINT"  # where the app publishes Distill's own events
 EVENTS_QUEUE = "distill-events"  # the storage queue the ready-made subscription fills
 BLOB_APIS = {"PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"}  # the calls that complete a blob
+# What subscribing the workspace to a partner model's Marketplace offer takes beyond AzureML Data Scientist, as Azure's
+# guide to partner models lists it: accepting the offer's terms, at the Azure subscription; the SaaS resource the
+# subscription makes, in the workspace's resource group.
+MARKETPLACE_TERMS = {"Microsoft.MarketplaceOrdering/agreements/offers/plans/read",
+                     "Microsoft.MarketplaceOrdering/agreements/offers/plans/sign/action",
+                     "Microsoft.MarketplaceOrdering/offerTypes/publishers/offers/plans/agreements/read",
+                     "Microsoft.Marketplace/offerTypes/publishers/offers/plans/agreements/read",
+                     "Microsoft.SaaS/register/action"}
+MARKETPLACE_RESOURCES = {"Microsoft.SaaS/resources/read", "Microsoft.SaaS/resources/write"}
+SUBSCRIBES = "marketplace_subscriptions.begin_create_or_update"  # the code subscribing a workspace to an offer
 
 
 # ---- What the code needs -------------------------------------------------------------------------------------------
@@ -72,6 +83,7 @@ class Needs:
     grid_functions: set[str] = field(default_factory=set)  # Event Grid-triggered functions
     timers: bool = False
     routes: dict[str, tuple[str, str]] = field(default_factory=dict)  # HTTP function -> (route, auth level)
+    partner_students: bool = False  # the app creates Marketplace subscriptions for partners' students
 
 
 @cache
@@ -174,7 +186,9 @@ def code_needs() -> Needs:
             needs.timers = True
         elif b["type"] == "httpTrigger":
             needs.routes[b["function"]] = (b["route"], str(getattr(b["authLevel"], "value", b["authLevel"])).lower())
-    names, dynamic = settings_read(app_modules())
+    modules = app_modules()
+    needs.partner_students = any(SUBSCRIBES in path.read_text() for path in modules.values())
+    names, dynamic = settings_read(modules)
     assert dynamic == DYNAMIC_READERS, f"a new setting read by a computed name, review it: {dynamic - DYNAMIC_READERS}"
     needs.settings = set(names) - PLATFORM_SET
     needs.key_settings = documented_key_settings()
@@ -184,6 +198,7 @@ def code_needs() -> Needs:
 # ---- What the Bicep declares ---------------------------------------------------------------------------------------
 
 RESOURCE = re.compile(r"^resource\s+(\w+)\s+'([^'@]+)@[^']+'\s+(?:existing\s+)?=\s*(?:if\s*\(.*?\)\s*)?\{", re.M)
+MODULE = re.compile(r"^module\s+(\w+)\s+'([^']+)'\s+=\s*(?:if\s*\(.*?\)\s*)?\{", re.M)
 VAR = re.compile(r"^var\s+(\w+)\s*=\s*'([^']*)'", re.M)
 
 
@@ -200,10 +215,11 @@ class Resource:
         return m.group(1).strip() if m else None
 
 
-def resources(files: dict[str, str]) -> list[Resource]:
+def blocks(pattern: re.Pattern[str], files: dict[str, str]) -> list[Resource]:
+    """Every top-level `resource` (or `module`) block matched by `pattern`, as (symbol, type or module path, body)."""
     found = []
     for name, text in files.items():
-        for m in RESOURCE.finditer(text):
+        for m in pattern.finditer(text):
             depth, i = 0, m.end() - 1
             for i in range(m.end() - 1, len(text)):  # i ends on the closing brace
                 depth += {"{": 1, "}": -1}.get(text[i], 0)
@@ -211,6 +227,10 @@ def resources(files: dict[str, str]) -> list[Resource]:
                     break
             found.append(Resource(name, m.group(1), m.group(2), text[m.end():i]))
     return found
+
+
+def resources(files: dict[str, str]) -> list[Resource]:
+    return blocks(RESOURCE, files)
 
 
 def resolve(expr: str | None, text: str) -> str:
@@ -474,6 +494,38 @@ def check_routes(needs: Needs, found: list[Resource]) -> Iterator[str]:
                    "webhooks carry no sign-in; the dashboard checks its own)")
 
 
+def check_marketplace(needs: Needs, found: list[Resource], files: dict[str, str]) -> Iterator[str]:
+    """A partner's student: custom roles holding exactly the Marketplace actions, the terms assigned to the app at the
+    Azure subscription (in main.bicep, whose scope it is) and the SaaS resources in the workspace's resource group."""
+    if not needs.partner_students:
+        return
+    definitions = {r.symbol: quoted(m.group(1)) if (m := re.search(r"\bactions:\s*\[([^\]]*)\]", r.body)) else set()
+                   for r in of_type(found, "Microsoft.Authorization/roleDefinitions")}
+    terms = [symbol for symbol, actions in definitions.items() if actions == MARKETPLACE_TERMS]
+    saas = [symbol for symbol, actions in definitions.items() if actions == MARKETPLACE_RESOURCES]
+    if not terms:
+        yield f"marketplace: no custom role holds exactly the offer-terms actions {sorted(MARKETPLACE_TERMS)}"
+    if not saas:
+        yield f"marketplace: no custom role holds exactly the SaaS resource actions {sorted(MARKETPLACE_RESOURCES)}"
+    assigned = [a for a in of_type(found, "Microsoft.Authorization/roleAssignments")
+                if a.file == "main.bicep" and a.field("scope") is None
+                and (_line(a, "principalId") or "").strip() == MAIN_PRINCIPAL
+                and (_line(a, "roleDefinitionId") or "").strip() in {f"{s}.id" for s in terms}]
+    if terms and not assigned:
+        yield "marketplace: the offer-terms role must be assigned to the app's identity at the subscription"
+    modules = [m for m in blocks(MODULE, {"main.bicep": files.get("main.bicep", "")})
+               if m.field("scope") == "resourceGroup(workspaceGroupName)"
+               and (_line(m, "roleDefinitionId") or "").strip() in {f"{s}.id" for s in saas}
+               and (_line(m, "principalId") or "").strip() == MAIN_PRINCIPAL]
+    inside = [a for m in modules for a in of_type(resources({m.type: files.get(m.type, "")}),
+                                                   "Microsoft.Authorization/roleAssignments")
+              if a.field("scope") is None and (_line(a, "roleDefinitionId") or "").strip() == "roleDefinitionId"
+              and (_line(a, "principalId") or "").strip() == "principalId"]
+    if saas and not inside:
+        yield ("marketplace: the SaaS resource role must be assigned to the app's identity in the workspace's resource "
+               "group (a module scoped to resourceGroup(workspaceGroupName))")
+
+
 def drift(needs: Needs, files: dict[str, str], role_ids: dict[str, str]) -> list[str]:
     """Every way the Bicep in `files` fails what the code needs; empty when none."""
     found = resources(files)
@@ -484,7 +536,7 @@ def drift(needs: Needs, files: dict[str, str], role_ids: dict[str, str]) -> list
     return [*check_queues(needs, found, files), *check_storage(needs, found, settings, files),
             *check_settings(needs, settings, site), *check_events(needs, found, files),
             *check_roles(needs, found, settings, role_ids), *check_published_events(found, settings, files),
-            *check_workspace(found), *check_routes(needs, found)]
+            *check_workspace(found), *check_routes(needs, found), *check_marketplace(needs, found, files)]
 
 
 def infra_files() -> dict[str, str]:
@@ -509,6 +561,7 @@ def test_the_code_needs_what_the_pipeline_is_built_on(needs: Needs) -> None:
         needs.settings
     assert needs.key_settings == {"TEACHER_API_KEY"}
     assert needs.routes == {"status": ("jobs/{job}", "function"), "dashboard": ("dashboard/{*path}", "anonymous")}
+    assert needs.partner_students
 
 
 def test_infra_declares_everything_the_code_needs(needs: Needs) -> None:
@@ -592,6 +645,16 @@ MUTATIONS = [
      "unauthenticatedClientAction: 'RedirectToLoginPage'", "route dashboard/{*path}: sign-in must let anonymous"),
     ("modules/app.bicep", "      azureActiveDirectory: {\n        enabled: true",
      "      azureActiveDirectory: {\n        enabled: false", "route dashboard/{*path}: the sign-in must be Entra ID"),
+    ("main.bicep", "          'Microsoft.SaaS/register/action'\n", "",
+     "marketplace: no custom role holds exactly the offer-terms actions"),
+    ("main.bicep", "          'Microsoft.SaaS/resources/write'\n", "          'Microsoft.SaaS/*'\n",
+     "marketplace: no custom role holds exactly the SaaS resource actions"),
+    ("main.bicep", "    roleDefinitionId: marketplaceTerms.id\n", "    roleDefinitionId: marketplaceResources.id\n",
+     "marketplace: the offer-terms role must be assigned"),
+    ("main.bicep", "  name: 'marketplace-access'\n  scope: resourceGroup(workspaceGroupName)",
+     "  name: 'marketplace-access'\n  scope: group", "marketplace: the SaaS resource role must be assigned"),
+    ("modules/marketplace-access.bicep", "    principalId: principalId\n", "    principalId: 'someone'\n",
+     "marketplace: the SaaS resource role must be assigned"),
 ]
 
 
@@ -602,6 +665,14 @@ def test_a_drifted_infra_is_reported(needs: Needs, file: str, old: str, new: str
     files[file] = files[file].replace(old, new, 1)
     problems = drift(needs, files, json.loads((INFRA / "roles.json").read_text()))
     assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_every_parameter_azd_fills_is_declared_and_every_one_without_a_default_is_filled() -> None:
+    main = (INFRA / "main.bicep").read_text()
+    declared = dict(re.findall(r"^param\s+(\w+)\s+\w+(\s*=)?", main, re.M))
+    filled = set(json.loads((INFRA / "main.parameters.json").read_text())["parameters"])
+    assert filled - set(declared) == set()
+    assert {name for name, default in declared.items() if not default} - filled == set()
 
 
 def test_a_wrong_role_id_is_reported(needs: Needs) -> None:

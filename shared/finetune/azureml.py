@@ -116,9 +116,10 @@ class AzureMLFineTuner:
                 raise
             raise FineTuneRefused(
                 f"the student {model} is fine-tuned under a Marketplace subscription in the workspace, which the app "
-                f"may not create (HTTP {exc.status_code}); an administrator creates it once with `az ml "
-                f"marketplace-subscription create --resource-group <group> --workspace-name <workspace> --file sub.yml`"
-                f" where sub.yml says `name: {name}` and `model_id: {model}`, then runs the job again") from None
+                f"may not create (HTTP {exc.status_code}; deploying with partnerStudents grants it); an administrator "
+                f"creates it once with `az ml marketplace-subscription create --resource-group <group> "
+                f"--workspace-name <workspace> --file sub.yml` where sub.yml says `name: {name}` and "
+                f"`model_id: {model}`, then runs the job again") from None
 
     def _find(self, name: str) -> Job | None:
         from azure.core.exceptions import ResourceNotFoundError
