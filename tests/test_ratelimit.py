@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 
@@ -36,6 +37,15 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+
+def demand(limiter: RateLimiter) -> None:
+    """Callers with more work than the pace lets through: they take every turn it gives now, and the next is held
+    back (the only time a learned pace learns it may grow)."""
+    with contextlib.suppress(TooEarly):
+        while True:
+            limiter.reserve(10, ahead=0.0)
 
 
 def test_requests_are_spaced_at_the_configured_rate_after_a_one_second_burst() -> None:
@@ -79,10 +89,29 @@ def test_an_unconfigured_limiter_starts_slowly_and_speeds_up_while_calls_succeed
     limiter = RateLimiter(clock=clock)
     waits = [limiter.reserve(10) for _ in range(6)]  # START_RATE a second, after a burst of one second's worth
     assert waits == pytest.approx([0, 0, 0, 0, 0.25, 0.5])
-    for _ in range(10):  # ten seconds of calls that succeed
+    for _ in range(10):  # ten seconds of calls that succeed, more of them waiting
         clock.now += 1
+        demand(limiter)
         limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now)
     assert limiter.pace()[0] == pytest.approx(START_RATE * SLOW_START ** 10 * 60) and limiter.pace()[1] == "learned"
+
+
+def test_a_pace_that_holds_no_call_back_does_not_grow() -> None:
+    """Eight calls in flight to a model on a CPU, each answered after half a minute: the pace never held one back,
+    so an hour of them leaves it where it started (it used to climb to its ceiling, shown as 120,000 calls a minute),
+    and the first time callers wait on it, it grows again."""
+    clock = Clock()
+    limiter = RateLimiter(clock=clock)
+    for _ in range(8 * 120):
+        assert limiter.reserve(10) == 0
+        clock.now += 30 / 8
+        limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now - 30)
+    assert limiter.pace() == (START_RATE * 60, "learned")
+    clock.now += 1
+    demand(limiter)
+    clock.now += 1
+    limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now)
+    assert limiter.pace()[0] == pytest.approx(START_RATE * SLOW_START * 60)
 
 
 def test_a_call_slower_than_the_learning_window_is_settled_calmly() -> None:
@@ -105,8 +134,9 @@ def test_hours_without_a_429_leave_the_learned_pace_finite() -> None:
     clock = Clock()
     limiter = RateLimiter(clock=clock)
     limiter.rate_limited({}, 10)  # one 429 episode at the start: from then on the pace probes upward
-    for _ in range(13 * 3600):
-        clock.now += 1
+    for _ in range(13 * 60):  # a minute at a time, callers always waiting
+        clock.now += 60
+        demand(limiter)
         limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now - 0.5)
     assert limiter.pace()[0] == MAX_LEARNED_REQUESTS * 60
     assert math.isfinite(limiter.reserve(10))
@@ -116,6 +146,7 @@ def test_a_429_sets_the_pace_under_what_the_endpoint_let_through_and_a_stale_one
     clock = Clock()
     limiter = RateLimiter(clock=clock)
     for _ in range(40):  # 40 calls sent over 8 s succeed: 5 a second, while slow start has grown the pace past it
+        demand(limiter)
         limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now)
         clock.now += 0.2
     assert limiter.pace()[0] > 5 * 60
@@ -132,14 +163,16 @@ def test_a_learned_pace_climbs_back_then_probes_above_its_ceiling_faster_the_lon
     clock = Clock()
     limiter = RateLimiter(clock=clock)
     for _ in range(100):
+        demand(limiter)
         limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now)
         clock.now += 0.1
     limiter.rate_limited({}, 10, sent=clock.now)
     ceiling = limiter.pace()[0] / LEARNED_BACKOFF
     paces = []
-    for _ in range(120):  # two minutes of calls that succeed, one every 0.1 s
+    for _ in range(120):  # two minutes of calls that succeed, one every 0.1 s, more of them waiting
         for _ in range(10):
             clock.now += 0.1
+            demand(limiter)
             limiter.settled(Estimate(5, 10), 5, 10, {}, clock.now)
         paces.append(limiter.pace()[0])
     assert paces[int(REGAIN_SECONDS) * 2] == pytest.approx(ceiling, rel=0.02)  # back at the ceiling within seconds

@@ -13,7 +13,9 @@ teacher reports what it used. The limiter adapts to what the endpoint says:
   when they were sent) and the pace probes above it again after a quiet spell; a token pace nothing states is learned
   the same way from the first burst of 429s on (a 429 does not say which limit it met: both back off, and the one
   that does not bind climbs back); a 429 for a call sent before the last slow-down tells of a pace already left
-  behind and only pauses;
+  behind and only pauses; learned paces grow only while the limiter holds calls back (as TCP validates its
+  congestion window), so a teacher slower than any pace (a model on a CPU) leaves them where they are instead of
+  sending them upward;
 - `x-ratelimit-remaining-requests: 0` or fewer `x-ratelimit-remaining-tokens` than a call needs pauses callers until
   the matching `x-ratelimit-reset-*` (or one second when the endpoint gives no reset).
 
@@ -109,8 +111,12 @@ class _Probe:
     slow_start: bool = False
     most: float = MAX_LEARNED_REQUESTS  # the pace grows no further (units a second)
 
-    def grow(self, bucket: _Bucket, now: float) -> None:
+    def grow(self, bucket: _Bucket, now: float, held_back: bool) -> None:
+        """Grow with the time since the last call settled, if the limiter `held_back` a call meanwhile (else the
+        pace was not what limited the calls, and says nothing about how far it may go)."""
         elapsed, self.updated = max(0.0, now - self.updated), now
+        if not held_back:
+            return
         if self.slow_start:
             bucket.rate *= SLOW_START ** min(elapsed, 1.0)
         elif bucket.rate < self.ceiling * 0.99:
@@ -187,6 +193,7 @@ class RateLimiter:
         self._tokens = _bucket(tpm)
         self._probe: _Probe | None = None  # the request pace learned from 429s alone (no limit configured or sent)
         self._token_probe: _Probe | None = None  # the same for tokens, from the first 429 episode on
+        self._held_back = False  # the pace (either bucket) held a call back since a call last settled
         if rpm is None:  # nothing states the limit yet: slow start, from START_RATE calls a second
             now = clock()
             self._requests = _bucket_at(START_RATE, now)
@@ -215,10 +222,10 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             due = self._paused_until
-            if self._requests:
-                due = max(due, self._requests.due(1, now))
-            if self._tokens:
-                due = max(due, self._tokens.due(tokens, now))
+            for bucket, amount in ((self._requests, 1), (self._tokens, tokens)):
+                if bucket and (bucket_due := bucket.due(amount, now)) > now:
+                    self._held_back = True
+                    due = max(due, bucket_due)
             wait = max(0.0, due - now)
             if max_wait is not None and wait > max_wait:
                 raise Throttled(due)
@@ -242,9 +249,10 @@ class RateLimiter:
             now = self._clock()
             for bucket, probe in ((self._requests, self._probe), (self._tokens, self._token_probe)):
                 if bucket and probe:
-                    probe.grow(bucket, now)
+                    probe.grow(bucket, now, self._held_back)
                 elif bucket:
                     bucket.recover()
+            self._held_back = False
             lower = {k.lower(): v for k, v in headers.items()}
             self._learn_limits(lower)
             if any(self._learning):
