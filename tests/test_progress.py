@@ -39,3 +39,18 @@ def test_the_teachers_pace_and_its_source_are_on_the_line() -> None:
     bar.paced("j", 598.4, "learned")
     bar.row_done("j", 2, 0, 3)
     assert "pace 598 calls/min learned" in stream.getvalue()
+
+
+def test_the_rate_and_eta_follow_the_last_minutes_not_a_burst_of_cached_rows_at_the_start() -> None:
+    """A job continued after an interruption replays its answered rows from the response cache in seconds, then labels
+    a row every 30 s: the line says 2 rows a minute, and an ETA to match, once the burst is minutes behind."""
+    now = [0.0]
+    stream = io.StringIO()
+    bar = ProgressBar(420, done=10, stream=stream, clock=lambda: now[0])
+    for _ in range(67):  # the replay: 67 rows in 6.7 s
+        now[0] += 0.1
+        bar.row_done("j", 1, 0, 0)
+    for _ in range(20):  # then ten minutes of fresh rows
+        now[0] += 30
+        bar.row_done("j", 1, 0, 300)
+    assert "97/420 rows" in bar.line() and ", 2 rows/min, ETA 9690s" in bar.line()

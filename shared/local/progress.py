@@ -1,22 +1,32 @@
-"""The live progress line of `distill run`: rows done and rejected, tokens, rate, ETA."""
+"""The live progress line of `distill run`: rows done and rejected, tokens, rate, ETA.
+
+The rate is measured over the last RATE_WINDOW seconds, not since the start: a run that continues a job replays the
+rows already answered from the response cache in a burst, and a rate since the start would promise an ETA that
+burst cannot keep.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import TextIO
+
+RATE_WINDOW = 300.0  # seconds of progress the rate (and so the ETA) is measured over
 
 
 class ProgressBar:
     """Thread-safe counters drawn on one line (a terminal) or printed every few seconds (a log)."""
 
     def __init__(self, total: int, *, done: int = 0, rejected: int = 0, tokens: int = 0,
-                 stream: TextIO | None = None, width: int = 24) -> None:
+                 stream: TextIO | None = None, width: int = 24,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.done, self.rejected, self.tokens = total, done, rejected, tokens
         self.stream, self.width = stream or sys.stderr, width
-        self._start_done = done
-        self._started = time.monotonic()
+        self._clock = clock
+        self._history: deque[tuple[float, int]] = deque([(clock(), done)])  # (when, rows done) over the window
         self._drawn = 0.0
         self._lock = threading.Lock()
         self._tty = self.stream.isatty()
@@ -30,7 +40,10 @@ class ProgressBar:
             self.done += accepted + rejected
             self.rejected += rejected
             self.tokens += tokens
-            now = time.monotonic()
+            now = self._clock()
+            self._history.append((now, self.done))
+            while len(self._history) > 2 and self._history[1][0] <= now - RATE_WINDOW:
+                self._history.popleft()  # the oldest kept is the last one at or before the window's start
             if now - self._drawn >= (0.1 if self._tty else 5.0) or self.done >= self.total:
                 self._drawn = now
                 self._draw()
@@ -38,10 +51,10 @@ class ProgressBar:
     def waiting(self, job: str, seconds: float, why: str) -> None:
         """A call waits `seconds` before it goes to the teacher (`shared.ports.Progress`): shown until it is over."""
         with self._lock:
-            until = time.monotonic() + seconds
+            until = self._clock() + seconds
             if self._wait is None or until > self._wait[0]:
                 self._wait = (until, why)
-            self._drawn = time.monotonic()
+            self._drawn = self._clock()
             self._draw()
 
     def paced(self, job: str, per_minute: float, source: str) -> None:
@@ -57,14 +70,15 @@ class ProgressBar:
             self.stream.flush()
 
     def line(self) -> str:
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        rate = (self.done - self._start_done) / elapsed
+        now = self._clock()
+        since, done_then = self._history[0]
+        rate = (self.done - done_then) / max(now - since, 1e-6)
         left = self.total - self.done
         eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else "-"
         filled = int(self.width * self.done / self.total) if self.total else self.width
         bar = "#" * filled + "." * (self.width - filled)
         wait = ""
-        if self._wait is not None and (left_s := self._wait[0] - time.monotonic()) > 0:
+        if self._wait is not None and (left_s := self._wait[0] - now) > 0:
             wait = f", waiting {left_s:.0f}s for {self._wait[1]}"
         pace = f", pace {self._pace[0]:,.0f} calls/min {self._pace[1]}" if self._pace else ""
         return (f"[{bar}] {self.done}/{self.total} rows, {self.rejected} rejected, {self.tokens:,} tokens, "
