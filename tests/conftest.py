@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,16 @@ _OWN_MODEL_CACHE: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """One model cache for the whole run, so each packaged model is converted once (unless one is given)."""
+    """One model cache for the whole run, so each packaged model is converted once (unless one is given); and Ctrl-C
+    for the commands the tests start, even when the suite itself runs in the background.
+
+    A shell starts a background command (`make test &`, nohup) with SIGINT ignored, and its children inherit that: a
+    Python child then never raises KeyboardInterrupt, and the tests that press Ctrl-C on a `distill` command would wait
+    for it in vain. A signal with a handler is reset to its default in a child, so handling it here restores Ctrl-C
+    for them.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if not os.environ.get("DISTILL_MODEL_CACHE"):
         _OWN_MODEL_CACHE.append(tempfile.mkdtemp(prefix="distill-models-"))
         os.environ["DISTILL_MODEL_CACHE"] = _OWN_MODEL_CACHE[0]
