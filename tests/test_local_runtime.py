@@ -1,6 +1,9 @@
 """The local runtime drives the registered functions: poison messages, restarts, the status endpoint."""
 
+import _thread
 import json
+import threading
+import time
 from pathlib import Path
 
 import azure.functions as func
@@ -89,3 +92,28 @@ def test_a_dead_letter_that_cannot_be_read_is_completed_not_delivered_for_ever(r
                                user_properties={})
     assert function(**{arg: letter}) is None  # returns: the host completes it
     assert "cannot be read" in caplog.text
+
+
+def test_ctrl_c_while_handlers_outlive_their_job_stops_them_and_hands_their_messages_back(tmp_path: Path) -> None:
+    """The job ends (here: as soon as its first shard is at the teacher) while shards still wait for replies that take
+    a minute: Ctrl-C then cancels them and hands their messages back, as it does while the job runs."""
+    data = tmp_path / "data"
+    write_nli_sample(data, rows=90, validation_rows=70)
+    store = LocalBlobStore(tmp_path / "storage")
+    for name in ("train.jsonl", "validation.jsonl"):
+        store.upload_from(f"input/job1/{name}", data / name)
+    store.write("input/job1/manifest.json", dumps({"task": "nli", "training_file": "train.jsonl",
+                                                  "validation_file": "validation.jsonl",
+                                                  "teacher": {"kind": "local", "model": "distill-test-teacher"}}))
+    with FakeTeacher(answers_from_jsonl(data / "train.jsonl"), latency=60) as teacher:
+        local = LocalRuntime(store, tmp_path / "queue.db", environ={}, local_teacher_url=teacher.base_url)
+        local.blob_created("input/job1/manifest.json")
+        threading.Timer(3.0, _thread.interrupt_main).start()
+        threading.Timer(4.0, setattr, (teacher, "latency", 0.0)).start()  # a run left waiting ends within a minute
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            local.drain(lambda: teacher.requests_total > 0)
+        assert time.monotonic() - started < 15
+        handed_back = local.queue.receive("shards", 10)
+        local.close()
+    assert handed_back and all(m.delivery_count == 2 for m in handed_back)

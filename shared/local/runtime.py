@@ -140,12 +140,17 @@ class LocalRuntime:
         """Deliver messages (shards in parallel, the rest one at a time) until `finished()` or the queues are empty.
 
         Ctrl-C cancels the handlers in progress (shared.pipeline.interrupt) and hands their messages back, so the
-        job stops within seconds, however long its teacher calls would take, and continues on the next run.
+        job stops within seconds, however long its teacher calls would take, and continues on the next run. That
+        holds too while handlers that outlived their job (it failed, or was cancelled) are finishing: they are
+        waited for, and settled, within the same reach of Ctrl-C.
         """
         with ThreadPoolExecutor(self.workers, thread_name_prefix="distill-worker") as pool:
             running: dict[Future[None], ReceivedMessage] = {}
             try:
                 self._drain(pool, running, finished, idle_wait)
+                while running:  # handlers that outlived their job; a second at a time, so Ctrl-C gets through
+                    for future in wait(running, timeout=1.0).done:
+                        self._settle(running.pop(future), future)
             except KeyboardInterrupt:
                 print(f"\nstopping: {len(running)} messages in progress are handed back; the job is kept, and the same "
                       "command continues it (Ctrl-C again quits at once)", file=sys.stderr, flush=True)
