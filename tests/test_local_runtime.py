@@ -19,8 +19,8 @@ from shared.storage.local import LocalBlobStore
 from shared.testkit.teacher import FakeTeacher, answers_from_jsonl
 
 
-@pytest.fixture()
-def runtime(tmp_path: Path):
+def uploaded_job(tmp_path: Path) -> tuple[LocalBlobStore, dict[str, str]]:
+    """Job job1's sample NLI data and manifest in a local store's input container; the teacher's answers to it."""
     data = tmp_path / "data"
     write_nli_sample(data, rows=90, validation_rows=70)
     store = LocalBlobStore(tmp_path / "storage")
@@ -29,7 +29,12 @@ def runtime(tmp_path: Path):
     manifest = {"task": "nli", "training_file": "train.jsonl", "validation_file": "validation.jsonl",
                 "teacher": {"kind": "local", "model": "distill-test-teacher"}}
     store.write("input/job1/manifest.json", dumps(manifest))
-    answers = answers_from_jsonl(data / "train.jsonl") | answers_from_jsonl(data / "validation.jsonl")
+    return store, answers_from_jsonl(data / "train.jsonl") | answers_from_jsonl(data / "validation.jsonl")
+
+
+@pytest.fixture()
+def runtime(tmp_path: Path):
+    store, answers = uploaded_job(tmp_path)
     with FakeTeacher(answers) as teacher:
         local = LocalRuntime(store, tmp_path / "queue.db", environ={}, local_teacher_url=teacher.base_url)
         yield local, store
@@ -97,15 +102,8 @@ def test_a_dead_letter_that_cannot_be_read_is_completed_not_delivered_for_ever(r
 def test_ctrl_c_while_handlers_outlive_their_job_stops_them_and_hands_their_messages_back(tmp_path: Path) -> None:
     """The job ends (here: as soon as its first shard is at the teacher) while shards still wait for replies that take
     a minute: Ctrl-C then cancels them and hands their messages back, as it does while the job runs."""
-    data = tmp_path / "data"
-    write_nli_sample(data, rows=90, validation_rows=70)
-    store = LocalBlobStore(tmp_path / "storage")
-    for name in ("train.jsonl", "validation.jsonl"):
-        store.upload_from(f"input/job1/{name}", data / name)
-    store.write("input/job1/manifest.json", dumps({"task": "nli", "training_file": "train.jsonl",
-                                                  "validation_file": "validation.jsonl",
-                                                  "teacher": {"kind": "local", "model": "distill-test-teacher"}}))
-    with FakeTeacher(answers_from_jsonl(data / "train.jsonl"), latency=60) as teacher:
+    store, answers = uploaded_job(tmp_path)
+    with FakeTeacher(answers, latency=60) as teacher:
         local = LocalRuntime(store, tmp_path / "queue.db", environ={}, local_teacher_url=teacher.base_url)
         local.blob_created("input/job1/manifest.json")
         threading.Timer(3.0, _thread.interrupt_main).start()

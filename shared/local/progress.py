@@ -51,10 +51,10 @@ class ProgressBar:
     def waiting(self, job: str, seconds: float, why: str) -> None:
         """A call waits `seconds` before it goes to the teacher (`shared.ports.Progress`): shown until it is over."""
         with self._lock:
-            until = self._clock() + seconds
-            if self._wait is None or until > self._wait[0]:
-                self._wait = (until, why)
-            self._drawn = self._clock()
+            now = self._clock()
+            if self._wait is None or now + seconds > self._wait[0]:
+                self._wait = (now + seconds, why)
+            self._drawn = now
             self._draw()
 
     def paced(self, job: str, per_minute: float, source: str) -> None:

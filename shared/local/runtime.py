@@ -148,9 +148,6 @@ class LocalRuntime:
             running: dict[Future[None], ReceivedMessage] = {}
             try:
                 self._drain(pool, running, finished, idle_wait)
-                while running:  # handlers that outlived their job; a second at a time, so Ctrl-C gets through
-                    for future in wait(running, timeout=1.0).done:
-                        self._settle(running.pop(future), future)
             except KeyboardInterrupt:
                 print(f"\nstopping: {len(running)} messages in progress are handed back; the job is kept, and the same "
                       "command continues it (Ctrl-C again quits at once)", file=sys.stderr, flush=True)
@@ -172,12 +169,20 @@ class LocalRuntime:
                     return
                 time.sleep(idle_wait)
                 continue
-            done, _ = wait(running, timeout=min(1.0, self.lock_seconds / 3), return_when=FIRST_COMPLETED)
-            for future in done:
-                self._settle(running.pop(future), future)
-            if time.monotonic() - renewed > self.lock_seconds / 3:
-                self._renew(running)
-                renewed = time.monotonic()
+            renewed = self._settle_some(running, renewed)
+        while running:  # handlers that outlived their job (it failed, or was cancelled): settled as they finish
+            renewed = self._settle_some(running, renewed)
+
+    def _settle_some(self, running: dict[Future[None], ReceivedMessage], renewed: float) -> float:
+        """Settle the handlers that finish within a second (at most a third of the lock, so Ctrl-C gets through and
+        locks are renewed in time), renewing the others' locks when `renewed` is that long ago; when they last were."""
+        done, _ = wait(running, timeout=min(1.0, self.lock_seconds / 3), return_when=FIRST_COMPLETED)
+        for future in done:
+            self._settle(running.pop(future), future)
+        if time.monotonic() - renewed > self.lock_seconds / 3:
+            self._renew(running)
+            return time.monotonic()
+        return renewed
 
     def _fill(self, pool: ThreadPoolExecutor, running: dict[Future[None], ReceivedMessage]) -> None:
         for queue in self.queues:
