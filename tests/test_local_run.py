@@ -130,14 +130,19 @@ def test_a_dataset_ready_job_goes_on_to_the_fine_tune_when_run_without_no_finetu
     assert record["state"] == "succeeded" and record["finetune"]["status"] == "Completed"
 
 
-@pytest.mark.parametrize(("workers", "concurrency", "in_flight"), [(4, 10, 2), (1, 10, 8), (2, 3, 3), (16, 10, 1)])
-def test_a_local_model_teacher_gets_no_more_requests_than_it_batches(workers: int, concurrency: int,
-                                                                      in_flight: int) -> None:
+@pytest.mark.parametrize(("device", "workers", "concurrency", "in_flight"),
+                         [("cpu", 4, None, 2), ("cpu", 1, None, 8), ("cpu", 2, 3, 3), ("cpu", 16, None, 1),
+                          ("cuda", 4, None, 64), ("cuda", 1, None, 100), ("cuda", 4, 10, 10)])
+def test_a_local_model_teacher_gets_as_many_requests_as_its_device_batches(
+        monkeypatch: pytest.MonkeyPatch, device: str, workers: int, concurrency: int | None, in_flight: int) -> None:
     from shared.local.run import LOCAL_TEACHER_TIMEOUT, TEST_TEACHER, fit_local_model_teacher
     from shared.manifest.load import manifest_from_dict
 
+    monkeypatch.setenv("DISTILL_DEVICE", device)  # a GPU answers 256 at once, a CPU 8
+
     def manifest(model: str):
-        return manifest_from_dict({"task": "nli", "training_file": "t.jsonl", "limits": {"concurrency": concurrency},
+        limits = {} if concurrency is None else {"concurrency": concurrency}
+        return manifest_from_dict({"task": "nli", "training_file": "t.jsonl", "limits": limits,
                                    "teacher": {"kind": "local", "model": model}}, Path.cwd(), source="test")
 
     fitted = fit_local_model_teacher(manifest("Qwen2.5-Coder-1.5B-Instruct"), workers)

@@ -21,7 +21,7 @@ from shared.identity import fingerprint
 from shared.jobs.blobs import copy_final_files, dumps, read_json
 from shared.jobs.paths import FILE_NAME_CHARS, JobPaths, fitted
 from shared.jobs.record import JobRecord, JobState, read_record, unmark_if_over
-from shared.manifest.model import Manifest, TeacherKind
+from shared.manifest.model import MAX_CONCURRENCY, Manifest, TeacherKind
 from shared.pipeline import events
 from shared.pipeline.aggregate import finetune_dataset_ready
 from shared.pipeline.evaluate import request_evaluation
@@ -73,14 +73,17 @@ class Outcome:
 
 
 def fit_local_model_teacher(manifest: Manifest, workers: int) -> Manifest:
-    """A model served on this machine answers a few requests at a time well (shared.local.model_server.in_flight); more
-    only queue there until they time out. So requests in flight are capped at that across the workers, and the timeout
-    is at least LOCAL_TEACHER_TIMEOUT: a long reply on a busy CPU takes minutes, and a local server does not hang up."""
+    """A model served on this machine answers as many requests at once as its device batches well
+    (shared.local.model_server.in_flight: a few on a CPU, hundreds on a GPU); more only queue there until they time
+    out. So requests in flight are that many across the workers (fewer where the manifest sets `limits.concurrency`),
+    and the timeout is at least LOCAL_TEACHER_TIMEOUT: a long reply on a busy CPU takes minutes, and a local server
+    does not hang up."""
     from shared.local.model_server import in_flight as served_at_once
 
     if manifest.teacher.kind is not TeacherKind.LOCAL or manifest.teacher.model == TEST_TEACHER:
         return manifest
-    in_flight = min(manifest.limits.concurrency, max(1, -(-served_at_once() // max(1, workers))))
+    asked = manifest.limits.concurrency if "concurrency" in manifest.limits.model_fields_set else MAX_CONCURRENCY
+    in_flight = min(asked, max(1, -(-served_at_once() // max(1, workers))))
     timeout = max(manifest.teacher.timeout_seconds, LOCAL_TEACHER_TIMEOUT)
     return manifest.model_copy(update={
         "teacher": manifest.teacher.model_copy(update={"timeout_seconds": timeout}),

@@ -162,10 +162,13 @@ class StudentSettings(_Strict):
         return "phi-3-medium" not in self.model.lower()
 
 
+MAX_CONCURRENCY = 100  # teacher requests in flight per worker, at most
+
+
 class Limits(_Strict):
     requests_per_minute: int | None = Field(None, gt=0)
     tokens_per_minute: int | None = Field(None, gt=0)
-    concurrency: int = Field(10, gt=0, le=100, description="teacher requests in flight per worker "
+    concurrency: int = Field(10, gt=0, le=MAX_CONCURRENCY, description="teacher requests in flight per worker "
                              "(the managed service's request_batch_size)")
     budget_tokens: int | None = Field(None, gt=0, description="stop teacher calls once this many tokens are "
                                       "used")
