@@ -150,7 +150,7 @@ class Deployment:
     """A model deployed for the evaluation step, as it stands: "creating", "ready", "failed", or "absent" (none of
     that name). A ready one gives the base URL of its OpenAI-compatible API and the key it takes (held in memory
     only, never stored or logged); `kind` is how it is reached: "azure_ai" (a serverless endpoint) or "local" (a model
-    served on this machine)."""
+    served on this machine); `in_flight`, where known, how many calls it answers well at once."""
 
     name: str
     state: str
@@ -158,6 +158,7 @@ class Deployment:
     key: str | None = field(default=None, repr=False)
     kind: str = "azure_ai"
     error: str | None = None
+    in_flight: int | None = None
 
 
 class ModelDeployer(Protocol):

@@ -1,6 +1,7 @@
 """Asking a student the evaluation's questions over the OpenAI-compatible chat API, whatever serves it: a serverless
-endpoint, an endpoint the user names, or a model served on this machine. Greedy (temperature 0), a few calls in flight,
-each retried by the teacher client's policy. Importing this module imports openai: only the evaluation step does.
+endpoint, an endpoint the user names, or a model served on this machine. Greedy (temperature 0), a few calls in flight
+(as many as a model served here batches well), each retried by the teacher client's policy. Importing this module
+imports openai: only the evaluation step does.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from shared.manifest.model import InferenceParameters, TeacherSettings
 from shared.teacher.factory import teacher_for
 from shared.teacher.replies import TeacherCallFailed
 
-IN_FLIGHT = 8  # calls in flight to one student (a model served on this machine answers about that many well)
+IN_FLIGHT = 8  # calls in flight to one student, unless its deployment says how many it answers well at once
 
 
 @dataclass(frozen=True, slots=True)
 class Reach:
-    """How one student is reached: the endpoint's settings, where its key is read, and for a model served on this
-    machine its address."""
+    """How one student is reached: the endpoint's settings, where its key is read, for a model served on this
+    machine its address, and how many calls to keep in flight (None: IN_FLIGHT)."""
 
     settings: TeacherSettings
     environ: Mapping[str, str]
     local_url: str | None = None
+    in_flight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ async def _ask(reach: Reach, items: Sequence[EvalItem], max_tokens: int) -> Answ
     replies: list[str | None] = [None] * len(items)
     failures: list[str] = []
     usage = [0, 0]
-    gate = asyncio.Semaphore(IN_FLIGHT)
+    gate = asyncio.Semaphore(reach.in_flight or IN_FLIGHT)
     async with teacher_for(reach.settings, inference, environ=reach.environ, local_url=reach.local_url) as student:
 
         async def one(index: int, item: EvalItem) -> None:

@@ -95,3 +95,31 @@ def test_a_url_that_cannot_be_placed_is_refused_with_the_accepted_forms(teacher:
     message = str(caught.value)
     assert "teacher.url: " in message and why in message
     assert ACCEPTED_FORMS in message or "names another" in message
+
+
+@pytest.mark.parametrize(("in_flight", "peak"), [(None, 8), (3, 3), (24, 24)])
+def test_a_student_is_asked_as_many_at_once_as_its_deployment_answers_well(in_flight: int | None, peak: int) -> None:
+    """A model served on a GPU answers hundreds of calls at once, one on a CPU a few; other endpoints get 8."""
+    import threading
+    import time
+
+    from shared.evaluation import EvalItem
+    from shared.manifest.model import TeacherKind
+    from shared.students import Reach, ask
+
+    lock, now, most = threading.Lock(), [0], [0]
+
+    def slow(body: dict, key: str | None) -> Reply:
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        time.sleep(0.3)
+        with lock:
+            now[0] -= 1
+        return Reply(completion("fine"))
+
+    items = [EvalItem(str(n), ({"role": "user", "content": f"question {n}"},), "fine", "fine") for n in range(48)]
+    with HostileTeacher(slow) as endpoint:
+        reach = Reach(TeacherSettings(kind=TeacherKind.LOCAL, model="m"), {}, endpoint.base_url, in_flight)
+        answers = ask(reach, items, max_tokens=8)
+    assert answers.replies == ["fine"] * len(items) and most[0] == peak

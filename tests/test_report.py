@@ -14,6 +14,7 @@ from test_evaluation import answers_of, nli_sample, run_job
 from shared.evaluation import EvalItem, build_report, evaluation_items, points
 from shared.jobs.paths import JobPaths
 from shared.local.deployer import LocalModelDeployer
+from shared.local.model_server import in_flight
 from shared.local.models import STUDENT
 from shared.manifest.model import Manifest, TeacherKind, TeacherSettings
 from shared.report import Curve, chart, format_table, loss_curves, markdown, write_report
@@ -141,6 +142,7 @@ def test_a_model_served_here_is_deployed_asked_and_removed(tmp_path: Path, model
         assert deployer.deploy("job1", "base", "another-model").state == "failed"
         settings = TeacherSettings(kind=TeacherKind.LOCAL, model=STUDENT.name, timeout_seconds=600)
         answers = ask(Reach(settings, {}, deployment.url), asked, max_tokens=8)
+        assert deployment.in_flight == in_flight()  # as many calls at once as the device batches well
         assert answers.failed == 0 and all(isinstance(reply, str) for reply in answers.replies)
         assert answers.prompt_tokens > 0 and answers.completion_tokens > 0
     finally:

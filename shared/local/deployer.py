@@ -3,7 +3,7 @@ evaluation step, started without waiting for it and stopped when the step remove
 
 from __future__ import annotations
 
-from shared.local.model_server import ModelServer
+from shared.local.model_server import ModelServer, in_flight
 from shared.local.models import ModelUnavailable, model_folder
 from shared.ports import Deployment
 
@@ -26,7 +26,8 @@ class LocalModelDeployer:
         if served != model:
             return Deployment(name, "failed", kind="local", error=f"it serves {served}, not {model}")
         state, why = server.state()
-        return Deployment(name, state, url=server.base_url if state == "ready" else None, kind="local", error=why)
+        return Deployment(name, state, url=server.base_url if state == "ready" else None, kind="local", error=why,
+                          in_flight=in_flight())
 
     def delete(self, job: str, role: str) -> None:
         if found := self._servers.pop((job, role), None):

@@ -217,7 +217,7 @@ def reach_of(services: Services, manifest: Manifest, target: Target, deployment:
     assert deployment is not None and deployment.url
     if deployment.kind == TeacherKind.LOCAL:
         settings = TeacherSettings(kind=TeacherKind.LOCAL, model=target.model, **calls(manifest, LOCAL_TIMEOUT_SECONDS))
-        return Reach(settings, {}, deployment.url)
+        return Reach(settings, {}, deployment.url, deployment.in_flight)
     settings = TeacherSettings(kind=TeacherKind(deployment.kind), url=deployment.url, model=model_name(target.model),
                                auth=TeacherAuth.KEY, key_setting=KEY_SETTING, **calls(manifest))
     return Reach(settings, {KEY_SETTING: deployment.key or ""})
