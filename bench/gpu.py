@@ -6,16 +6,31 @@ for every sequence (a prompt of PROMPT_TOKENS tokens), as the model server's con
 step is a forward and backward pass with bfloat16 mixed precision and an AdamW update, as the trainer makes it.
 
 Figures: tokens generated per second at each batch, seconds per training step at each batch, the GPU's peak memory.
-Where torch sees no GPU it says so and stops, with exit code 0: `python -m bench.gpu`.
+
+`--job TOKENIZER` then runs a whole local job there (`distill run`: the model server labels, the trainer fine-tunes,
+the evaluation asks the students) with a teacher of the 1.5B shape and a student of the 0.5B shape, both with random
+weights and the Qwen tokenizer found in the folder TOKENIZER, on JOB_ROWS templated conversation rows: the figures are
+the job's phase times. Random weights answer noise, so it times the device path, not quality; one token in STOP_EVERY
+ends a reply, so the teacher's sampled replies end at random lengths as real ones do.
+
+Where torch sees no GPU it says so and stops, with exit code 0: `python -m bench.gpu [--job TOKENIZER]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from shared.local.models import local_device, prepare_torch
+from bench.common import ROOT
+from shared.local.models import REASONING_STUDENT, TEACHER, local_device, prepare_torch
 
 # The packaged models' shapes (their GGUF files' configurations), without their weights.
 SHAPES: dict[str, dict[str, Any]] = {
@@ -34,6 +49,12 @@ NEW_TOKENS = 64
 GENERATION_BATCHES = (16, 128, 512)
 TRAINING_BATCHES = (4, 32)
 TRAINING_TOKENS = 256  # a row's length in a training step
+JOB_ROWS = (512, 80)  # training and validation rows of the `--job` run
+STOP_EVERY = 64
+QWEN_STOPS = (151643, 151645)  # <|endoftext|>, <|im_end|>
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+TOPICS = ("tides", "bread", "volcanoes", "bees", "compilers", "glaciers", "chess", "radio", "ferns", "bridges",
+          "comets", "ink", "salt", "owls", "maps", "clocks")
 
 
 def random_model(name: str, device: str) -> Any:
@@ -44,7 +65,8 @@ def random_model(name: str, device: str) -> Any:
     shape = dict(SHAPES[name])
     config = AutoConfig.for_model(shape.pop("model_type"), **shape)
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).to(device)
+    with torch.device(device):  # drawn where it runs: faster than on the CPU
+        return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
 
 
 def generation(model: Any, batch: int, device: str) -> float:
@@ -82,9 +104,68 @@ def training_step(model: Any, batch: int, device: str, steps: int = 5) -> float:
     return sum(timings) / len(timings)
 
 
+def random_folder(name: str, tokenizer: Path, folder: Path) -> Path:
+    """A model folder of `name`'s shape with random weights and the tokenizer files from `tokenizer`."""
+    model = random_model(name, local_device().name)
+    model.generation_config.eos_token_id = [*QWEN_STOPS, *range(STOP_EVERY, model.config.vocab_size, STOP_EVERY)]
+    model.generation_config.do_sample = True  # a request's temperature samples (greedy noise repeats one token)
+    model.save_pretrained(folder)
+    for file in TOKENIZER_FILES:
+        shutil.copy(tokenizer / file, folder / file)
+    return folder
+
+
+def conversation_rows(count: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Templated one-turn conversations (the reply is replaced by the teacher's)."""
+    rows = []
+    for n in range(offset, offset + count):
+        topic = TOPICS[n % len(TOPICS)]
+        rows.append({"messages": [
+            {"role": "system", "content": "You are a helpful assistant who answers in a few sentences."},
+            {"role": "user", "content": f"Tell me one thing worth knowing about {topic} (question {n})."},
+            {"role": "assistant", "content": f"Here is something about {topic}."}]})
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def job(tokenizer: Path) -> dict[str, Any]:
+    """Run a whole local job with random-weight models on the local device; its phase times and scores."""
+    with tempfile.TemporaryDirectory(prefix="distill-gpu-job-") as scratch:
+        work = Path(scratch)
+        teacher = random_folder(TEACHER.name, tokenizer, work / "teacher")
+        student = random_folder(REASONING_STUDENT.name, tokenizer, work / "student")
+        train, validation = JOB_ROWS
+        spec = {"task": "conversation", "name": "gpu-job",
+                "training_file": str(write_rows(work / "train.jsonl", conversation_rows(train))),
+                "validation_file": str(write_rows(work / "validation.jsonl", conversation_rows(validation, train))),
+                "teacher": {"kind": "local", "model": str(teacher)},
+                "inference": {"max_tokens": 8 * STOP_EVERY, "temperature": 1.0},
+                "student": {"model": str(student), "method": "lora"}}
+        manifest = work / "gpu-job.yaml"
+        manifest.write_text(json.dumps(spec))  # JSON is YAML
+        started = time.perf_counter()
+        path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+        subprocess.run([sys.executable, "-m", "shared.cli", "run", str(manifest), "--job", "gpu-job"], cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": path, "DISTILL_HOME": str(work / "home")}, check=True)
+        folder = work / "home" / "storage" / "jobs" / "gpu-job"
+        status = json.loads((folder / "status.json").read_text())
+        report = json.loads((folder / "report.json").read_text())
+    t = status["timings"]
+    return {"accepted": status.get("accepted"), "seconds": round(time.perf_counter() - started, 1),
+            "labelling_s": round(t["labeling_finished"] - t["labeling_started"], 1),
+            "finetune_s": round(t["evaluation_started"] - t["finetune_started"], 1),
+            "evaluation_s": round(t["evaluated"] - t["evaluation_started"], 1), "scores": report.get("scores")}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--models", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--job", type=Path, metavar="TOKENIZER",
+                        help="also run a whole local job; a folder holding the Qwen tokenizer's files")
     args = parser.parse_args()
     device = local_device()
     if not device.gpu:
@@ -102,6 +183,8 @@ def main() -> int:
         print(f"{name}: generation {rates}; a training step {steps}; peak GPU memory {peak:.1f} GiB")
         del model
         torch.cuda.empty_cache()
+    if args.job:
+        print(f"a whole local job: {json.dumps(job(args.job))}", flush=True)
     return 0
 
 

@@ -1,11 +1,14 @@
 """bench.gpu: the packaged models' shapes without their weights, and a clear word where there is no GPU."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from bench import gpu
 from shared.local.models import STUDENT, model_folder
+from shared.tasks import Task
+from shared.validation import validate_file
 
 
 def test_without_a_gpu_the_benchmark_says_so_and_succeeds(monkeypatch: pytest.MonkeyPatch,
@@ -34,3 +37,13 @@ def test_each_shape_has_its_models_size(name: str, millions: int) -> None:
 def test_the_students_shape_is_its_converted_configuration() -> None:
     config = json.loads((model_folder(STUDENT.name) / "config.json").read_text())
     assert {key: config[key] for key in gpu.SHAPES[STUDENT.name]} == gpu.SHAPES[STUDENT.name]
+
+
+def test_the_jobs_rows_are_valid_distinct_conversations_apart_from_its_validation_rows(tmp_path: Path) -> None:
+    train, validation = gpu.JOB_ROWS
+    train_file = gpu.write_rows(tmp_path / "train.jsonl", gpu.conversation_rows(train))
+    validation_file = gpu.write_rows(tmp_path / "validation.jsonl", gpu.conversation_rows(validation, train))
+    reports = [validate_file(path, Task.CONVERSATION) for path in (train_file, validation_file)]
+    assert [(r.ok, r.rows, r.problems) for r in reports] == [(True, train, []), (True, validation, [])]
+    lines = train_file.read_text().splitlines() + validation_file.read_text().splitlines()
+    assert len(set(lines)) == train + validation

@@ -36,7 +36,7 @@ HOST = "127.0.0.1"  # loopback only: the server has no authentication
 DEFAULT_PORT = 8000
 IN_FLIGHT = 8  # requests a CPU answers well at once (bench.serving); more only wait in the server's queue
 # A GPU's generation is bound by kernel launches, not arithmetic: it answers far more at once (on one H200, the
-# teacher's shape made 199 tokens/s at batch 16, 1,428 at 128, 5,528 at 512).
+# teacher's shape made 164 tokens/s at batch 16, 2,031 at 128, 7,467 at 512: bench.gpu).
 GPU_IN_FLIGHT = 256
 # The KV cache, in pages of 256 tokens: 64 hold 8 requests of 2,048 tokens (0.9 GB for the 1.5B teacher in float32);
 # more requests wait for pages or are moved to memory beside the cache.
