@@ -7,6 +7,7 @@ import pytest
 
 from bench import math_table
 from shared.manifest.load import load_manifest
+from shared.manifest.model import SAMPLING_TEMPERATURE
 
 
 @pytest.mark.parametrize("name", sorted(math_table.VARIANTS))
@@ -17,6 +18,7 @@ def test_each_variant_is_a_valid_manifest_asking_what_it_says(tmp_path: Path, na
     manifest = load_manifest(path)
     assert (manifest.name, manifest.prompt.samples, manifest.drop_disagreeing) == (name, samples, drop)
     assert manifest.prompt.keep_reasoning and not manifest.finetune
+    assert manifest.inference.temperature == SAMPLING_TEMPERATURE  # one sample is the first of three
     assert manifest.student.model == "qwen2.5-coder-0.5b-instruct"
 
 
