@@ -3,7 +3,7 @@
 On the MATH rows with reference answers (378 training, 42 validation), with the local teacher reasoning step by step:
 1. labels at `prompt.samples` 1 and 3, each with and without `drop_disagreeing` (four labelling-only jobs), all at the
    sampling temperature: the single sample is the first of the three, so the table shows what the vote adds, and the
-   three cost no more than the three samples;
+   single-sample jobs ask the teacher nothing the three-sample ones do not (`--variants` makes only some of them);
 2. the Qwen2.5-Coder-0.5B student, LoRA, trained on reasoning and answer (`keep_reasoning`) from the best of those
    labels: the job's report scores the teacher, the base student asked with the rows' own prompt, and the distilled
    student on the validation rows;
@@ -12,7 +12,7 @@ On the MATH rows with reference answers (378 training, 42 validation), with the 
 Every step is a local job (`distill run`) under the usual `.distill` (or $DISTILL_HOME): running this again continues
 where it stopped, and every teacher reply comes from the response cache the jobs share, so nothing is paid twice.
 Hours on 2 CPU cores (minutes on a GPU). Figures are printed and written to OUT/table.json:
-`python -m bench.math_table [--data ../shared/data/gold/math] [--out out/math-table]`
+`python -m bench.math_table [--data ../shared/data/gold/math] [--out out/math-table] [--variants NAME ...]`
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from shared.tasks.base import REASONING_TOKENS
 
 STUDENT = REASONING_STUDENT.name.lower()
 VARIANTS = {"math-s1": (1, False), "math-s1-checked": (1, True), "math-s3": (3, False), "math-s3-checked": (3, True)}
-DISTILLED = "math-distilled"
 STEP_BY_STEP = ("Solve the math problem. Reason step by step in a few short sentences, then end with a last line "
                 "'Answer: <number>' giving the final answer as a plain number.")
 
@@ -66,6 +65,11 @@ def run_job(out: Path, spec: dict[str, Any]) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(f"job {spec['name']} ended {status.get('state')}: {status.get('errors')}")
     return status
+
+
+def distilled_job(labels: str) -> str:
+    """The job that trains the student on the labels of the variant `labels` ("math-s3" trains "math-distilled-s3")."""
+    return labels.replace("math-", "math-distilled-", 1)
 
 
 def labels(status: dict[str, Any]) -> dict[str, Any]:
@@ -103,16 +107,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "gold" / "math")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "math-table")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="the labels to make and choose from (default: all four)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     table: dict[str, Any] = {"labels": {}}
-    for name, (samples, drop) in VARIANTS.items():
+    for name in args.variants:
+        samples, drop = VARIANTS[name]
         table["labels"][name] = labels(run_job(args.out, manifest(args.data, name, samples, drop, finetune=False)))
         print(json.dumps({name: table["labels"][name]}), flush=True)
     table["trained_on"] = chosen = best(table["labels"])
     samples, drop = VARIANTS[chosen]
-    run_job(args.out, manifest(args.data, DISTILLED, samples, drop, finetune=True))
-    report = json.loads(job_file(DISTILLED, "report.json").read_text())
+    run_job(args.out, manifest(args.data, distilled_job(chosen), samples, drop, finetune=True))
+    report = json.loads(job_file(distilled_job(chosen), "report.json").read_text())
     table["scores"] = report["scores"]
     table["base_step_by_step"] = step_by_step(args.data)
     (args.out / "table.json").write_text(json.dumps(table, indent=2) + "\n")

@@ -41,3 +41,8 @@ def test_the_student_trains_on_the_most_accurate_labels_then_the_most_rows() -> 
     assert math_table.best(found) == "math-s3-checked"
     del found["math-s3-checked"], found["math-s1-checked"]
     assert math_table.best(found) == "math-s3"
+
+
+def test_each_choice_of_labels_trains_its_own_student_job() -> None:
+    jobs = {math_table.distilled_job(name) for name in math_table.VARIANTS}
+    assert jobs == {"math-distilled-s1", "math-distilled-s1-checked", "math-distilled-s3", "math-distilled-s3-checked"}
