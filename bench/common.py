@@ -38,7 +38,8 @@ def workspace(prefix: str) -> Iterator[Path]:
 
 def distill(folder: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     """`distill ARGS` in a fresh process with its home in `folder`; (wall seconds, the finished process)."""
-    env = {**os.environ, "DISTILL_HOME": str(folder / "home"), "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))  # (and what is there already)
+    env = {**os.environ, "DISTILL_HOME": str(folder / "home"), "PYTHONPATH": path}
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=folder, env=env, text=True,
                           capture_output=True, check=False)

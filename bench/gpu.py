@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT
+from bench.common import distill, job_record, workspace
 from shared.local.models import REASONING_STUDENT, TEACHER, local_device, prepare_torch
 
 # The packaged models' shapes (their GGUF files' configurations), without their weights.
@@ -134,8 +130,7 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 def job(tokenizer: Path) -> dict[str, Any]:
     """Run a whole local job with random-weight models on the local device; its phase times and scores."""
-    with tempfile.TemporaryDirectory(prefix="distill-gpu-job-") as scratch:
-        work = Path(scratch)
+    with workspace("gpu-job") as work:
         teacher = random_folder(TEACHER.name, tokenizer, work / "teacher")
         student = random_folder(REASONING_STUDENT.name, tokenizer, work / "student")
         train, validation = JOB_ROWS
@@ -147,15 +142,11 @@ def job(tokenizer: Path) -> dict[str, Any]:
                 "student": {"model": str(student), "method": "lora"}}
         manifest = work / "gpu-job.yaml"
         manifest.write_text(json.dumps(spec))  # JSON is YAML
-        started = time.perf_counter()
-        path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
-        subprocess.run([sys.executable, "-m", "shared.cli", "run", str(manifest), "--job", "gpu-job"], cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": path, "DISTILL_HOME": str(work / "home")}, check=True)
-        folder = work / "home" / "storage" / "jobs" / "gpu-job"
-        status = json.loads((folder / "status.json").read_text())
-        report = json.loads((folder / "report.json").read_text())
+        seconds, _ = distill(work, "run", str(manifest), "--job", "gpu-job")
+        status = job_record(work)
+        report = json.loads((work / "home" / "storage" / "jobs" / "gpu-job" / "report.json").read_text())
     t = status["timings"]
-    return {"accepted": status.get("accepted"), "seconds": round(time.perf_counter() - started, 1),
+    return {"accepted": status.get("accepted"), "seconds": round(seconds, 1),
             "labelling_s": round(t["labeling_finished"] - t["labeling_started"], 1),
             "finetune_s": round(t["evaluation_started"] - t["finetune_started"], 1),
             "evaluation_s": round(t["evaluated"] - t["evaluation_started"], 1), "scores": report.get("scores")}

@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({name: table["labels"][name]}), flush=True)
     table["trained_on"] = chosen = best(table["labels"])
     samples, drop = VARIANTS[chosen]
-    run_job(args.out, manifest(args.data, distilled_job(chosen), samples, drop, finetune=True))
-    report = json.loads(job_file(distilled_job(chosen), "report.json").read_text())
+    run_job(args.out, manifest(args.data, trained := distilled_job(chosen), samples, drop, finetune=True))
+    report = json.loads(job_file(trained, "report.json").read_text())
     table["scores"] = report["scores"]
     table["base_step_by_step"] = step_by_step(args.data)
     (args.out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
