@@ -33,10 +33,10 @@ from shared.local.run import home
 from shared.manifest.model import SAMPLING_TEMPERATURE, PromptSettings, TeacherKind, TeacherSettings
 from shared.students import Reach, ask
 from shared.tasks import Task
-from shared.tasks.base import REASONING_TOKENS
 
 STUDENT = REASONING_STUDENT.name.lower()
 VARIANTS = {"math-s1": (1, False), "math-s1-checked": (1, True), "math-s3": (3, False), "math-s3-checked": (3, True)}
+REPLY_TOKENS = 320  # the teacher's reasoning and answer; the students get the same room (plus an answer line)
 STEP_BY_STEP = ("Solve the math problem. Reason step by step in a few short sentences, then end with a last line "
                 "'Answer: <number>' giving the final answer as a plain number.")
 
@@ -49,7 +49,7 @@ def job_file(job: str, name: str) -> Path:
 def manifest(data: Path, name: str, samples: int, drop: bool, finetune: bool) -> dict[str, Any]:
     return {"task": "math", "name": name, "training_file": str(data / "train.jsonl"),
             "validation_file": str(data / "validation.jsonl"), "teacher": {"kind": "local"},
-            "inference": {"max_tokens": 320, "temperature": SAMPLING_TEMPERATURE},
+            "inference": {"max_tokens": REPLY_TOKENS, "temperature": SAMPLING_TEMPERATURE},
             "prompt": {"chain_of_thought": True, "keep_reasoning": True, "samples": samples},
             "drop_disagreeing": drop, "student": {"model": STUDENT, "method": "lora"}, "finetune": finetune}
 
@@ -97,7 +97,8 @@ def step_by_step(data: Path) -> dict[str, Any]:
                               messages[-1]["content"], None))
     settings = TeacherSettings(kind=TeacherKind.LOCAL, model=REASONING_STUDENT.name, timeout_seconds=1800)
     with start_model_server(REASONING_STUDENT.name) as url:
-        answers = ask(Reach(settings, os.environ, url), items, REASONING_TOKENS)
+        room = Task.MATH.rules.answer_tokens(PromptSettings(chain_of_thought=True, keep_reasoning=True), REPLY_TOKENS)
+        answers = ask(Reach(settings, os.environ, url), items, room)
     points = [score(Task.MATH, reply, item.target, question=item.question, prompt=PromptSettings())
               for item, reply in zip(items, answers.replies, strict=True)]
     return {"score": round(sum(points) / len(points), 4), "right": int(sum(points)), "n": len(points)}

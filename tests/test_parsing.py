@@ -346,8 +346,13 @@ REASONING = [
     pytest.param(Task.NLI, COT, '{reasoning: "The texts agree.", answer: entailment}', "entailment",
                  "The texts agree.", id="unquoted-keys"),
     pytest.param(Task.MATH, PLAIN, "7", "7", None, id="bare-answer"),
-    pytest.param(Task.MATH, PLAIN, "28 / 4 gives 7, so the answer is 7.", "7", None, id="answer-is-mid-line"),
-    pytest.param(Task.MATH, COT, "28 / 4 = 7, so \\boxed{7}", "7", None, id="boxed"),
+    pytest.param(Task.MATH, PLAIN, "28 / 4 gives 7, so the answer is 7.", "7", "28 / 4 gives 7, so the answer is 7.",
+                 id="answer-is-mid-line"),
+    pytest.param(Task.MATH, PLAIN, "So the answer is 7.", "7", None, id="answer-is-alone"),
+    pytest.param(Task.MATH, COT, "28 / 4 = 7, so \\boxed{7}", "7", "28 / 4 = 7, so \\boxed{7}", id="boxed"),
+    pytest.param(Task.MATH, COT, "They picked 26 + 15 = 41 carrots.\n41 - 16 = 25 were bad.", "25",
+                 "They picked 26 + 15 = 41 carrots.\n41 - 16 = 25 were bad.", id="free-reasoning-in-cot"),
+    pytest.param(Task.NLU_QA, PLAIN, "B) bank\nBanks keep money.", "B", None, id="answer-first-line"),
 ]
 
 

@@ -165,7 +165,7 @@ def score(services: Services, paths: JobPaths, manifest: Manifest, record: JobRe
     answers: dict[str, list[str | None]] = {"teacher": [item.teacher_answer for item in items]}
     models = {"teacher": manifest.teacher.model}
     tokens, failed, notes, timings = {}, {}, [], {}
-    limit = manifest.task.rules.answer_tokens(manifest.prompt)  # room for the answer a student learnt to give
+    limit = manifest.task.rules.answer_tokens(manifest.prompt, manifest.inference.max_tokens)  # what it learnt to give
     for target in sorted(wanted, key=lambda t: t.role):  # base first, then distilled
         tell(services, paths.job, f"job {paths.job}: asking the {target.role} student {target.model} "
                                   f"{len(items)} validation rows")

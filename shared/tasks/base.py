@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from shared.reasons import Reason
-from shared.tasks.reading import CODE_BLOCK, SHORT_WORDS, WRAPPERS, clean, is_bare, stated_answer
+from shared.tasks.reading import CODE_BLOCK, SHORT_WORDS, WRAPPERS, clean, is_bare, stated_answer, surrounding_reasoning
 
 if TYPE_CHECKING:
     from shared.manifest.model import PromptSettings
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 Metric = Literal["accuracy", "rouge_l"]
 COT_MARKER = "Think it through in a few short steps"  # in our chain-of-thought system prompt (the test teacher looks)
 SHORT_ANSWER_TOKENS = 32  # a label, letter or number; room for a short lead-in such as "The answer is"
-REASONING_TOKENS = 256  # reasoning of at most 80 words, then "Answer: X"
 
 
 class PromptStyle(StrEnum):
@@ -105,9 +104,10 @@ class TaskRules:
         """The answer in a reply's text (non-empty, <think> blocks removed), or why there is none."""
         raise NotImplementedError
 
-    def answer_tokens(self, prompt: PromptSettings) -> int:
-        """Room for the answer a student was trained to give (evaluation's max_new_tokens)."""
-        return REASONING_TOKENS if prompt.keep_reasoning else SHORT_ANSWER_TOKENS
+    def answer_tokens(self, prompt: PromptSettings, reply_tokens: int) -> int:
+        """Room for the answer a student was trained to give (evaluation's max_new_tokens); `reply_tokens` is the
+        most a teacher reply may hold (`inference.max_tokens`), reasoning a student learnt included."""
+        return reply_tokens + SHORT_ANSWER_TOKENS if prompt.keep_reasoning else SHORT_ANSWER_TOKENS
 
     def test_answer(self, user: str) -> str:
         """The test teacher's answer to a question it has no reference answer for (deterministic)."""
@@ -152,10 +152,10 @@ class AnswerRules(TaskRules):
         if found is not None:
             checked = self.answer(clean(found.value), question)
             return checked if isinstance(checked, Problem) else Accepted(checked, found.reasoning)
-        for guess in self._guesses(prose):
+        for guess, reasoning in self._guesses(prose):
             checked = self.answer(clean(guess), question)
             if isinstance(checked, str):
-                return Accepted(checked, None)
+                return Accepted(checked, reasoning)
         if is_bare(prose):
             checked = self.answer(clean(prose), question)
             return checked if isinstance(checked, Problem) else Accepted(checked, None)
@@ -164,12 +164,14 @@ class AnswerRules(TaskRules):
                            f"no JSON answer could be parsed and no {self.wanted} recovered from the text")
         return Problem(Reason.NO_ANSWER, f"no {self.wanted} found in the reply")
 
-    def _guesses(self, prose: str) -> Iterator[str]:
-        """Possible answers of a reply that states none, best first; each counts only if it is valid."""
+    def _guesses(self, prose: str) -> Iterator[tuple[str, str | None]]:
+        """Possible answers of a reply that states none, best first, each with the reasoning that leads to it: none
+        for a first line that is the answer, the whole reply for an answer found in it. Each counts only if valid."""
         line = prose.split("\n", 1)[0].strip(WRAPPERS)
         if not line.endswith(":") and len(line.split()) <= SHORT_WORDS and self.first_line_answers(line):
-            yield line
-        yield from self.mentions(prose)
+            yield line, None
+        reasoning = surrounding_reasoning(prose)
+        yield from ((mention, reasoning) for mention in self.mentions(prose))
 
     def first_line_answers(self, line: str) -> bool:
         """Whether a short first line may be the answer itself."""

@@ -21,7 +21,7 @@ class Conversation(TaskRules):
     def parse(self, text: str, question: str, prompt: PromptSettings) -> Accepted:
         return Accepted(text, None)
 
-    def answer_tokens(self, prompt: PromptSettings) -> int:
+    def answer_tokens(self, prompt: PromptSettings, reply_tokens: int) -> int:
         return REPLY_TOKENS
 
     def test_answer(self, user: str) -> str:

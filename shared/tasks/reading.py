@@ -109,12 +109,12 @@ def _salvaged_answer(text: str) -> Found | None:
 
 
 def _boxed_answer(prose: str) -> Found | None:
-    """The content of the last \\boxed{...} that closes, nested braces allowed."""
+    """The content of the last \\boxed{...} that closes, nested braces allowed; the reply around it is reasoning."""
     closing = _closing_braces(prose)
     for match in reversed(list(_BOXED.finditer(prose))):
         end = closing.get(match.end() - 1)
         if end is not None and prose[match.end():end].strip():
-            return Found(prose[match.end():end])
+            return Found(prose[match.end():end], surrounding_reasoning(prose))
     return None
 
 
@@ -131,14 +131,21 @@ def _closing_braces(text: str) -> dict[int, int]:
 
 
 def _answer_line(prose: str) -> Found | None:
-    """The last "Answer: X" / "the answer is X"; the text before it is reasoning when it opens its line."""
+    """The last "Answer: X" / "the answer is X"; the text before it is reasoning when it opens its line, else the
+    whole reply is ("28 / 4 gives 7, so the answer is 7.")."""
     matches = list(_ANSWER_LINE.finditer(prose))
     if not matches:
         return None
     match = matches[-1]
     line_start = prose.rfind("\n", 0, match.start()) + 1
     opens_line = not prose[line_start:match.start()].strip(_LINE_LEAD)
-    return Found(match.group("value"), (prose[:line_start].strip() or None) if opens_line else None)
+    return Found(match.group("value"),
+                 (prose[:line_start].strip() or None) if opens_line else surrounding_reasoning(prose))
+
+
+def surrounding_reasoning(prose: str) -> str | None:
+    """A reply's text as the reasoning of an answer stated inside it, unless it is no more than a short line."""
+    return None if is_bare(prose) else prose
 
 
 # --- JSON, leniently ---------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class Summarization(TaskRules):
             return Problem(Reason.TOO_LONG, f"the summary has {words} words, more than the limit of {limit}")
         return Accepted(summary, None)
 
-    def answer_tokens(self, prompt: PromptSettings) -> int:
+    def answer_tokens(self, prompt: PromptSettings, reply_tokens: int) -> int:
         return 2 * prompt.max_len_summary + 16  # ~1.3 tokens a word, with margin
 
     def test_answer(self, user: str) -> str:
