@@ -49,9 +49,10 @@ def distill(folder: Path, *args: str) -> tuple[float, subprocess.CompletedProces
     return elapsed, done
 
 
-def job_record(folder: Path) -> dict:
-    [status] = (folder / "home" / "storage" / "jobs").glob("*/status.json")
-    return json.loads(status.read_text())
+def job_record(folder: Path, name: str = "status.json") -> dict:
+    """A JSON file (the status by default) of the one job run with its home in `folder`."""
+    [path] = (folder / "home" / "storage" / "jobs").glob(f"*/{name}")
+    return json.loads(path.read_text())
 
 
 def run_args(train: Path, validation: Path, url: str, *extra: str) -> list[str]:

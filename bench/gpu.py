@@ -144,7 +144,7 @@ def job(tokenizer: Path) -> dict[str, Any]:
         manifest.write_text(json.dumps(spec))  # JSON is YAML
         seconds, _ = distill(work, "run", str(manifest), "--job", "gpu-job")
         status = job_record(work)
-        report = json.loads((work / "home" / "storage" / "jobs" / "gpu-job" / "report.json").read_text())
+        report = job_record(work, "report.json")
     t = status["timings"]
     return {"accepted": status.get("accepted"), "seconds": round(seconds, 1),
             "labelling_s": round(t["labeling_finished"] - t["labeling_started"], 1),
