@@ -28,9 +28,10 @@ class Verdict:
 
 
 def majority(manifest: Manifest, replies: Sequence[tuple[str | None, str | None]], question: str) -> Verdict:
-    """The answer most samples give, with the first reasoning that reaches it; rejected `no_majority` when too few
-    agree (manifest.min_agreement, default: more than half of the samples). One sample is judged as it is; when no
-    sample is usable, the first one's rejection stands."""
+    """The answer most samples give, with the longest reasoning that reaches it (a sample that shows its working
+    teaches a student more than one that sums it up; the first of equals); rejected `no_majority` when too few agree
+    (manifest.min_agreement, default: more than half of the samples). One sample is judged as it is; when no sample
+    is usable, the first one's rejection stands."""
     verdicts = [parse_reply(manifest.task, content, finish, question=question, prompt=manifest.prompt)
                 for content, finish in replies]
     if len(verdicts) == 1:
@@ -47,7 +48,8 @@ def majority(manifest: Manifest, replies: Sequence[tuple[str | None, str | None]
         return Verdict(Rejected(Reason.NO_MAJORITY, f"{votes} of {len(verdicts)} samples agree ({tally}; "
                                 f"unusable {len(verdicts) - len(usable)}), and the job needs {rule}",
                                 excerpt(replies[0][0])), round(agreement, 4))
-    return Verdict(next(v for v in usable if v.answer == answer), round(agreement, 4))
+    reaching = (v for v in usable if v.answer == answer)
+    return Verdict(max(reaching, key=lambda v: len(v.reasoning or "")), round(agreement, 4))
 
 
 def disagreement(manifest: Manifest, answer: Accepted, reference: str | None, question: str) -> Rejected | None:

@@ -35,6 +35,17 @@ def test_the_majority_answer_is_kept_with_the_share_that_gave_it() -> None:
     assert verdict.outcome == Accepted("entailment", None) and verdict.agreement == pytest.approx(0.6667)
 
 
+def test_the_longest_reasoning_that_reaches_the_majority_answer_is_kept() -> None:
+    def reply(reasoning: str, answer: str) -> str:
+        return json.dumps({"reasoning": reasoning, "answer": answer})
+
+    shown = "A dog is an animal, and running is moving, so the premise says an animal moves."
+    replies = stop(reply("Dogs are animals.", "entailment"), reply(shown + " It could be neutral.", "neutral"),
+                   reply(shown, "entailment"), reply("Running is moving.", "entailment"))
+    verdict = majority(nli(prompt={"samples": 4, "chain_of_thought": True}), replies, QUESTION)
+    assert verdict.outcome == Accepted("entailment", shown) and verdict.agreement == 0.75
+
+
 def test_no_majority_is_rejected_with_the_tally() -> None:
     verdict = majority(nli(prompt={"samples": 4}), stop("neutral", "entailment", "entailment", "contradiction"),
                        QUESTION)  # 2 of 4 is not more than half

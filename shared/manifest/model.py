@@ -127,7 +127,8 @@ class PromptSettings(_Strict):
     keep_reasoning: bool = Field(False, description="train the student on the teacher's reasoning + answer "
                                  "(distilling step by step); needs chain_of_thought")
     samples: int = Field(1, ge=1, le=16, description="answers asked of the teacher per row (self-consistency): the "
-                         "majority answer is kept, with a reasoning that reaches it; for tasks scored by exact match")
+                         "majority answer is kept, with the longest reasoning that reaches it; for tasks scored by "
+                         "exact match")
 
 
 class FineTuneMethod(StrEnum):
