@@ -35,7 +35,8 @@ from shared.students import Reach, ask
 from shared.tasks import Task
 
 STUDENT = REASONING_STUDENT.name.lower()
-VARIANTS = {"math-s1": (1, False), "math-s1-checked": (1, True), "math-s3": (3, False), "math-s3-checked": (3, True)}
+# Three samples first: each row's samples are asked at once, and the single-sample jobs then find theirs cached.
+VARIANTS = {"math-s3": (3, False), "math-s3-checked": (3, True), "math-s1": (1, False), "math-s1-checked": (1, True)}
 REPLY_TOKENS = 320  # the teacher's reasoning and answer; the students get the same room (plus an answer line)
 STEP_BY_STEP = ("Solve the math problem. Reason step by step in a few short sentences, then end with a last line "
                 "'Answer: <number>' giving the final answer as a plain number.")
@@ -46,12 +47,17 @@ def job_file(job: str, name: str) -> Path:
     return ROOT / home() / "storage" / "jobs" / job / name
 
 
-def manifest(data: Path, name: str, samples: int, drop: bool, finetune: bool) -> dict[str, Any]:
+def manifest(data: Path, name: str, samples: int, drop: bool, finetune: bool,
+             epochs: int | None = None) -> dict[str, Any]:
+    """The job's manifest; `epochs` overrides the trainer's default number of passes."""
+    student: dict[str, Any] = {"model": STUDENT, "method": "lora"}
+    if epochs is not None:
+        student["hyperparameters"] = {"n_epochs": epochs}
     return {"task": "math", "name": name, "training_file": str(data / "train.jsonl"),
             "validation_file": str(data / "validation.jsonl"), "teacher": {"kind": "local"},
             "inference": {"max_tokens": REPLY_TOKENS, "temperature": SAMPLING_TEMPERATURE},
             "prompt": {"chain_of_thought": True, "keep_reasoning": True, "samples": samples},
-            "drop_disagreeing": drop, "student": {"model": STUDENT, "method": "lora"}, "finetune": finetune}
+            "drop_disagreeing": drop, "student": student, "finetune": finetune}
 
 
 def run_job(out: Path, spec: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "math-table")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="the labels to make and choose from (default: all four)")
+    parser.add_argument("--epochs", type=int, help="passes over the training rows (default: the trainer's, 3)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     table: dict[str, Any] = {"labels": {}}
@@ -118,8 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         table["labels"][name] = labels(run_job(args.out, manifest(args.data, name, samples, drop, finetune=False)))
         print(json.dumps({name: table["labels"][name]}), flush=True)
     table["trained_on"] = chosen = best(table["labels"])
+    table["epochs"] = args.epochs or 3
     samples, drop = VARIANTS[chosen]
-    run_job(args.out, manifest(args.data, trained := distilled_job(chosen), samples, drop, finetune=True))
+    run_job(args.out, manifest(args.data, trained := distilled_job(chosen), samples, drop, True, args.epochs))
     report = json.loads(job_file(trained, "report.json").read_text())
     table["scores"] = report["scores"]
     table["base_step_by_step"] = step_by_step(args.data)

@@ -46,3 +46,11 @@ def test_the_student_trains_on_the_most_accurate_labels_then_the_most_rows() -> 
 def test_each_choice_of_labels_trains_its_own_student_job() -> None:
     jobs = {math_table.distilled_job(name) for name in math_table.VARIANTS}
     assert jobs == {"math-distilled-s1", "math-distilled-s1-checked", "math-distilled-s3", "math-distilled-s3-checked"}
+
+
+def test_the_trained_job_takes_the_epochs_asked_and_otherwise_the_trainers_default(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(json.dumps(math_table.manifest(tmp_path, "math-distilled-s3", 3, False, True, epochs=1)))
+    assert load_manifest(path).student.hyperparameters == {"n_epochs": 1}
+    path.write_text(json.dumps(math_table.manifest(tmp_path, "math-distilled-s3", 3, False, True)))
+    assert load_manifest(path).student.hyperparameters == {}
