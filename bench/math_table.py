@@ -12,7 +12,7 @@ On the MATH rows with reference answers (378 training, 42 validation), with the 
 Every step is a local job (`distill run`) under the usual `.distill` (or $DISTILL_HOME): running this again continues
 where it stopped, and every teacher reply comes from the response cache the jobs share, so nothing is paid twice.
 Hours on 2 CPU cores (minutes on a GPU). Figures are printed and written to OUT/table.json:
-`python -m bench.math_table [--data ../shared/data/gold/math] [--out out/math-table] [--variants NAME ...]`
+`python -m bench.math_table [--data ../shared/data/gold/math] [--out out/math-table] [--variants NAME ...] [--epochs N]`
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         table["labels"][name] = labels(run_job(args.out, manifest(args.data, name, samples, drop, finetune=False)))
         print(json.dumps({name: table["labels"][name]}), flush=True)
     table["trained_on"] = chosen = best(table["labels"])
-    table["epochs"] = args.epochs or 3
+    table["epochs"] = args.epochs  # null: the trainer's default
     samples, drop = VARIANTS[chosen]
     run_job(args.out, manifest(args.data, trained := distilled_job(chosen), samples, drop, True, args.epochs))
     report = json.loads(job_file(trained, "report.json").read_text())
